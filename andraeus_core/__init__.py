@@ -1,0 +1,65 @@
+"""Andraeus: teach an open LLM the facts of one person's life.
+
+The public names below are what app.py, api/ and the CLI may import. Heavy libraries load lazily inside functions.
+"""
+
+from .chat import ChatModel, GenerationConfig, Message, load_chat_model
+from .config import adapters_dir, andraeus_home, models_dir
+from .errors import (
+    AdapterError,
+    AndraeusError,
+    ConfigError,
+    EvaluationError,
+    HubError,
+    ModelLoadError,
+    ModelNotAvailableError,
+    ProfileError,
+    TrainingCancelled,
+    TrainingError,
+)
+from .models import (
+    PRESETS,
+    LoadedModel,
+    ModelPreset,
+    ResolvedModel,
+    default_model_name,
+    get_cached_model,
+    list_presets,
+    load_model,
+    load_tokenizer,
+    model_dir,
+    resolve_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "AdapterError",
+    "AndraeusError",
+    "ChatModel",
+    "ConfigError",
+    "EvaluationError",
+    "GenerationConfig",
+    "HubError",
+    "LoadedModel",
+    "Message",
+    "ModelLoadError",
+    "ModelNotAvailableError",
+    "ModelPreset",
+    "ProfileError",
+    "ResolvedModel",
+    "TrainingCancelled",
+    "TrainingError",
+    "adapters_dir",
+    "andraeus_home",
+    "default_model_name",
+    "get_cached_model",
+    "list_presets",
+    "load_chat_model",
+    "load_model",
+    "load_tokenizer",
+    "model_dir",
+    "models_dir",
+    "resolve_model",
+]

@@ -1,0 +1,286 @@
+"""Generation with a base model, optionally with a LoRA adapter: streaming, greedy or sampled, with history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import AdapterError, ConfigError
+from .models import LoadedModel, Quantize, get_cached_model, load_model
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    """One chat turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role = Field(description="Who speaks: system, user or assistant.")
+    content: str = Field(description="What is said.")
+
+
+class GenerationConfig(BaseModel):
+    """How to decode. ``temperature == 0`` means greedy decoding (deterministic)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when sampling).")
+    max_new_tokens: int = Field(256, ge=1, le=4096, description="Upper bound on generated tokens.")
+    stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end the answer.")
+    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0, description="Penalty on repeated tokens (1 = none).")
+    seed: int | None = Field(None, description="Seed for sampling, for reproducible sampled answers.")
+
+
+ADAPTER_META = "andraeus.json"
+ADAPTER_PRIVATE = "private.json"
+
+
+def adapter_base_model(adapter_dir: str | Path) -> str | None:
+    """The base model an adapter was trained on (from ``andraeus.json``, else PEFT's ``adapter_config.json``)."""
+    directory = Path(adapter_dir)
+    for name, key in ((ADAPTER_META, "base_model"), ("adapter_config.json", "base_model_name_or_path")):
+        try:
+            value = json.loads((directory / name).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if value:
+            return str(value)
+    return None
+
+
+def adapter_system_prompt(adapter_dir: str | Path) -> str | None:
+    """The system prompt the adapter was trained with, kept locally in ``private.json`` (never uploaded)."""
+    try:
+        value = json.loads((Path(adapter_dir) / ADAPTER_PRIVATE).read_text()).get("system_prompt")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def _check_adapter_dir(adapter_dir: Path) -> None:
+    if not adapter_dir.is_dir():
+        raise AdapterError(f"Adapter directory '{adapter_dir}' does not exist.", param="adapter")
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise AdapterError(f"'{adapter_dir}' is not a LoRA adapter: adapter_config.json is missing.", param="adapter")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        # Pickled weights (.bin) can run code on load; we only ever read safetensors.
+        raise AdapterError(
+            f"'{adapter_dir}' has no adapter_model.safetensors (only safetensors weights are loaded).",
+            param="adapter",
+        )
+
+
+class _StopFlag:
+    """A transformers StoppingCriteria that ends generation when the consumer goes away."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+        return self.event.is_set()
+
+
+class ChatModel:
+    """A base model with an optional LoRA adapter, for chatting.
+
+    Generation is serialised per model (one at a time): toggling the adapter on/off is model-wide state.
+    """
+
+    def __init__(self, loaded: LoadedModel, adapter_dir: Path | None = None, system_prompt: str | None = None):
+        self.loaded = loaded
+        self.adapter_dir = adapter_dir
+        self.system_prompt = system_prompt
+        self._lock = threading.Lock()
+        self.model = loaded.model
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            try:
+                self.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=False)
+            except Exception as exc:  # noqa: BLE001
+                raise AdapterError(
+                    f"Could not load the adapter in '{adapter_dir}' onto base model '{loaded.name}': {exc}",
+                    param="adapter",
+                ) from None
+            self.model.eval()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.adapter_dir is not None
+
+    def build_messages(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        system: str | None = None,
+    ) -> list[dict[str, str]]:
+        """Normalise a conversation and put the system prompt first (explicit > conversation's > adapter's)."""
+        normalised = [m.model_dump() if isinstance(m, Message) else dict(Message(**m).model_dump()) for m in messages]
+        if not normalised or normalised[-1]["role"] != "user":
+            raise ConfigError("A conversation must end with a user message.", param="messages")
+        has_system = normalised[0]["role"] == "system"
+        chosen = system if system is not None else (None if has_system else self.system_prompt)
+        if chosen is not None:
+            if has_system:
+                normalised = normalised[1:]
+            normalised = [{"role": "system", "content": chosen}, *normalised]
+        return normalised
+
+    def prompt_ids(self, messages: Sequence[Message | dict[str, str]], system: str | None = None) -> Any:
+        """Token ids of the conversation rendered with the model's chat template, ready for generation."""
+        rendered = self.build_messages(messages, system)
+        return self.tokenizer.apply_chat_template(
+            rendered, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+
+    def _generate_kwargs(self, config: GenerationConfig) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": config.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": config.repetition_penalty,
+        }
+        if config.temperature > 0:
+            kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if config.stop:
+            kwargs.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
+        return kwargs
+
+    def stream(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        config: GenerationConfig | None = None,
+        *,
+        system: str | None = None,
+        use_adapter: bool = True,
+    ) -> Iterator[str]:
+        """Yield the answer piece by piece as it is generated.
+
+        Args:
+            messages: the conversation so far, ending with the user's message.
+            config: decoding settings (greedy by default).
+            system: a system prompt overriding the adapter's/conversation's.
+            use_adapter: ``False`` asks the bare base model (same weights, adapter disabled).
+        """
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        config = config or GenerationConfig()
+        inputs = self.prompt_ids(messages, system)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        stop_flag = _StopFlag()
+        kwargs = self._generate_kwargs(config)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    if config.seed is not None:
+                        torch.manual_seed(config.seed)
+                    if self.has_adapter and not use_adapter:
+                        with self.model.disable_adapter():
+                            self.model.generate(
+                                **inputs,
+                                streamer=streamer,
+                                stopping_criteria=StoppingCriteriaList([stop_flag]),
+                                **kwargs,
+                            )
+                    else:
+                        self.model.generate(
+                            **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([stop_flag]), **kwargs
+                        )
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+                errors.append(exc)
+                streamer.end()
+
+        with self._lock:
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            try:
+                text = ""
+                for piece in streamer:
+                    if not piece:
+                        continue
+                    text += piece
+                    # transformers' stop_strings end generation but the streamer may already hold the stop text.
+                    cut = _first_stop(text, config.stop)
+                    if cut is not None:
+                        remaining = text[:cut][len(text) - len(piece) :]
+                        if remaining:
+                            yield remaining
+                        break
+                    yield piece
+            finally:
+                stop_flag.event.set()
+                thread.join()
+        if errors:
+            raise errors[0]
+
+    def reply(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        config: GenerationConfig | None = None,
+        *,
+        system: str | None = None,
+        use_adapter: bool = True,
+    ) -> str:
+        """The whole answer as one string (see :meth:`stream`)."""
+        return "".join(self.stream(messages, config, system=system, use_adapter=use_adapter)).strip()
+
+    def ask(self, question: str, config: GenerationConfig | None = None, **kwargs: Any) -> str:
+        """One question, no history."""
+        return self.reply([{"role": "user", "content": question}], config, **kwargs)
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    positions = [text.find(s) for s in stops if s and s in text]
+    return min(positions) if positions else None
+
+
+def load_chat_model(
+    base_model: str | None = None,
+    adapter: str | Path | None = None,
+    *,
+    quantize: Quantize = None,
+    system_prompt: str | None = None,
+    cached: bool = False,
+) -> ChatModel:
+    """Load a model for chatting.
+
+    Args:
+        base_model: preset, directory or Hub id; default: the adapter's base model, else the automatic default.
+        adapter: a LoRA adapter directory (PEFT format, safetensors weights).
+        quantize: ``"4bit"`` to load the base model in NF4.
+        system_prompt: default system prompt; default: the one the adapter was trained with, if known.
+        cached: reuse a process-wide copy of the base model (servers); the adapter is then loaded on top of it
+            only when none is given, because PEFT mutates the base model it wraps.
+
+    Raises:
+        AdapterError: the adapter directory is missing, incomplete or does not fit the base model.
+        ModelNotAvailableError: the base model cannot be found.
+    """
+    adapter_dir = Path(adapter).expanduser() if adapter is not None else None
+    if adapter_dir is not None:
+        _check_adapter_dir(adapter_dir)
+        base_model = base_model or adapter_base_model(adapter_dir)
+        if system_prompt is None:
+            system_prompt = adapter_system_prompt(adapter_dir)
+    if cached and adapter_dir is None:
+        loaded = get_cached_model(base_model, quantize=quantize)
+    else:
+        loaded = load_model(base_model, quantize=quantize)
+    return ChatModel(loaded, adapter_dir, system_prompt)

@@ -1,0 +1,168 @@
+"""`andraeus ...` — thin: parse arguments, call one public function, print.
+
+Heavy libraries (torch, transformers) are imported inside the command functions so `andraeus --help` is instant.
+Each subcommand is registered by an ``_add_<name>`` function next to its ``_cmd_<name>`` handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import AndraeusError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _base_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="preset (smollm2-135m, qwen2.5-7b, tiny-random, ...), local model directory or Hub id "
+        "(default: $ANDRAEUS_BASE_MODEL, else qwen2.5-7b with CUDA, smollm2-135m on CPU)",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# andraeus chat
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat with a base model, optionally with a trained adapter")
+    _base_model_arg(p)
+    p.add_argument("--adapter", default=None, help="a trained LoRA adapter directory")
+    p.add_argument("--system", default=None, help="system prompt (default: the adapter's, else the model's)")
+    p.add_argument("--once", metavar="QUESTION", default=None, help="answer one question, print it and exit")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--quantize", choices=["4bit"], default=None, help="load the base model in 4-bit NF4")
+    p.set_defaults(handler=_cmd_chat)
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .chat import GenerationConfig, load_chat_model
+
+    try:
+        config = GenerationConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    except ValidationError as exc:
+        raise AndraeusError(_pydantic_message(exc)) from None
+    chat = load_chat_model(args.base_model, args.adapter, quantize=args.quantize, system_prompt=args.system)
+    if args.once is not None:
+        for piece in chat.stream([{"role": "user", "content": args.once}], config):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Chatting with {chat.loaded.name}" + (f" + adapter {chat.adapter_dir}" if chat.has_adapter else ""))
+        print("Type a message; /reset clears the conversation, /exit (or Ctrl-D) quits.")
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            if interactive:
+                print()
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in {"/exit", "/quit"}:
+            return 0
+        if text == "/reset":
+            history.clear()
+            print("(conversation cleared)")
+            continue
+        history.append({"role": "user", "content": text})
+        if interactive:
+            sys.stdout.write("assistant> ")
+        answer = ""
+        try:
+            for piece in chat.stream(history, config):
+                answer += piece
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.stdout.write(" [interrupted]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        history.append({"role": "assistant", "content": answer.strip()})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# andraeus models
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the base-model presets")
+    p.set_defaults(handler=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import default_model_name, list_presets
+
+    default = default_model_name()
+    for preset in list_presets():
+        mark = "*" if preset.name == default else " "
+        print(f"{mark} {preset.name:<14} {preset.description}")
+    print("(* = the default here; any local model directory or Hub id also works)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_chat, _add_models]
+
+
+def _pydantic_message(exc: Exception) -> str:
+    errors = getattr(exc, "errors", lambda: [])()
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')} (got {e.get('input')!r})" for e in errors]
+    return "Invalid settings: " + "; ".join(parts) if parts else str(exc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `andraeus` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="andraeus",
+        description="Teach an open LLM the facts of one person's life: phrasings → LoRA adapter → honest recall.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `andraeus` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not args.verbose:
+        # transformers/tqdm chatter ("Loading weights") is noise for a CLI user; -v shows it.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except AndraeusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""One error hierarchy for the whole pipeline.
+
+Every error a user can cause or act on is an :class:`AndraeusError`. The CLI prints its message, the web app turns
+it into ``gr.Error`` and the REST API into an OpenAI-shaped error body, so messages must say what was wrong (file,
+line, field, value) and how to fix it, and must never contain a fact's value from someone else's data or a token.
+"""
+
+from __future__ import annotations
+
+
+class AndraeusError(Exception):
+    """Base class of every error Andraeus raises on purpose.
+
+    Attributes:
+        code: a short machine-readable code (used by the REST API's ``error.code``).
+        param: the field or parameter at fault, when there is one.
+    """
+
+    code = "andraeus_error"
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AndraeusError):
+    """A setting or configuration value is invalid."""
+
+    code = "invalid_config"
+
+
+class ModelNotAvailableError(AndraeusError):
+    """A base model is neither cached, embedded nor reachable."""
+
+    code = "model_not_available"
+
+
+class ModelLoadError(AndraeusError):
+    """A model was found but could not be loaded (corrupt files, wrong format...)."""
+
+    code = "model_load_failed"
+
+
+class ProfileError(AndraeusError):
+    """A profile (the user's facts) is malformed; the message names file, line/row, field and value."""
+
+    code = "invalid_profile"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        param: str | None = None,
+    ):
+        super().__init__(message, param=param or field)
+        self.source = source
+        self.line = line
+        self.field = field
+
+
+class AdapterError(AndraeusError):
+    """An adapter directory is missing, incomplete or does not match its base model."""
+
+    code = "invalid_adapter"
+
+
+class TrainingError(AndraeusError):
+    """Training failed (non-finite loss, out of memory, ...). Nothing half-written is left behind."""
+
+    code = "training_failed"
+
+
+class TrainingCancelled(AndraeusError):
+    """Training was cancelled by the caller; the partial run is not an adapter."""
+
+    code = "cancelled"
+
+
+class EvaluationError(AndraeusError):
+    """Evaluation questions or settings are invalid."""
+
+    code = "invalid_evaluation"
+
+
+class HubError(AndraeusError):
+    """Talking to the Hugging Face Hub failed; the local adapter is untouched."""
+
+    code = "hub_error"
