@@ -534,3 +534,66 @@ def clear_model_cache() -> None:
     """Forget every model cached by :func:`get_cached_model`."""
     with _cache_lock:
         _cache.clear()
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy answers for many conversations at once (left padding), in input order.
+
+    Used by training (early-stop probe, over-trigger guard answers) and evaluation; chat streaming lives in chat.py.
+    Conversations are sorted by length before batching so little compute is spent on padding.
+
+    Args:
+        model: a causal LM (optionally a PeftModel).
+        tokenizer: its tokenizer (a pad token is required; :func:`load_tokenizer` sets one).
+        conversations: each a list of ``{"role", "content"}`` ending with the user's turn.
+        max_new_tokens: upper bound on each answer's length.
+        batch_size: conversations per forward pass.
+    """
+    import torch
+
+    if not conversations:
+        return []
+    prompts = [
+        tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False) for conv in conversations
+    ]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    answers: list[str] = [""] * len(encoded)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                seq = encoded[i]
+                ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                mask[row, width - len(seq) :] = 1
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=pad_id,
+                )
+            for row, i in enumerate(chunk):
+                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+    finally:
+        if was_training:
+            model.train()
+    return answers
