@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_HOME = Path("~/.cache/andraeus")
 
@@ -26,3 +29,235 @@ def models_dir() -> Path:
 def adapters_dir() -> Path:
     """Where trained adapters are written by default (``$ANDRAEUS_HOME/adapters``)."""
     return andraeus_home() / "adapters"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training configuration
+
+SEED_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_GPU_COST_PER_HOUR = 11.058  # the seed's §8 price (an 8×H100 hour on a public cloud)
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides how an adapter is trained.
+
+    Two presets: ``TrainConfig.preset("seed")`` is exactly the seed's recipe; ``TrainConfig.preset("cpu")`` is the
+    same science tuned for a 2-core CPU (see :meth:`preset` for the measured reasons).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    preset_name: Literal["seed", "cpu", "custom"] = Field(
+        "custom", description="Which preset these values started from (informational; recorded in andraeus.json)."
+    )
+    base_model: str | None = Field(
+        None, description="Base model preset, local directory or Hub id; None = the default for this machine."
+    )
+    quantize: Literal["4bit"] | None = Field(
+        None, description="'4bit' = QLoRA (bitsandbytes NF4 + double quantisation); None = full-precision LoRA."
+    )
+    lora_r: int = Field(64, description="LoRA rank r.")
+    lora_alpha: int = Field(128, description="LoRA scaling alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.05, description="Dropout on the LoRA input, 0 <= p < 1.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(SEED_TARGET_MODULES),
+        description="Module names that get LoRA adapters (all attention and MLP projections in the seed).",
+    )
+    learning_rate: float = Field(3e-4, description="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    warmup_ratio: float = Field(0.03, description="Share of the optimiser steps spent warming up, 0 <= x < 1.")
+    weight_decay: float = Field(0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 = no clipping).")
+    epochs: int = Field(5, description="Passes over the training phrasings (an upper bound when early_stop is on).")
+    batch_size: int = Field(2, description="Examples per micro-batch.")
+    grad_accum: int = Field(4, description="Micro-batches per optimiser step (effective batch = batch_size × this).")
+    bf16: bool | None = Field(
+        None, description="bfloat16 mixed precision; None = where supported (CUDA with bf16), float32 otherwise."
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass: less memory, about 30% more compute."
+    )
+    batching: Literal["padded", "grouped", "padding_free"] = Field(
+        "padded",
+        description="How micro-batches are formed: 'padded' (random order, padded to the longest), 'grouped' "
+        "(similar lengths together, little padding) or 'padding_free' (sequences concatenated, no padding).",
+    )
+    per_fact: int = Field(30, description="Question phrasings generated per fact.")
+    heldout_share: float = Field(0.2, description="Share of phrasings held out for evaluation, 0 <= x < 1.")
+    system_prompt: str = Field(
+        "identity",
+        description="System prompt of the chat examples: 'identity', 'facts' or a literal prompt text.",
+    )
+    seed: int = Field(0, description="Random seed for phrasings, the split and training.")
+    max_length: int = Field(512, description="Longest tokenised example; longer ones are truncated.")
+    early_stop: bool = Field(
+        False, description="After each epoch probe training phrasings greedily; stop once they are learned."
+    )
+    early_stop_threshold: float = Field(
+        0.99, description="Share of probed phrasings that must be answered right to stop early, 0 < x <= 1."
+    )
+    early_stop_probe_size: int = Field(64, description="Training phrasings probed after each epoch (a sample).")
+    checkpoint_every: int = Field(
+        0, description="Save a resumable checkpoint every N optimiser steps (0 = only at the end of each epoch)."
+    )
+    gpu_cost_per_hour: float = Field(
+        DEFAULT_GPU_COST_PER_HOUR, description="US dollars per hour used for the cost estimate (seed §8: 11.058)."
+    )
+    out_dir: str | None = Field(
+        None, description="Where the adapter directory is written; None = $ANDRAEUS_HOME/adapters/<name>."
+    )
+
+    @field_validator("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "per_fact")
+    @classmethod
+    def _positive_int(cls, value: int, info: Any) -> int:
+        if value < 1:
+            raise ValueError(f"{info.field_name} must be at least 1, got {value}")
+        return value
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr(cls, value: float) -> float:
+        if not (0 < value < 1):
+            raise ValueError(f"learning_rate must be between 0 and 1 (e.g. 3e-4), got {value}")
+        return value
+
+    @field_validator("lora_dropout", "warmup_ratio", "heldout_share")
+    @classmethod
+    def _fraction(cls, value: float, info: Any) -> float:
+        if not (0 <= value < 1):
+            raise ValueError(f"{info.field_name} must be in [0, 1), got {value}")
+        return value
+
+    @field_validator("early_stop_threshold")
+    @classmethod
+    def _threshold(cls, value: float) -> float:
+        if not (0 < value <= 1):
+            raise ValueError(f"early_stop_threshold must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("weight_decay", "max_grad_norm", "gpu_cost_per_hour")
+    @classmethod
+    def _non_negative(cls, value: float, info: Any) -> float:
+        if value < 0 or value != value:
+            raise ValueError(f"{info.field_name} must be a non-negative number, got {value}")
+        return value
+
+    @field_validator("checkpoint_every", "seed")
+    @classmethod
+    def _non_negative_int(cls, value: int, info: Any) -> int:
+        if value < 0:
+            raise ValueError(f"{info.field_name} must be 0 or more, got {value}")
+        return value
+
+    @field_validator("max_length")
+    @classmethod
+    def _max_length(cls, value: int) -> int:
+        if value < 32:
+            raise ValueError(f"max_length must be at least 32 tokens, got {value}")
+        return value
+
+    @field_validator("early_stop_probe_size")
+    @classmethod
+    def _probe(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"early_stop_probe_size must be at least 1, got {value}")
+        return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in value if v.strip()]
+        if not cleaned:
+            raise ValueError(f"target_modules must name at least one module (e.g. q_proj), got {value!r}")
+        return cleaned
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _system(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("system_prompt must be 'identity', 'facts' or a non-empty prompt text, got ''")
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> TrainConfig:
+        if self.batching == "padding_free" and self.batch_size == 1:
+            # Nothing to concatenate; say so rather than silently do padded training.
+            raise ValueError("batching='padding_free' needs batch_size >= 2 (it concatenates a micro-batch)")
+        return self
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named recipe, optionally with some fields overridden.
+
+        ``seed``: exactly the seed's recipe — r=64, α=128, dropout 0.05, all attention+MLP projections, lr 3e-4,
+        cosine, warm-up 3%, 5 epochs, batch 2 × grad-accum 4, bf16 where supported, gradient checkpointing.
+
+        ``cpu``: the same LoRA science (r=64, α=128, dropout 0.05, same targets, AdamW, cosine, warm-up 3%), tuned
+        for a 2-core CPU with bench/train_speed.py (figures in the README):
+          * batch 8 × grad-accum 1 — the same effective batch as the seed (8) in one micro-batch: on CPU a bigger
+            matmul is cheaper per token and one optimiser step per micro-batch means no accumulation overhead;
+          * no gradient checkpointing — a 135M model's activations fit easily, recomputing them costs ~30% time;
+          * float32 (CPUs here have no fast bf16 path) and length-grouped batches (little padding);
+          * lr 1e-3 — with ~250 phrasings there are only ~30 steps per epoch; the seed's 3e-4 was tuned for a 7B
+            model and leaves a 135M model short of full recall in the time budget, 1e-3 reaches it;
+          * early stop on (threshold 0.99) — stops as soon as the training phrasings are learned.
+
+        Raises:
+            ConfigError: unknown preset name or an invalid override.
+        """
+        from pydantic import ValidationError
+
+        from .errors import ConfigError
+
+        presets: dict[str, dict[str, Any]] = {
+            "seed": {"preset_name": "seed"},
+            "cpu": {
+                "preset_name": "cpu",
+                "batch_size": 8,
+                "grad_accum": 1,
+                "gradient_checkpointing": False,
+                "bf16": False,
+                "batching": "grouped",
+                "learning_rate": 1e-3,
+                "early_stop": True,
+            },
+        }
+        if name not in presets:
+            choices = ", ".join(presets)
+            raise ConfigError(f"Unknown training preset {name!r}; choose one of: {choices}.", param="preset")
+        try:
+            return cls(**{**presets[name], **overrides})
+        except ValidationError as exc:
+            raise ConfigError(validation_message(exc), param=_first_loc(exc)) from None
+
+
+def validation_message(exc: Exception) -> str:
+    """One readable line from a pydantic ValidationError: field, problem and the value given."""
+    errors = getattr(exc, "errors", lambda: [])()
+    parts = []
+    for e in errors:
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "config"
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg} (got {e.get('input')!r})")
+    return "Invalid training settings: " + "; ".join(parts) if parts else str(exc)
+
+
+def _first_loc(exc: Exception) -> str | None:
+    errors = getattr(exc, "errors", lambda: [])()
+    if errors and errors[0].get("loc"):
+        return str(errors[0]["loc"][0])
+    return None
+
+
+def make_train_config(**values: Any) -> TrainConfig:
+    """Build a :class:`TrainConfig`, turning validation problems into a :class:`ConfigError` naming field and value."""
+    from pydantic import ValidationError
+
+    from .errors import ConfigError
+
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc), param=_first_loc(exc)) from None
