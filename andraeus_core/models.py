@@ -33,7 +33,7 @@ EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CPU_DEFAULT = "smollm2-135m"
 CUDA_DEFAULT = "qwen2.5-7b"
 # Bumped when the on-disk layout of a converted/built model changes, so stale caches are rebuilt.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 Quantize = Literal["4bit"] | None
 
@@ -295,7 +295,8 @@ def tiny_random_dir() -> Path:
     if marker and marker.get("format") == _CACHE_FORMAT and (target / "config.json").is_file():
         return target
     with _dir_lock(target):
-        if (target / "andraeus-model.json").is_file():
+        marker = _cache_marker(target)
+        if marker and marker.get("format") == _CACHE_FORMAT:
             return target
         import torch
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -315,6 +316,9 @@ def tiny_random_dir() -> Path:
             num_key_value_heads=2,
             max_position_embeddings=2048,
             tie_word_embeddings=True,
+            # Wider than the usual 0.02 so greedy decoding yields varied words instead of only newlines: tests of
+            # streaming, stop strings and the CLI need visible text.
+            initializer_range=0.1,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,

