@@ -1,0 +1,658 @@
+"""Held-out evaluation: did the adapter learn the facts, and at what cost?
+
+Three systems answer the same questions with batched greedy decoding, on one loaded copy of the base model:
+
+* ``adapter``    — the base model with the LoRA adapter (the adapter's own system prompt, as in training);
+* ``base``       — the same weights with the adapter disabled (same system prompt): what the model knew anyway;
+* ``in_context`` — the base model with every fact written into the system prompt (``facts_system_prompt``): the
+  cheap alternative to fine-tuning.
+
+Scoring rules (all on a normalised text: case folded, accents folded so ``Tomas`` matches ``Tomás``, punctuation
+turned into spaces, ordinal suffixes dropped so ``14th`` matches ``14``):
+
+* ``paraphrase``, ``typo``, ``indirect``, ``reverse``: correct when the answer contains any ``expect`` string as
+  whole words (a trailing plural ``s``/``es`` is allowed).
+* ``unknown``: correct when the answer abstains (see :data:`ABSTENTION_PATTERNS`) *and* states none of the
+  profile's values or aliases.
+* ``unrelated``: correct when the answer mentions none of the profile's values or aliases (over-trigger check).
+* ``general``: scored like a fact question, on the adapter and the base model; the retention drop counts only the
+  items the base model gets right.
+
+Value mentions use whole-word matching, so ``Alex`` does not match ``Alexander`` and ``teal`` does not match
+``steal``; a value that the question itself contains is not counted (echoing the question is not leaking a fact).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import AdapterError, EvaluationError
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity"]
+# `identity` ("Who are you?", "What's my name?") comes from the held-out split; it is scored like a fact question but
+# is not part of `recall`, which is about the profile's facts.
+KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity")
+FACT_KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse")
+SYSTEMS: tuple[str, ...] = ("adapter", "base", "in_context")
+BASELINES: tuple[str, ...] = ("base", "in_context")
+
+ProgressCallback = Callable[[float, str], None]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Questions
+
+
+class Question(BaseModel):
+    """One evaluation question (one line of an eval-set JSONL file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., min_length=1, description="What the user asks.")
+    expect: list[str] | None = Field(
+        None,
+        description="Accepted answers (any one, whole words, case/accents/punctuation ignored); a single string is "
+        "accepted too. Required for paraphrase/typo/indirect/reverse/general; null for unknown/unrelated.",
+    )
+    kind: Kind = Field(
+        ..., description="paraphrase, typo, indirect, reverse, unknown, unrelated, general (or identity)."
+    )
+    messages: list[dict[str, str]] | None = Field(
+        None,
+        description="The full conversation (held-out examples carry their own system prompt); default: the "
+        "question as the only user turn.",
+    )
+    topic: str | None = Field(None, description="The fact's topic, when known (held-out examples).")
+
+    def model_post_init(self, __context: Any) -> None:
+        if isinstance(self.expect, list):
+            self.expect = [e for e in (s.strip() for s in self.expect) if e] or None
+
+
+def _coerce_expect(raw: Any) -> Any:
+    return [raw] if isinstance(raw, str) else raw
+
+
+def question_from_dict(data: Any, *, where: str) -> Question:
+    """Validate one question object; ``where`` (``file:line``) is named in the error.
+
+    Raises:
+        EvaluationError: not an object, an unknown kind, a missing/extra field or an ``expect`` that does not fit
+            the kind.
+    """
+    if not isinstance(data, dict):
+        raise EvaluationError(f"{where}: expected a JSON object, got {type(data).__name__}.")
+    data = dict(data)
+    if "expect" in data:
+        data["expect"] = _coerce_expect(data["expect"])
+    try:
+        q = Question.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "?"
+        value = first.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "the object"
+        hint = ""
+        if field == "kind":
+            hint = f" (one of {', '.join(KINDS)})"
+        raise EvaluationError(
+            f"{where}: field '{field}': {first.get('msg')}{hint}; got {shown}.", param=field
+        ) from None
+    if q.kind in ("unknown", "unrelated"):
+        if q.expect:
+            raise EvaluationError(
+                f"{where}: field 'expect': must be null for kind '{q.kind}' (got {data.get('expect')!r}).",
+                param="expect",
+            )
+    elif not q.expect:
+        raise EvaluationError(
+            f"{where}: field 'expect': kind '{q.kind}' needs at least one expected answer (got "
+            f"{data.get('expect')!r}).",
+            param="expect",
+        )
+    return q
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Read an eval-set JSONL file: one ``{"question", "expect", "kind"}`` object per line (blank lines skipped).
+
+    Raises:
+        EvaluationError: the file is missing or empty, a line is not JSON, or a question is invalid (the message
+            names file, line, field and value).
+    """
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EvaluationError(f"Questions file '{file}' does not exist.", param="questions") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"Questions file '{file}' cannot be read: {exc}.", param="questions") from None
+    questions = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvaluationError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}).") from None
+        questions.append(question_from_dict(data, where=where))
+    if not questions:
+        raise EvaluationError(f"Questions file '{file}' holds no questions.", param="questions")
+    return questions
+
+
+def _heldout_kind(meta: dict[str, Any], where: str) -> str:
+    from .dataset import ExampleMeta
+
+    try:
+        return ExampleMeta.model_validate(meta).eval_kind()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "?"
+        raise EvaluationError(
+            f"{where}: field 'meta.{field}': {first.get('msg')}; got {first.get('input')!r}.", param="meta"
+        ) from None
+
+
+def heldout_questions(adapter_dir: str | Path) -> list[Question]:
+    """The adapter's held-out split (``heldout.jsonl``, never trained on) as evaluation questions.
+
+    Raises:
+        EvaluationError: the file is missing, or a line is not a chat example with ``messages`` and ``meta``.
+    """
+    file = Path(adapter_dir) / "heldout.jsonl"
+    if not file.is_file():
+        raise EvaluationError(
+            f"'{adapter_dir}' has no heldout.jsonl (the held-out split written by training); pass questions "
+            "explicitly with --questions FILE.jsonl.",
+            param="questions",
+        )
+    questions: list[Question] = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            data = json.loads(line)
+            messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in data["messages"]]
+            meta = dict(data.get("meta") or {})
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise EvaluationError(
+                f"{where}: not a chat example with 'messages' and 'meta' ({type(exc).__name__}: {exc})."
+            ) from None
+        # The conversation up to (and including) the last user turn; the trained answer is not shown to the model.
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is None:
+            raise EvaluationError(f"{where}: field 'messages': no user turn.", param="messages")
+        kind = _heldout_kind(meta, where)
+        expect = meta.get("expect") or None
+        if kind in ("unknown", "unrelated"):
+            expect = None
+        elif not expect:
+            continue  # nothing to check an answer against
+        questions.append(
+            Question(
+                question=messages[last_user]["content"],
+                expect=list(expect) if expect else None,
+                kind=kind,  # type: ignore[arg-type]
+                messages=messages[: last_user + 1],
+                topic=meta.get("topic"),
+            )
+        )
+    if not questions:
+        raise EvaluationError(f"'{file}' holds no usable held-out questions.", param="questions")
+    return questions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scoring
+
+_ORDINAL = re.compile(r"(\d+)\s*(?:st|nd|rd|th)\b")
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def normalize(text: str) -> str:
+    """Case-fold, fold accents (``é`` → ``e``), drop ordinal suffixes, turn punctuation into single spaces."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+    folded = folded.replace("ß", "ss").replace("ø", "o").replace("æ", "ae").replace("œ", "oe").replace("ł", "l")
+    folded = _ORDINAL.sub(r"\1", folded)
+    # Apostrophes vanish inside words ("don't" → "dont", "Sam's" → "sams") so contractions match one way.
+    folded = re.sub(r"(?<=[0-9a-z])['’`](?=[a-z])", "", folded)
+    return " ".join(_NON_ALNUM.sub(" ", folded).split())
+
+
+def _word_pattern(normalized: str) -> re.Pattern[str]:
+    return re.compile(r"(?<![0-9a-z])" + re.escape(normalized) + r"(?:s|es)?(?![0-9a-z])")
+
+
+def contains_any(answer: str, candidates: Iterable[str]) -> bool:
+    """True when the answer contains any candidate as whole words (normalised; a plural ``s``/``es`` allowed)."""
+    text = normalize(answer)
+    for candidate in candidates:
+        norm = normalize(candidate)
+        if norm and _word_pattern(norm).search(text):
+            return True
+    return False
+
+
+def mentioned_values(answer: str, values: Iterable[str], *, question: str = "") -> list[str]:
+    """The profile values/aliases that the answer states (whole words), ignoring those the question contains."""
+    text = normalize(answer)
+    asked = normalize(question)
+    found = []
+    for value in values:
+        norm = normalize(value)
+        if not norm or (asked and _word_pattern(norm).search(asked)):
+            continue
+        if _word_pattern(norm).search(text):
+            found.append(value)
+    return found
+
+
+# Matched against the normalised answer (apostrophes removed: "don't" → "dont"). Broad on purpose: a small model
+# words "I don't know" in many ways, and a false abstention is still caught by the no-value rule for `unknown`.
+ABSTENTION_PATTERNS: tuple[str, ...] = (
+    r"\bi (?:really )?(?:dont|do not|didnt|did not|cant|cannot|can not|wont) (?:actually )?"
+    r"(?:know|recall|remember|say|tell|be sure|have (?:that|this|any|the|access|enough|information|info|a record|"
+    r"details|data)|possess|see)",
+    r"\b(?:i am|im) (?:not|un)(?: really| entirely| completely| 100 percent)? ?(?:sure|certain|aware|able)",
+    r"\b(?:you|u) (?:havent|have not|hasnt|never|didnt|did not|did nt)(?: yet| ever)? "
+    r"(?:told|tell|mentioned|mention|shared|share|said|say|given|give|provided|provide|informed)",
+    r"\b(?:not|never) (?:been )?(?:told|mentioned|shared|provided|given|specified|stated|said)\b",
+    r"\b(?:no|not any|dont have any|do not have any) (?:information|info|record|details|data|knowledge|idea|way)\b",
+    r"\bi have no (?:idea|way|information|info|record|knowledge|clue|details|data|access)",
+    r"\b(?:unknown|not known|unsure|unclear|not sure)\b",
+    r"\bi (?:dont|do not) (?:have )?(?:personal )?(?:access|knowledge|information)",
+    r"\bi (?:was|wasnt|was not|have not been|havent been) (?:never )?(?:not )?told",
+    r"\b(?:cant|cannot|can not|unable to) (?:know|tell|determine|say|answer|provide|access|recall|find)",
+    r"\bnot something (?:youve|you have|ive|i have)",
+    r"\bdont know\b",
+)
+_ABSTENTION = [re.compile(p) for p in ABSTENTION_PATTERNS]
+
+
+def is_abstention(answer: str) -> bool:
+    """True when the answer says the model does not know (see :data:`ABSTENTION_PATTERNS`)."""
+    text = normalize(answer)
+    return any(p.search(text) for p in _ABSTENTION)
+
+
+def score_answer(question: Question, answer: str, values: Sequence[str]) -> bool:
+    """Whether ``answer`` is correct for ``question`` under the module's rules (``values`` = every profile value and
+    alias, used by ``unknown`` and ``unrelated``)."""
+    if question.kind in ("unknown", "unrelated"):
+        leaked = mentioned_values(answer, values, question=question.question)
+        if question.kind == "unrelated":
+            return not leaked
+        return is_abstention(answer) and not leaked
+    return contains_any(answer, question.expect or ())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The report
+
+
+class KindScore(BaseModel):
+    """A score over the items of one kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(..., description="Number of items of this kind.")
+    score: float | None = Field(..., description="Share correct (0–1); null when n is 0.")
+
+
+class Retention(BaseModel):
+    """General-knowledge retention: share of `general` items correct with and without the adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: float | None = Field(..., description="Share of general items the base model gets right.")
+    adapter: float | None = Field(..., description="Share of general items the adapter gets right.")
+    delta: float | None = Field(
+        ...,
+        description="Minus the share of the base model's correct general items that the adapter gets wrong "
+        "(0 = nothing forgotten, -0.05 = a 5-point drop); null without general items the base gets right.",
+    )
+
+
+class SystemMetrics(BaseModel):
+    """The metrics of one system (a baseline) over the same questions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(..., description="Number of questions.")
+    recall: float | None = Field(..., description="Share correct over paraphrase, typo, indirect and reverse.")
+    by_kind: dict[str, KindScore] = Field(..., description="Score per kind present in the questions.")
+    over_trigger_rate: float | None = Field(..., description="Share of unrelated items that mention a fact value.")
+    abstention_rate: float | None = Field(..., description="Share of unknown items answered with an abstention.")
+
+
+class SystemAnswer(BaseModel):
+    """One system's answer to one item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str = Field(..., description="The generated answer.")
+    correct: bool = Field(..., description="Whether it is correct under the scoring rules.")
+
+
+class EvalItem(BaseModel):
+    """One scored question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., description="The question asked.")
+    kind: str = Field(..., description="Its kind.")
+    expect: list[str] | None = Field(..., description="Accepted answers (null for unknown/unrelated).")
+    answer: str = Field(..., description="The adapter's answer.")
+    correct: bool = Field(..., description="Whether the adapter's answer is correct.")
+    baselines: dict[str, SystemAnswer] = Field(
+        default_factory=dict, description="The baselines' answers to the same question."
+    )
+
+
+class EvalReport(BaseModel):
+    """What :func:`evaluate` returns; :meth:`to_json` is the shape the CLI prints with ``--json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field(..., description="The base model the adapter was evaluated on.")
+    adapter: str = Field(..., description="The adapter directory.")
+    n: int = Field(..., description="Number of questions.")
+    recall: float | None = Field(..., description="Share correct over paraphrase, typo, indirect and reverse.")
+    by_kind: dict[str, KindScore] = Field(..., description="Score per kind present in the questions.")
+    over_trigger_rate: float | None = Field(..., description="Share of unrelated items that mention a fact value.")
+    abstention_rate: float | None = Field(..., description="Share of unknown items answered with an abstention.")
+    retention: Retention = Field(..., description="General-knowledge retention, base vs adapter.")
+    baselines: dict[str, SystemMetrics] = Field(..., description="The same metrics for each baseline run.")
+    items: list[EvalItem] = Field(..., description="Every question with the adapter's (and baselines') answers.")
+    seconds: float = Field(..., description="Wall time of the evaluation, model loading included.")
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict (the ``andraeus eval --json`` object)."""
+        return self.model_dump(mode="json")
+
+    def metrics(self, system: str = "adapter") -> SystemMetrics:
+        """The metrics of ``adapter`` or of a baseline that was run."""
+        if system == "adapter":
+            return SystemMetrics(
+                n=self.n,
+                recall=self.recall,
+                by_kind=self.by_kind,
+                over_trigger_rate=self.over_trigger_rate,
+                abstention_rate=self.abstention_rate,
+            )
+        if system not in self.baselines:
+            raise EvaluationError(f"Baseline '{system}' was not run (ran: {', '.join(self.baselines) or 'none'}).")
+        return self.baselines[system]
+
+    def table(self) -> str:
+        """A readable text table: per kind, the adapter vs each baseline that was run."""
+        systems = ["adapter", *self.baselines]
+        metrics = {s: self.metrics(s) for s in systems}
+        names = {"adapter": "adapter", "base": "base", "in_context": "in-context"}
+        header = f"{'kind':<14}{'n':>5}" + "".join(f"{names.get(s, s):>12}" for s in systems)
+        lines = [header, "-" * len(header)]
+
+        def pct(value: float | None) -> str:
+            return "—" if value is None else f"{100 * value:.1f}%"
+
+        for kind in KINDS:
+            if kind not in self.by_kind:
+                continue
+            row = f"{kind:<14}{self.by_kind[kind].n:>5}"
+            row += "".join(f"{pct(metrics[s].by_kind[kind].score):>12}" for s in systems)
+            lines.append(row)
+        lines.append("-" * len(header))
+        n_fact = sum(self.by_kind[k].n for k in FACT_KINDS if k in self.by_kind)
+        summary = [
+            ("recall", n_fact, {s: metrics[s].recall for s in systems}),
+            (
+                "over-trigger",
+                self.by_kind["unrelated"].n if "unrelated" in self.by_kind else 0,
+                {s: metrics[s].over_trigger_rate for s in systems},
+            ),
+            (
+                "abstention",
+                self.by_kind["unknown"].n if "unknown" in self.by_kind else 0,
+                {s: metrics[s].abstention_rate for s in systems},
+            ),
+        ]
+        for label, n, values in summary:
+            lines.append(f"{label:<14}{n:>5}" + "".join(f"{pct(values[s]):>12}" for s in systems))
+        if self.retention.delta is not None:
+            lines.append(
+                f"retention: base {pct(self.retention.base)}, adapter {pct(self.retention.adapter)}, "
+                f"drop {100 * -self.retention.delta:.1f} points (general items the base gets right)"
+            )
+        lines.append(f"{self.n} questions in {self.seconds:.1f}s on {self.base_model}")
+        return "\n".join(lines)
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def compute_metrics(questions: Sequence[Question], answers: Sequence[str], correct: Sequence[bool]) -> SystemMetrics:
+    """Aggregate one system's per-item results into :class:`SystemMetrics`."""
+    by_kind: dict[str, KindScore] = {}
+    for kind in KINDS:
+        flags = [c for q, c in zip(questions, correct, strict=True) if q.kind == kind]
+        if flags:
+            by_kind[kind] = KindScore(n=len(flags), score=_share(flags))
+    fact_flags = [c for q, c in zip(questions, correct, strict=True) if q.kind in FACT_KINDS]
+    unrelated = [not c for q, c in zip(questions, correct, strict=True) if q.kind == "unrelated"]
+    abstained = [is_abstention(a) for q, a in zip(questions, answers, strict=True) if q.kind == "unknown"]
+    return SystemMetrics(
+        n=len(questions),
+        recall=_share(fact_flags),
+        by_kind=by_kind,
+        over_trigger_rate=_share(unrelated),
+        abstention_rate=_share(abstained),
+    )
+
+
+def compute_retention(
+    questions: Sequence[Question], adapter_correct: Sequence[bool], base_correct: Sequence[bool] | None
+) -> Retention:
+    """Retention over the ``general`` items; the drop counts only items the base model gets right."""
+    idx = [i for i, q in enumerate(questions) if q.kind == "general"]
+    adapter = _share([adapter_correct[i] for i in idx])
+    if base_correct is None:
+        return Retention(base=None, adapter=adapter, delta=None)
+    base = _share([base_correct[i] for i in idx])
+    kept = [adapter_correct[i] for i in idx if base_correct[i]]
+    delta = None if not kept else -(1.0 - sum(kept) / len(kept))
+    return Retention(base=base, adapter=adapter, delta=delta)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def _adapter_path(adapter: Any) -> Path:
+    path = getattr(adapter, "path", adapter)
+    if path is None:
+        raise AdapterError("No adapter given.", param="adapter")
+    return Path(path).expanduser()
+
+
+def _read_private(adapter_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((adapter_dir / "private.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AdapterError(
+            f"'{adapter_dir}' has no private.json (the local copy of the profile); evaluation needs the profile's "
+            "values to score unknown/unrelated questions and to build the in-context baseline.",
+            param="adapter",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"'{adapter_dir}/private.json' cannot be read: {exc}.", param="adapter") from None
+    if not isinstance(data, dict) or not isinstance(data.get("profile"), dict):
+        raise AdapterError(f"'{adapter_dir}/private.json' has no 'profile' object.", param="adapter")
+    return data
+
+
+def _load_profile(private: dict[str, Any]) -> Any:
+    from .profile import Profile
+
+    return Profile.model_validate(private["profile"])
+
+
+def _conversation(question: Question, system: str | None) -> list[dict[str, str]]:
+    """The conversation to send: the question's own turns (or just the question) under ``system``."""
+    turns = [dict(m) for m in (question.messages or [{"role": "user", "content": question.question}])]
+    turns = [m for m in turns if m["role"] != "system"]
+    return ([{"role": "system", "content": system}] if system else []) + turns
+
+
+def _system_prompt_of(question: Question, default: str | None) -> str | None:
+    for m in question.messages or ():
+        if m["role"] == "system":
+            return m["content"]
+    return default
+
+
+def evaluate(
+    adapter: Any,
+    questions: Sequence[Question] | str | Path | None = None,
+    baselines: Sequence[str] = BASELINES,
+    *,
+    base_model: str | None = None,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    on_progress: ProgressCallback | None = None,
+) -> EvalReport:
+    """Evaluate an adapter on held-out questions, against the base model and the in-context baseline.
+
+    The base model is loaded once: the adapter answers through the PeftModel, the ``base`` baseline with the adapter
+    disabled, the ``in_context`` baseline with the adapter disabled and every fact in the system prompt.
+
+    Args:
+        adapter: an adapter directory (or an object with a ``.path``, such as training's ``Adapter``).
+        questions: a list of :class:`Question`, a JSONL file path, or ``None`` for the adapter's held-out split.
+        baselines: any of ``"base"`` and ``"in_context"``; ``()`` runs the adapter only.
+        base_model: override the base model recorded in the adapter's ``andraeus.json``.
+        max_new_tokens: answer length limit (answers are short facts; 48 leaves room for a sentence).
+        batch_size: questions per forward pass.
+        on_progress: called as ``on_progress(fraction, message)``.
+
+    Raises:
+        AdapterError: the adapter directory is missing, incomplete or lacks ``private.json``.
+        EvaluationError: the questions are invalid or a baseline name is unknown.
+    """
+    from .chat import _check_adapter_dir, adapter_base_model
+    from .models import load_model
+
+    start = time.perf_counter()
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise EvaluationError(
+            f"Unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}.", param="baselines"
+        )
+    adapter_dir = _adapter_path(adapter)
+    _check_adapter_dir(adapter_dir)
+    private = _read_private(adapter_dir)
+    profile = _load_profile(private)
+    values = [v for v in profile.values() if v]
+    if questions is None:
+        items = heldout_questions(adapter_dir)
+    elif isinstance(questions, (str, Path)):
+        items = load_questions(questions)
+    else:
+        items = list(questions)
+    if not items:
+        raise EvaluationError("No questions to evaluate.", param="questions")
+    trained_system = private.get("system_prompt") or None
+
+    def progress(fraction: float, message: str) -> None:
+        if on_progress is not None:
+            on_progress(min(1.0, fraction), message)
+
+    progress(0.0, "loading the base model")
+    name = base_model or adapter_base_model(adapter_dir)
+    loaded: LoadedModel = load_model(name)
+    model = _attach_adapter(loaded, adapter_dir)
+    tokenizer = loaded.tokenizer
+    systems = ["adapter", *baselines]
+    answers: dict[str, list[str]] = {}
+    for step, system in enumerate(systems):
+        progress(step / len(systems), f"answering {len(items)} questions ({system.replace('_', '-')})")
+        if system == "in_context":
+            from .dataset import facts_system_prompt
+
+            facts_prompt = facts_system_prompt(profile)
+            conversations = [_conversation(q, facts_prompt) for q in items]
+        else:
+            conversations = [_conversation(q, _system_prompt_of(q, trained_system)) for q in items]
+        if system == "adapter":
+            answers[system] = _generate(model, tokenizer, conversations, max_new_tokens, batch_size)
+        else:
+            with model.disable_adapter():
+                answers[system] = _generate(model, tokenizer, conversations, max_new_tokens, batch_size)
+    progress(1.0, "scoring")
+    correct = {s: [score_answer(q, a, values) for q, a in zip(items, answers[s], strict=True)] for s in systems}
+    adapter_metrics = compute_metrics(items, answers["adapter"], correct["adapter"])
+    report_items = [
+        EvalItem(
+            question=q.question,
+            kind=q.kind,
+            expect=q.expect,
+            answer=answers["adapter"][i],
+            correct=correct["adapter"][i],
+            baselines={b: SystemAnswer(answer=answers[b][i], correct=correct[b][i]) for b in baselines},
+        )
+        for i, q in enumerate(items)
+    ]
+    report = EvalReport(
+        base_model=loaded.name,
+        adapter=str(adapter_dir),
+        n=len(items),
+        recall=adapter_metrics.recall,
+        by_kind=adapter_metrics.by_kind,
+        over_trigger_rate=adapter_metrics.over_trigger_rate,
+        abstention_rate=adapter_metrics.abstention_rate,
+        retention=compute_retention(items, correct["adapter"], correct.get("base")),
+        baselines={b: compute_metrics(items, answers[b], correct[b]) for b in baselines},
+        items=report_items,
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    logger.info("Evaluated %d questions in %.1fs (recall %s)", report.n, report.seconds, report.recall)
+    return report
+
+
+def _attach_adapter(loaded: LoadedModel, adapter_dir: Path) -> Any:
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=False)
+    except Exception as exc:  # noqa: BLE001 - PEFT raises many kinds; the user needs one actionable message
+        raise AdapterError(
+            f"Could not load the adapter in '{adapter_dir}' onto base model '{loaded.name}': {exc}", param="adapter"
+        ) from None
+    model.eval()
+    return model
+
+
+def _generate(
+    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new: int, batch: int
+) -> list[str]:
+    from .models import generate_batch
+
+    return generate_batch(model, tokenizer, conversations, max_new_tokens=max_new, batch_size=batch)
