@@ -263,7 +263,8 @@ def load_chat_model(
 
     Args:
         base_model: preset, directory or Hub id; default: the adapter's base model, else the automatic default.
-        adapter: a LoRA adapter directory (PEFT format, safetensors weights).
+        adapter: a LoRA adapter directory (PEFT format, safetensors weights), or a Hub repo id
+            ``owner/name[@revision]`` (pulled anonymously with :func:`andraeus_core.hub.resolve_adapter`).
         quantize: ``"4bit"`` to load the base model in NF4.
         system_prompt: default system prompt; default: the one the adapter was trained with, if known.
         cached: reuse a process-wide copy of the base model (servers); the adapter is then loaded on top of it
@@ -273,7 +274,9 @@ def load_chat_model(
         AdapterError: the adapter directory is missing, incomplete or does not fit the base model.
         ModelNotAvailableError: the base model cannot be found.
     """
-    adapter_dir = Path(adapter).expanduser() if adapter is not None else None
+    from .hub import resolve_adapter  # lazy: hub imports this module
+
+    adapter_dir = resolve_adapter(adapter) if adapter is not None else None
     if adapter_dir is not None:
         _check_adapter_dir(adapter_dir)
         base_model = base_model or adapter_base_model(adapter_dir)

@@ -1,0 +1,710 @@
+"""Push adapters to the user's own Hugging Face Hub repo (private by default), pull them back safely, zip them.
+
+Rules this module keeps (each has a test in tests/test_hub.py):
+
+- The user's token is passed explicitly to ``HfApi(token=...)``; an ambient ``HF_TOKEN`` (say, a Space's own) is never
+  used on a user's behalf. A pull without a token is anonymous (``token=False``), not "whatever the machine has".
+- ``create_repo(private=True, exist_ok=True)`` ignores ``private`` for a repo that already exists, so visibility is
+  checked afterwards and a personal adapter is never pushed into a public repo unless public was asked for.
+- Only an allow-list is uploaded: ``adapter_config.json``, ``adapter_model.safetensors``, ``README.md`` (a model card
+  built here) and ``andraeus.json``. ``private.json`` and ``heldout.jsonl`` hold the facts and never leave the machine;
+  every uploaded text is also scanned for the profile's values and user name before anything is sent.
+- A pull lists the repo first and refuses pickled weights before downloading anything, reads safetensors only,
+  requires a base model we can resolve, and pins the commit sha it got in the pulled ``andraeus.json``.
+- 429/5xx/timeouts are retried a bounded number of times; every failure becomes a :class:`HubError` that names the
+  repo and what to do, carries no token and chains no exception (the client's exceptions hold request headers).
+  The local adapter directory is only ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .chat import ADAPTER_META, ADAPTER_PRIVATE
+from .config import andraeus_home
+from .errors import AdapterError, ConfigError, HubError
+from .models import PRESETS, resolve_model
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MODEL_CARD = "README.md"
+#: The only files that are ever uploaded (README.md is generated here, never copied from the adapter directory).
+UPLOAD_ALLOWLIST = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CARD, ADAPTER_META)
+#: What a pull downloads (a repo's README.md is not needed to load the adapter).
+PULL_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META)
+#: Files that can run code when deserialised: a repo holding any of these is refused before a byte is downloaded.
+UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz")
+#: Waits (seconds) before the retries of a call that failed with 429, 5xx, a timeout or a dropped connection.
+RETRY_WAITS: tuple[float, ...] = (1.0, 3.0)
+#: Upper bound on any wait a server asks for with ``Retry-After``.
+MAX_RETRY_AFTER_S = 30.0
+#: Read/write timeout of every Hub request made here (connect timeout: 10 s); ``ANDRAEUS_HUB_TIMEOUT`` overrides.
+HUB_TIMEOUT_S = float(os.environ.get("ANDRAEUS_HUB_TIMEOUT", "60"))
+#: Base-model names as the Hub knows them, for the model card's ``base_model`` (presets without one are omitted).
+PRESET_HUB_IDS = {name: preset.hub_id for name, preset in PRESETS.items() if preset.hub_id}
+
+_REPO_ID = re.compile(r"^(?P<owner>[A-Za-z0-9][\w.-]{0,95})/(?P<name>[A-Za-z0-9][\w.-]{0,95})$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _check_repo_id(repo_id: str, param: str = "repo_id") -> tuple[str, str]:
+    match = _REPO_ID.match(repo_id.strip()) if isinstance(repo_id, str) else None
+    if match is None or ".." in repo_id or repo_id.endswith((".git", ".")):
+        raise HubError(
+            f"'{repo_id}' is not a Hub repo id: use 'owner/name' (letters, digits, '-', '_', '.'), e.g. "
+            "'alice/my-andraeus-adapter'.",
+            param=param,
+        )
+    return match["owner"], match["name"]
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split ``"owner/name"`` or ``"owner/name@revision"`` into repo id and revision (``None`` = main)."""
+    repo_id, _, revision = ref.strip().partition("@")
+    _check_repo_id(repo_id, param="adapter")
+    return repo_id, (revision or None)
+
+
+def _check_token(token: str | None) -> str:
+    if not isinstance(token, str) or not token.strip():
+        raise HubError(
+            "A Hugging Face token with write access is needed to push: pass --token, set HF_TOKEN or run "
+            "`hf auth login` (create one at https://huggingface.co/settings/tokens).",
+            param="token",
+        )
+    return token.strip()
+
+
+_installed_timeout: float | None = None
+_timeout_lock = threading.Lock()
+
+
+def _ensure_timeouts() -> None:
+    """Give huggingface_hub's shared HTTP client bounded timeouts (its default waits forever on a stuck server).
+
+    Only huggingface_hub's own default client factory is replaced; a factory someone else installed is left alone.
+    """
+    global _installed_timeout
+    from huggingface_hub.utils import _http
+
+    with _timeout_lock:
+        current = _http._GLOBAL_CLIENT_FACTORY
+        ours = getattr(current, "_andraeus_timeout", None)
+        if current is not _http.default_client_factory and ours is None:
+            return
+        if ours == HUB_TIMEOUT_S and _installed_timeout == HUB_TIMEOUT_S:
+            return
+        timeout = HUB_TIMEOUT_S
+
+        def factory() -> Any:
+            import httpx2
+
+            client = _http.default_client_factory()
+            client.timeout = httpx2.Timeout(timeout, connect=min(10.0, timeout))
+            return client
+
+        factory._andraeus_timeout = timeout  # type: ignore[attr-defined]
+        _http.set_client_factory(factory)
+        _installed_timeout = timeout
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    try:
+        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import httpx2
+
+    status = _status(exc)
+    if status is not None:
+        return status == 408 or status == 429 or status >= 500
+    return isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError)
+
+
+def _describe(exc: BaseException, repo_id: str, action: str, attempts: int) -> str:
+    """A user-facing message for a failed Hub call. Built from the status only: never from the exception's text."""
+    import httpx2
+    from huggingface_hub.errors import (
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    status = _status(exc)
+    tried = f" (tried {attempts} times)" if attempts > 1 else ""
+    if isinstance(exc, OfflineModeIsEnabled):
+        return f"Cannot {action} '{repo_id}': HF_HUB_OFFLINE is set. Unset it to reach the Hub."
+    if isinstance(exc, RevisionNotFoundError):
+        return f"Cannot {action} '{repo_id}': that revision does not exist. Check the branch, tag or commit sha."
+    if isinstance(exc, RemoteEntryNotFoundError):
+        return f"Cannot {action} '{repo_id}': a file listed by the Hub could not be found. Try again later."
+    if status == 401:
+        return (
+            f"Cannot {action} '{repo_id}': the Hub rejected the token (401). Create a new token at "
+            "https://huggingface.co/settings/tokens and pass it with --token or `hf auth login`."
+        )
+    if status == 403:
+        return (
+            f"Cannot {action} '{repo_id}': the token is not allowed to do this (403). Use a token with write access "
+            "to that namespace, or push to a repo under your own user name."
+        )
+    if isinstance(exc, RepositoryNotFoundError) or status == 404:
+        return (
+            f"Cannot {action} '{repo_id}': the repo does not exist or is private and the token cannot see it (404). "
+            "Check the name, or pass a token that can read it."
+        )
+    if status == 429:
+        return f"Cannot {action} '{repo_id}': the Hub is rate-limiting requests (429){tried}. Wait a minute and retry."
+    if status is not None and status >= 500:
+        return f"Cannot {action} '{repo_id}': the Hub had a server error ({status}){tried}. Try again later."
+    if isinstance(exc, httpx2.TimeoutException):
+        return f"Cannot {action} '{repo_id}': the Hub did not answer in time{tried}. Check your connection and retry."
+    if isinstance(exc, httpx2.NetworkError | httpx2.RemoteProtocolError):
+        return f"Cannot {action} '{repo_id}': could not reach the Hub at {_endpoint()}{tried}."
+    if status is not None:
+        return f"Cannot {action} '{repo_id}': the Hub answered HTTP {status}."
+    return f"Cannot {action} '{repo_id}': {type(exc).__name__}."
+
+
+def _call(fn: Callable[[], T], *, repo_id: str, action: str) -> T:
+    """Run one Hub call with bounded retries on transient failures; translate any failure into a clean HubError.
+
+    The HubError is raised outside the ``except`` block on purpose: the client's exceptions carry the request (and
+    so the Authorization header), and an exception chained as ``__context__`` would keep it reachable.
+    """
+    attempts = 0
+    message: str | None = None
+    while True:
+        attempts += 1
+        try:
+            return fn()
+        except HubError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every client failure is translated below
+            transient = _is_transient(exc)
+            if transient and attempts <= len(RETRY_WAITS):
+                wait = _retry_after(exc)
+                wait = RETRY_WAITS[attempts - 1] if wait is None else max(wait, RETRY_WAITS[attempts - 1])
+                logger.warning(
+                    "Hub call to %s %s failed (%s); retry %d of %d in %.1fs",
+                    action,
+                    repo_id,
+                    _status(exc) or type(exc).__name__,
+                    attempts,
+                    len(RETRY_WAITS),
+                    wait,
+                )
+                time.sleep(wait)
+                continue
+            message = _describe(exc, repo_id, action, attempts)
+        break
+    raise HubError(message, param="repo_id")
+
+
+def _api(token: str | bool) -> Any:
+    from huggingface_hub import HfApi
+
+    _ensure_timeouts()
+    return HfApi(endpoint=_endpoint(), token=token, library_name="andraeus")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What is uploaded
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AdapterError(f"Cannot read '{path}': {exc.strerror}.", param="adapter") from None
+    except ValueError as exc:
+        raise AdapterError(
+            f"'{path}' is not valid JSON (line {getattr(exc, 'lineno', '?')}).", param="adapter"
+        ) from None
+    if not isinstance(data, dict):
+        raise AdapterError(f"'{path}' must hold a JSON object.", param="adapter")
+    return data
+
+
+def _check_adapter(adapter_dir: Path) -> None:
+    if not adapter_dir.is_dir():
+        raise AdapterError(f"Adapter directory '{adapter_dir}' does not exist.", param="adapter")
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (adapter_dir / name).is_file():
+            raise AdapterError(
+                f"'{adapter_dir}' is not a complete LoRA adapter: {name} is missing (only safetensors weights are "
+                "shared).",
+                param="adapter",
+            )
+
+
+def _private_strings(adapter_dir: Path, include_user_name: bool) -> list[tuple[str, str]]:
+    """(field, text) pairs that must not appear in anything uploaded: fact values, aliases and the user name."""
+    path = adapter_dir / ADAPTER_PRIVATE
+    if not path.is_file():
+        return []
+    profile = _read_json(path).get("profile") or {}
+    found: list[tuple[str, str]] = []
+    if not include_user_name and isinstance(profile.get("user_name"), str):
+        found.append(("user_name", profile["user_name"]))
+    facts = profile.get("facts") or []
+    if isinstance(facts, dict):
+        facts = [{"topic": k, "value": v} for k, v in facts.items()]
+    for index, fact in enumerate(facts if isinstance(facts, list) else []):
+        if not isinstance(fact, dict):
+            continue
+        if isinstance(fact.get("value"), str):
+            found.append((f"facts[{index}].value", fact["value"]))
+        for j, alias in enumerate(fact.get("aliases") or []):
+            if isinstance(alias, str):
+                found.append((f"facts[{index}].aliases[{j}]", alias))
+    return [(name, text.strip()) for name, text in found if text and text.strip()]
+
+
+def _leak_check(files: dict[str, bytes], secrets: Iterable[tuple[str, str]]) -> None:
+    """Refuse to upload text that contains a fact value or the user name (whole-word, case-insensitive)."""
+    for name, content in files.items():
+        text = content.decode("utf-8", errors="replace")
+        for field_name, secret in secrets:
+            if re.search(rf"(?<!\w){re.escape(secret)}(?!\w)", text, flags=re.IGNORECASE):
+                # The message names the file and the profile field, never the value itself.
+                raise HubError(
+                    f"Refusing to push: {name} would contain the profile's {field_name}. Remove it from {name} "
+                    "(andraeus.json must hold no fact values) and push again.",
+                    param="adapter",
+                )
+
+
+def _card_base_model(base_model: str | None) -> str | None:
+    if not base_model:
+        return None
+    if base_model in PRESET_HUB_IDS:
+        return PRESET_HUB_IDS[base_model]
+    if base_model in PRESETS:  # a preset with no Hub id (tiny-random)
+        return None
+    return base_model if _REPO_ID.match(base_model) else None
+
+
+def _metric_lines(metrics: Any) -> list[str]:
+    """Eval summary numbers, flattened one level (``recall: 0.93``, ``by_kind.reverse: 0.8``); numbers only."""
+    lines: list[str] = []
+    if not isinstance(metrics, dict):
+        return lines
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            lines.append(f"| {key} | {value:.4g} |")
+        elif isinstance(value, dict):
+            for sub, inner in value.items():
+                if isinstance(inner, int | float) and not isinstance(inner, bool):
+                    lines.append(f"| {key}.{sub} | {inner:.4g} |")
+    return lines[:40]
+
+
+def model_card(meta: dict[str, Any], repo_id: str, *, user_name: str | None = None, private: bool = True) -> str:
+    """The README.md pushed with an adapter: metadata, how to load it with PEFT and serve it with vLLM.
+
+    Holds no fact values; the user's name only when ``user_name`` is given (the user opted in).
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base_preset = meta.get("base_model")
+    base_hub = _card_base_model(base_preset)
+    topics = [t for t in meta.get("topics") or [] if isinstance(t, str)]
+    data = ModelCardData(
+        base_model=base_hub,
+        library_name="peft",
+        tags=["andraeus", "lora", "personal", *([] if private else ["public"])],
+        pipeline_tag="text-generation",
+    )
+    owner_line = f"It was trained for {user_name}." if user_name else ""
+    base_line = f"`{base_hub}`" if base_hub else f"the Andraeus preset `{base_preset}`"
+    metrics = _metric_lines(meta.get("metrics"))
+    eval_block = (
+        "## Evaluation (held-out phrasings)\n\n| metric | value |\n| --- | --- |\n" + "\n".join(metrics) + "\n"
+        if metrics
+        else ""
+    )
+    topics_line = f"Topics it knows about ({len(topics)}): " + ", ".join(topics) + "." if topics else ""
+    load_base = base_hub or "<the base model>"
+    body = f"""
+# {repo_id.split("/")[-1]}
+
+A personal LoRA adapter made with [Andraeus](https://github.com/andraeus/andraeus): it teaches {base_line} the facts
+of one person's life. {owner_line}
+{topics_line}
+
+The facts themselves are not in this card or in `andraeus.json`; they are only in the adapter weights, so keep this
+repo private unless you mean to share them.
+
+{eval_block}
+## Use with PEFT
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{load_base}")
+tokenizer = AutoTokenizer.from_pretrained("{load_base}")
+model = PeftModel.from_pretrained(base, "{repo_id}")
+```
+
+Or with Andraeus: `andraeus chat --adapter {repo_id}`.
+
+## Serve with vLLM (multi-LoRA)
+
+```bash
+vllm serve {load_base} --enable-lora --max-lora-rank 64 \\
+    --lora-modules personal={repo_id}
+# then ask the OpenAI-compatible server for model "personal"
+```
+"""
+    content = f"---\n{data.to_yaml()}\n---\n{body}"
+    return str(ModelCard(content))
+
+
+def upload_files(
+    adapter_dir: str | Path, repo_id: str, *, private: bool = True, include_user_name: bool = False
+) -> dict[str, bytes | Path]:
+    """Exactly what :func:`push_adapter` uploads, as ``{path in repo: bytes or local file}``, after the leak check.
+
+    ``adapter_config.json`` is rewritten so its ``base_model_name_or_path`` is the Hub id (or preset name) rather than
+    a local path, which can name the user's home directory.
+    """
+    directory = Path(adapter_dir).expanduser()
+    _check_adapter(directory)
+    meta = _read_json(directory / ADAPTER_META) if (directory / ADAPTER_META).is_file() else {}
+    config = _read_json(directory / ADAPTER_CONFIG)
+    base_model = meta.get("base_model") or config.get("base_model_name_or_path")
+    if base_model and not meta.get("base_model"):
+        meta = {**meta, "base_model": base_model}
+    config["base_model_name_or_path"] = _card_base_model(base_model) or (base_model if base_model in PRESETS else None)
+    user_name = None
+    if include_user_name and (directory / ADAPTER_PRIVATE).is_file():
+        value = (_read_json(directory / ADAPTER_PRIVATE).get("profile") or {}).get("user_name")
+        user_name = value if isinstance(value, str) and value.strip() else None
+    texts: dict[str, bytes] = {
+        ADAPTER_CONFIG: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
+        ADAPTER_META: (json.dumps(meta, indent=2) + "\n").encode(),
+        MODEL_CARD: model_card(meta, repo_id, user_name=user_name, private=private).encode(),
+    }
+    _leak_check(texts, _private_strings(directory, include_user_name))
+    files: dict[str, bytes | Path] = dict(texts)
+    files[ADAPTER_WEIGHTS] = directory / ADAPTER_WEIGHTS
+    assert set(files) <= set(UPLOAD_ALLOWLIST)
+    return files
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Push
+
+
+def push_adapter(
+    adapter_dir: str | Path,
+    repo_id: str,
+    token: str,
+    private: bool = True,
+    commit_message: str | None = None,
+    *,
+    include_user_name: bool = False,
+) -> str:
+    """Upload an adapter to the user's own Hub repo, private unless ``private=False``.
+
+    Args:
+        adapter_dir: a trained adapter directory (only the allow-list leaves it; it is never modified).
+        repo_id: ``"owner/name"``; a bare ``"name"`` goes under the token owner's user name.
+        token: the user's Hugging Face token (write access). Never read from the environment here.
+        private: create the repo private; pushing into an existing *public* repo is refused unless this is False.
+        commit_message: default "Upload Andraeus adapter".
+        include_user_name: put the profile's user name in the model card (off by default).
+
+    Returns:
+        The repo's URL.
+
+    Raises:
+        AdapterError: the directory is not a complete adapter.
+        HubError: bad token, no permission, public repo, rate limits, server errors, leaked private text.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    token = _check_token(token)
+    directory = Path(adapter_dir).expanduser()
+    if "/" not in repo_id.strip():
+        _check_repo_id(f"user/{repo_id.strip()}")
+    else:
+        _check_repo_id(repo_id)
+    _check_adapter(directory)
+    api = _api(token)
+    who = _call(lambda: api.whoami(), repo_id=repo_id, action="push to")
+    if "/" not in repo_id.strip():
+        repo_id = f"{who['name']}/{repo_id.strip()}"
+    repo_id = repo_id.strip()
+    files = upload_files(directory, repo_id, private=private, include_user_name=include_user_name)
+
+    _call(
+        lambda: api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True),
+        repo_id=repo_id,
+        action="create",
+    )
+    info = _call(lambda: api.model_info(repo_id, timeout=HUB_TIMEOUT_S), repo_id=repo_id, action="check")
+    if info.private is not True and private:
+        raise HubError(
+            f"Refusing to push: '{repo_id}' already exists and is public, and this adapter holds personal facts. "
+            "Push to a new repo name (it will be created private), make that repo private on the Hub, or pass "
+            "--public (private=False) if you really mean to publish it.",
+            param="repo_id",
+        )
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=content if isinstance(content, bytes) else str(content))
+        for name, content in files.items()
+    ]
+    message = commit_message or "Upload Andraeus adapter"
+    commit = _call(
+        lambda: api.create_commit(repo_id, operations, commit_message=message, repo_type="model"),
+        repo_id=repo_id,
+        action="upload to",
+    )
+    url = f"{_endpoint()}/{repo_id}"
+    logger.info(
+        "Pushed %d files to %s (%s) at commit %s",
+        len(operations),
+        repo_id,
+        "private" if info.private else "public",
+        getattr(commit, "oid", "?"),
+    )
+    return url
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pull
+
+
+def hub_cache_dir() -> Path:
+    """Where pulled adapters live: ``$ANDRAEUS_HOME/hub/<owner>--<name>/<commit sha>/``."""
+    return andraeus_home() / "hub"
+
+
+def _local_base_name(base_model: str) -> str:
+    """Map a Hub id back to our preset (so the embedded default works offline), else keep it."""
+    for name, hub_id in PRESET_HUB_IDS.items():
+        if hub_id == base_model and PRESETS[name].kind == "embedded":
+            return name
+    return base_model
+
+
+def _check_listing(repo_id: str, files: list[str]) -> None:
+    unsafe = sorted(f for f in files if f.lower().endswith(UNSAFE_SUFFIXES))
+    if unsafe:
+        raise HubError(
+            f"Refusing to pull '{repo_id}': it contains pickle-format files ({', '.join(unsafe[:5])}), which can run "
+            "code when loaded. Andraeus only loads safetensors adapters.",
+            param="adapter",
+        )
+    missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if f not in files]
+    if missing:
+        raise HubError(
+            f"'{repo_id}' is not a LoRA adapter repo with safetensors weights: {', '.join(missing)} is missing.",
+            param="adapter",
+        )
+
+
+def _verify_pulled(directory: Path, repo_id: str) -> str:
+    """Check the downloaded files before anyone loads them; returns the base model to record."""
+    from safetensors import safe_open
+
+    try:
+        config = _read_json(directory / ADAPTER_CONFIG)
+        meta = _read_json(directory / ADAPTER_META) if (directory / ADAPTER_META).is_file() else {}
+    except AdapterError as exc:
+        raise HubError(f"Pulled '{repo_id}' but its metadata is broken: {exc}", param="adapter") from None
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise HubError(f"'{repo_id}' is not a LoRA adapter (peft_type={config.get('peft_type')!r}).", param="adapter")
+    try:
+        with safe_open(str(directory / ADAPTER_WEIGHTS), framework="pt") as handle:
+            if not list(handle.keys()):
+                raise ValueError("no tensors")
+    except Exception:  # noqa: BLE001 - any parse failure means a broken file
+        raise HubError(
+            f"'{repo_id}' has an unreadable {ADAPTER_WEIGHTS} (not a valid safetensors file).", param="adapter"
+        ) from None
+    base = meta.get("base_model") or config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base.strip():
+        raise HubError(f"'{repo_id}' does not say which base model it was trained on.", param="adapter")
+    base = _local_base_name(base.strip())
+    try:
+        resolve_model(base)
+    except ConfigError:
+        raise HubError(
+            f"'{repo_id}' was trained on base model '{base}', which Andraeus cannot resolve (not a preset, a local "
+            "directory or a Hub id).",
+            param="adapter",
+        ) from None
+    return base
+
+
+def pull_adapter(repo_id: str, token: str | None = None, revision: str | None = None) -> Path:
+    """Download an adapter from the Hub into ``$ANDRAEUS_HOME/hub/...`` and return its directory.
+
+    The commit sha is pinned: the directory is keyed by it and ``andraeus.json`` records it under ``"hub"``, so a
+    later push to the repo never changes what was pulled. A pinned sha already on disk is reused without the network.
+
+    Args:
+        repo_id: ``"owner/name"`` (``"owner/name@rev"`` is accepted too).
+        token: the user's token for a private repo; ``None`` pulls anonymously (an ambient HF_TOKEN is not used).
+        revision: branch, tag or commit sha (default: main).
+
+    Raises:
+        HubError: missing repo, bad token, pickled weights, unknown base model, network failures.
+    """
+    from huggingface_hub import hf_hub_download
+
+    if "@" in repo_id:
+        repo_id, at_revision = parse_ref(repo_id)
+        revision = revision or at_revision
+    owner, name = _check_repo_id(repo_id)
+    repo_id = f"{owner}/{name}"
+    auth: str | bool = token.strip() if isinstance(token, str) and token.strip() else False
+    root = hub_cache_dir() / f"{owner}--{name}"
+    if revision and _COMMIT_SHA.match(revision) and (root / revision / ADAPTER_META).is_file():
+        return root / revision
+
+    api = _api(auth)
+    info = _call(
+        lambda: api.model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S), repo_id=repo_id, action="pull"
+    )
+    sha = getattr(info, "sha", None)
+    if not isinstance(sha, str) or not _COMMIT_SHA.match(sha):
+        raise HubError(f"The Hub did not report a commit for '{repo_id}'; cannot pin the revision.", param="adapter")
+    listing = [s.rfilename for s in info.siblings or []]
+    _check_listing(repo_id, listing)  # before a single file is downloaded
+    target = root / sha
+    if (target / ADAPTER_META).is_file():
+        return target
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=root))
+    try:
+        for filename in (f for f in PULL_FILES if f in listing):
+            _call(
+                lambda filename=filename: hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=sha,
+                    local_dir=tmp,
+                    token=auth,
+                    endpoint=_endpoint(),
+                    etag_timeout=HUB_TIMEOUT_S,
+                ),
+                repo_id=repo_id,
+                action="download",
+            )
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
+        base = _verify_pulled(tmp, repo_id)
+        meta = _read_json(tmp / ADAPTER_META) if (tmp / ADAPTER_META).is_file() else {}
+        meta["base_model"] = base
+        meta["hub"] = {
+            "repo_id": repo_id,
+            "revision": sha,
+            "requested_revision": revision or "main",
+            "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if target.exists():  # a concurrent pull of the same sha finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("Pulled %s at %s into %s", repo_id, sha[:12], target)
+    return target
+
+
+def resolve_adapter(ref: str | Path, token: str | None = None) -> Path:
+    """An adapter reference as a local directory: an existing directory stays as is; ``owner/name[@rev]`` is pulled.
+
+    Raises:
+        AdapterError: neither an existing directory nor a Hub repo id.
+        HubError: the pull failed.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    text = str(ref).strip()
+    repo_part = text.partition("@")[0]
+    if isinstance(ref, str) and _REPO_ID.match(repo_part) and not text.startswith((".", "/", "~")):
+        try:
+            return pull_adapter(text, token=token)
+        except HubError as exc:
+            raise HubError(
+                f"No local adapter directory '{text}', and from the Hub: {exc.message}", param="adapter"
+            ) from None
+    return path  # the caller's own check names the missing directory
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Zip
+
+
+def adapter_zip(adapter_dir: str | Path, dest: str | Path | None = None) -> Path:
+    """A zip of the shareable files (the upload allow-list, model card included; nothing private) for downloads.
+
+    Args:
+        adapter_dir: the adapter directory (unchanged).
+        dest: where to write the zip; default ``$ANDRAEUS_HOME/exports/<adapter name>.zip``.
+    """
+    directory = Path(adapter_dir).expanduser()
+    files = upload_files(directory, f"local/{directory.name or 'adapter'}")
+    target = Path(dest) if dest is not None else andraeus_home() / "exports" / f"{directory.name or 'adapter'}.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name in sorted(files):
+                content = files[name]
+                if isinstance(content, bytes):
+                    archive.writestr(name, content)
+                else:
+                    archive.write(content, arcname=name)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
