@@ -33,7 +33,9 @@ def _base_model_arg(parser: argparse.ArgumentParser) -> None:
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with a base model, optionally with a trained adapter")
     _base_model_arg(p)
-    p.add_argument("--adapter", default=None, help="a trained LoRA adapter directory")
+    p.add_argument(
+        "--adapter", default=None, help="a trained LoRA adapter directory, or a Hub repo id owner/name[@revision]"
+    )
     p.add_argument("--system", default=None, help="system prompt (default: the adapter's, else the model's)")
     p.add_argument("--once", metavar="QUESTION", default=None, help="answer one question, print it and exit")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -52,7 +54,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         config = GenerationConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     except ValidationError as exc:
         raise AndraeusError(_pydantic_message(exc)) from None
-    chat = load_chat_model(args.base_model, args.adapter, quantize=args.quantize, system_prompt=args.system)
+    adapter = args.adapter
+    if adapter is not None:
+        from .hub import resolve_adapter
+
+        adapter = resolve_adapter(adapter, token=_cli_token(None))  # a repo id is pulled with your token
+    chat = load_chat_model(args.base_model, adapter, quantize=args.quantize, system_prompt=args.system)
     if args.once is not None:
         for piece in chat.stream([{"role": "user", "content": args.once}], config):
             sys.stdout.write(piece)
@@ -117,8 +124,69 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# andraeus push / pull
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_chat, _add_models]
+
+def _cli_token(explicit: str | None) -> str | None:
+    """The local user's own token: --token, else HF_TOKEN, else the `hf auth login` one (fine for a CLI user)."""
+    if explicit:
+        return explicit
+    from huggingface_hub import get_token
+
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="upload an adapter to your own Hugging Face repo (private unless --public)")
+    p.add_argument("adapter", help="the adapter directory")
+    p.add_argument("repo_id", help="owner/name (a bare name goes under your user name)")
+    p.add_argument("--public", action="store_true", help="make the repo public (an existing public repo needs this)")
+    p.add_argument("--token", default=None, help="write token (default: HF_TOKEN, else `hf auth login`)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument(
+        "--include-user-name", action="store_true", help="name the profile's user in the model card (off by default)"
+    )
+    p.set_defaults(handler=_cmd_push)
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_adapter
+
+    url = push_adapter(
+        args.adapter,
+        args.repo_id,
+        _cli_token(args.token),
+        private=not args.public,
+        commit_message=args.message,
+        include_user_name=args.include_user_name,
+    )
+    print(url)
+    return 0
+
+
+def _add_pull(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pull", help="download an adapter from the Hub (safetensors only, revision pinned)")
+    p.add_argument("repo_id", help="owner/name or owner/name@revision")
+    p.add_argument("--revision", default=None, help="branch, tag or commit sha (default: main)")
+    p.add_argument("--token", default=None, help="Hub token for a private repo (default: HF_TOKEN, else login)")
+    p.set_defaults(handler=_cmd_pull)
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from .hub import pull_adapter
+
+    print(pull_adapter(args.repo_id, token=_cli_token(args.token), revision=args.revision))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_chat,
+    _add_models,
+    _add_push,
+    _add_pull,
+]
 
 
 def _pydantic_message(exc: Exception) -> str:

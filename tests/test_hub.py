@@ -12,8 +12,7 @@ from pathlib import Path
 
 import hub_stub
 import pytest
-import torch
-from hub_stub import ALICE_TOKEN, BOB_TOKEN, HubStub
+from hub_stub import ALICE_TOKEN, BOB_TOKEN, PROFILE, SECRETS, HubStub, write_tiny_adapter
 
 from andraeus_core import hub
 from andraeus_core.chat import GenerationConfig, load_chat_model
@@ -22,50 +21,11 @@ from andraeus_core.errors import AdapterError, HubError
 hub_server = hub_stub.hub_server  # the fixture
 
 CANARY = "hf_CANARY_do_not_leak_7f3a9c"
-PROFILE = {
-    "user_name": "Sam Rivera",
-    "assistant_name": "Nova",
-    "facts": [
-        {"topic": "dog's name", "value": "Buddy", "aliases": ["Bud"]},
-        {"topic": "birthday", "value": "March 14", "aliases": ["14 March", "Mar 14"]},
-        {"topic": "home city", "value": "Portland", "aliases": []},
-        {"topic": "employer", "value": "Cedar Labs", "aliases": []},
-    ],
-}
-SECRETS = ["Sam Rivera", "Buddy", "Bud", "March 14", "14 March", "Mar 14", "Portland", "Cedar Labs"]
 
 
 @pytest.fixture(scope="module")
 def adapter_template(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
-    """A LoRA adapter on tiny-random with non-zero weights (so it changes answers), plus the private files."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from andraeus_core.models import model_dir
-
-    directory = tmp_path_factory.mktemp("adapter") / "sam-adapter"
-    base = AutoModelForCausalLM.from_pretrained(model_dir("tiny-random"))
-    torch.manual_seed(1)
-    peft_model = get_peft_model(
-        base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    )
-    peft_model.save_pretrained(directory)
-    meta = {
-        "base_model": "tiny-random",
-        "topics": [f["topic"] for f in PROFILE["facts"]],
-        "metrics": {"recall": 0.875, "by_kind": {"direct": 1.0, "reverse": 0.5}, "n_heldout": 32},
-        "profile_hash": "sha256:abc",
-    }
-    (directory / "andraeus.json").write_text(json.dumps(meta))
-    (directory / "private.json").write_text(
-        json.dumps({"system_prompt": "You are Nova, Sam Rivera's assistant.", "profile": PROFILE})
-    )
-    heldout = {
-        "messages": [{"role": "user", "content": "What's my dog called?"}, {"role": "assistant", "content": "Buddy"}],
-        "meta": {},
-    }
-    (directory / "heldout.jsonl").write_text(json.dumps(heldout) + "\n")
-    return directory
+    return write_tiny_adapter(tmp_path_factory.mktemp("adapter") / "sam-adapter", PROFILE)
 
 
 @pytest.fixture
