@@ -17,6 +17,7 @@ from .errors import (
     TrainingCancelled,
     TrainingError,
 )
+from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
 from .models import (
     PRESETS,
     LoadedModel,
@@ -52,6 +53,7 @@ __all__ = [
     "ResolvedModel",
     "TrainingCancelled",
     "TrainingError",
+    "adapter_zip",
     "adapters_dir",
     "andraeus_home",
     "default_model_name",
@@ -63,5 +65,8 @@ __all__ = [
     "load_tokenizer",
     "model_dir",
     "models_dir",
+    "pull_adapter",
+    "push_adapter",
+    "resolve_adapter",
     "resolve_model",
 ]
