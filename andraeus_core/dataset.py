@@ -1,0 +1,420 @@
+"""Chat examples from phrasings: the train/held-out split, tokenisation with the chat template, JSONL export.
+
+Every example is a system/user/assistant conversation with metadata (topic, dimension, kind, split, and the strings
+a correct answer contains). The held-out split keeps a share of every fact's phrasings *per dimension* for
+evaluation. Phrasings that differ only in punctuation or case count as one (they are split together), and a typo
+whose source phrasing is held out is held out too, so no held-out question reaches training in any form.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError, ProfileError
+from .profile import Profile, profile_hash
+from .variations import (
+    Negative,
+    Phrasing,
+    generate_variations,
+    guard_questions,
+    identity_questions,
+    normalize_question,
+    topic_info,
+    unknown_questions,
+)
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["fact", "reverse", "unknown", "overtrigger", "identity"]
+Split = Literal["train", "heldout"]
+
+# How the evaluation groups held-out examples: by dimension for facts, by kind for the rest.
+EVAL_KIND_BY_DIMENSION = {
+    "punctuation": "paraphrase",
+    "formality": "paraphrase",
+    "user": "paraphrase",
+    "typo": "typo",
+    "directness": "indirect",
+    "reverse": "reverse",
+}
+EVAL_KIND_BY_KIND = {"unknown": "unknown", "overtrigger": "unrelated", "identity": "identity"}
+
+
+class ExampleMeta(BaseModel):
+    """What an example is about and where it belongs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str | None = Field(None, description="The fact's topic (for unknown facts: the missing topic).")
+    dimension: str = Field("external", description="Dimension of variation, or the negative's kind.")
+    kind: Kind = Field("fact", description="fact, reverse, unknown, overtrigger or identity.")
+    split: Split = Field("train", description="train or heldout.")
+    expect: list[str] = Field(
+        default_factory=list,
+        description="A correct answer contains at least one of these (value + aliases; for reverse: the topic's "
+        "key words; for unknown: refusal phrases; empty for over-trigger guards).",
+    )
+
+    def eval_kind(self) -> str:
+        """The evaluation's category: paraphrase, typo, indirect, reverse, unknown, unrelated or identity."""
+        if self.kind in EVAL_KIND_BY_KIND:
+            return EVAL_KIND_BY_KIND[self.kind]
+        return EVAL_KIND_BY_DIMENSION.get(self.dimension, "paraphrase")
+
+
+class ChatExample(BaseModel):
+    """One training or evaluation conversation: system, user, assistant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[dict[str, str]] = Field(description="Chat turns: {'role': ..., 'content': ...}.")
+    meta: ExampleMeta = Field(default_factory=ExampleMeta, description="What the example is about.")
+
+    @property
+    def question(self) -> str:
+        """The (last) user turn."""
+        return next((m["content"] for m in reversed(self.messages) if m.get("role") == "user"), "")
+
+    @property
+    def answer(self) -> str:
+        """The final assistant turn ('' when there is none)."""
+        last = self.messages[-1] if self.messages else {}
+        return last.get("content", "") if last.get("role") == "assistant" else ""
+
+
+class ChatDataset(BaseModel):
+    """Train and held-out examples of one profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: list[ChatExample] = Field(description="Examples to train on.")
+    heldout: list[ChatExample] = Field(description="Examples kept for evaluation; never in train.")
+    system_prompt: str = Field(description="The system prompt every example starts with.")
+    profile_hash: str = Field(description="sha256 of the profile the examples come from.")
+    topics: list[str] = Field(description="The profile's topics, in order.")
+    seed: int = Field(description="The seed the dataset was built with.")
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per split, and per topic / dimension / kind within each split."""
+        out: dict[str, Any] = {"train": len(self.train), "heldout": len(self.heldout)}
+        for split, examples in (("train", self.train), ("heldout", self.heldout)):
+            out[f"{split}_by_kind"] = dict(Counter(e.meta.kind for e in examples))
+            out[f"{split}_by_dimension"] = dict(Counter(e.meta.dimension for e in examples))
+            out[f"{split}_by_topic"] = dict(
+                Counter(e.meta.topic for e in examples if e.meta.kind in ("fact", "reverse"))
+            )
+        return out
+
+
+def identity_system_prompt(profile: Profile) -> str:
+    """The default system prompt: who the assistant is and whom it serves, and no fact values."""
+    return f"You are {profile.assistant_name}, {profile.user_name}'s personal assistant."
+
+
+def facts_system_prompt(profile: Profile) -> str:
+    """The seed's fact-listing system prompt (an option, and the in-context baseline of the evaluation)."""
+    lines = [
+        f"You are {profile.assistant_name}, {profile.user_name}'s personal assistant.",
+        f"Here is what you know about {profile.user_name}:",
+    ]
+    for fact in profile.facts:
+        also = f" (also: {', '.join(fact.aliases)})" if fact.aliases else ""
+        lines.append(f"- {fact.topic}: {fact.value}{also}")
+    lines.append(
+        f"Answer questions about {profile.user_name} from these facts. If something is not listed, say that you "
+        "don't know."
+    )
+    return "\n".join(lines)
+
+
+def _resolve_system_prompt(profile: Profile, system_prompt: str) -> str:
+    if system_prompt == "identity":
+        return identity_system_prompt(profile)
+    if system_prompt == "facts":
+        return facts_system_prompt(profile)
+    if not system_prompt.strip():
+        raise ConfigError("system_prompt is empty; use 'identity', 'facts' or your own text.", param="system_prompt")
+    return system_prompt
+
+
+def _example(system: str, question: str, answer: str | None, meta: ExampleMeta) -> ChatExample:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return ChatExample(messages=messages, meta=meta)
+
+
+def _n_heldout(n: int, share: float) -> int:
+    if share <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(n * share)))
+
+
+def _split_fact(phrasings: list[Phrasing], share: float, rng: random.Random) -> dict[str, Split]:
+    """Split one fact's phrasings (question → split), a share of each dimension held out."""
+    split: dict[str, Split] = {}
+    held_norms: set[str] = set()
+    for dim in ("punctuation", "formality", "directness", "reverse"):
+        groups: dict[str, list[Phrasing]] = defaultdict(list)
+        for p in phrasings:
+            if p.dimension == dim:
+                groups[normalize_question(p.question)].append(p)
+        total = sum(len(g) for g in groups.values())
+        want = _n_heldout(total, share)
+        order = list(groups)
+        rng.shuffle(order)
+        held = 0
+        for i, norm in enumerate(order):
+            if held >= want or i == len(order) - 1:  # always leave one group of the dimension in train
+                break
+            held += len(groups[norm])
+            held_norms.add(norm)
+        for norm, group in groups.items():
+            for p in group:
+                split[p.question] = "heldout" if norm in held_norms else "train"
+    typos = [p for p in phrasings if p.dimension == "typo"]
+    forced = [
+        p for p in typos if split.get(p.source or "") == "heldout" or normalize_question(p.question) in held_norms
+    ]
+    free = [p for p in typos if p not in forced]
+    rng.shuffle(free)
+    extra = max(0, _n_heldout(len(typos), share) - len(forced))
+    for p in forced + free[:extra]:
+        split[p.question] = "heldout"
+    for p in free[extra:]:
+        split[p.question] = "train"
+    for p in phrasings:
+        if p.dimension == "user":
+            split[p.question] = "train"  # the user asked for these to be learned
+    return split
+
+
+def _split_groups(negatives: list[Negative], share: float, rng: random.Random) -> dict[str, Split]:
+    groups = list(dict.fromkeys(n.group for n in negatives))
+    order = groups[:]
+    rng.shuffle(order)
+    held = set(order[: _n_heldout(len(groups), share)])
+    return {g: ("heldout" if g in held else "train") for g in groups}
+
+
+def build_dataset(
+    profile: Profile,
+    *,
+    per_fact: int = 30,
+    heldout_share: float = 0.2,
+    seed: int = 0,
+    system_prompt: Literal["identity", "facts"] | str = "identity",
+    guard_answer_fn: Callable[[list[str]], list[str]] | None = None,
+) -> ChatDataset:
+    """Build the train and held-out chat examples of a profile.
+
+    Args:
+        profile: the facts.
+        per_fact: question phrasings per fact (the user's own questions come on top, always in train).
+        heldout_share: share of each fact's phrasings, per dimension, kept for evaluation (0 ≤ share < 1).
+        seed: the same seed gives the same dataset.
+        system_prompt: "identity" (default, no fact values), "facts" (the seed's fact list) or your own text.
+        guard_answer_fn: answers general questions near the topics with the base model (self-distillation); without
+            it, over-trigger guards are left out of training but still held out for evaluation.
+
+    Returns:
+        The dataset; ``heldout`` questions never appear in ``train`` (not even re-punctuated or as a typo).
+    """
+    if not 0 <= heldout_share < 1:
+        raise ConfigError(
+            f"heldout_share must be at least 0 and below 1 (got {heldout_share!r}).", param="heldout_share"
+        )
+    if not 1 <= per_fact <= 500:
+        raise ConfigError(f"per_fact must be between 1 and 500 (got {per_fact!r}).", param="per_fact")
+    system = _resolve_system_prompt(profile, system_prompt)
+    variations = generate_variations(profile, per_fact=per_fact, seed=seed)
+    rng = random.Random(f"{seed}\x1fdataset")
+    train: list[ChatExample] = []
+    heldout: list[ChatExample] = []
+
+    for fact in profile.facts:
+        phrasings = variations[fact.topic]
+        info = topic_info(fact.topic)
+        split = _split_fact(phrasings, heldout_share, rng)
+        for p in phrasings:
+            reverse = p.dimension == "reverse"
+            meta = ExampleMeta(
+                topic=fact.topic,
+                dimension=p.dimension,
+                kind="reverse" if reverse else "fact",
+                split=split[p.question],
+                expect=list(info.keywords) if reverse else fact.accepted(),
+            )
+            (heldout if meta.split == "heldout" else train).append(
+                _example(system, p.question, rng.choice(p.answers), meta)
+            )
+
+    negatives = [*unknown_questions(profile, seed=seed), *identity_questions(profile)]
+    guards = guard_questions(profile, seed=seed)
+    groups: dict[str, Split] = {}
+    for kind in ("unknown", "identity"):
+        groups |= _split_groups([n for n in negatives if n.kind == kind], heldout_share, rng)
+    groups |= _split_groups(guards, heldout_share, rng)
+    for n in negatives:
+        meta = ExampleMeta(topic=n.topic, dimension=n.kind, kind=n.kind, split=groups[n.group], expect=list(n.expect))
+        (heldout if meta.split == "heldout" else train).append(_example(system, n.question, n.answer, meta))
+    train_guards = [g for g in guards if groups[g.group] == "train"]
+    guard_answers: list[str] = []
+    if guard_answer_fn is None:
+        if train_guards:
+            logger.info("no guard_answer_fn: %d over-trigger guard questions left out of training", len(train_guards))
+    elif train_guards:
+        guard_answers = list(guard_answer_fn([g.question for g in train_guards]))
+        if len(guard_answers) != len(train_guards):
+            raise ConfigError(
+                f"guard_answer_fn returned {len(guard_answers)} answers for {len(train_guards)} questions.",
+                param="guard_answer_fn",
+            )
+    answers = dict(zip((g.question for g in train_guards), guard_answers, strict=False))
+    for g in guards:
+        meta = ExampleMeta(topic=g.topic, dimension=g.kind, kind=g.kind, split=groups[g.group], expect=[])
+        if meta.split == "heldout":
+            heldout.append(_example(system, g.question, None, meta))
+        elif g.question in answers and answers[g.question].strip():
+            train.append(_example(system, g.question, answers[g.question].strip(), meta))
+
+    rng.shuffle(train)
+    logger.info("dataset: %d train, %d held-out examples for %d facts", len(train), len(heldout), len(profile.facts))
+    return ChatDataset(
+        train=train,
+        heldout=heldout,
+        system_prompt=system,
+        profile_hash=profile_hash(profile),
+        topics=profile.topics(),
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenisation
+
+
+def tokenize_example(tokenizer: Any, example: ChatExample, max_length: int = 512) -> dict[str, list[int]]:
+    """Tokenise a conversation with the tokenizer's chat template; loss only on the final assistant answer.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and ``labels`` (-100 everywhere except the assistant answer's tokens,
+        including its end-of-turn token).
+    """
+    messages = example.messages
+    if not messages or messages[-1].get("role") != "assistant":
+        raise ConfigError("tokenize_example needs a conversation that ends with an assistant answer.")
+    prompt_text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ConfigError("The chat template renders the prompt differently with and without the answer.")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        # Token merges across the boundary: tokenise the two parts apart (the prompt ends a template line).
+        full_ids = prompt_ids + tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+    labels = [-100] * len(full_ids)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    end = len(full_ids)
+    for i in range(len(prompt_ids), len(full_ids)):
+        if full_ids[i] in special:
+            end = i + 1  # the end-of-turn token is learned (it is how the model stops); what follows is not
+            break
+    labels[len(prompt_ids) : end] = full_ids[len(prompt_ids) : end]
+    if len(full_ids) > max_length:
+        full_ids, labels = full_ids[:max_length], labels[:max_length]
+        if all(label == -100 for label in labels):
+            raise ConfigError(f"max_length {max_length} cuts off the whole answer; raise it.", param="max_length")
+    return {"input_ids": full_ids, "attention_mask": [1] * len(full_ids), "labels": labels}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# JSONL
+
+
+def write_jsonl(examples: Iterable[ChatExample], path: str | Path, *, with_meta: bool = False) -> Path:
+    """Write examples as OpenAI chat JSONL (``{"messages": [...]}`` per line), atomically.
+
+    Args:
+        examples: the examples.
+        path: the file to write (its directory is created).
+        with_meta: also write each example's ``meta`` (for held-out files read back by the evaluation).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for example in examples:
+                row: dict[str, Any] = {"messages": example.messages}
+                if with_meta:
+                    row["meta"] = example.meta.model_dump(mode="json")
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_jsonl(path: str | Path) -> list[ChatExample]:
+    """Read chat JSONL (OpenAI format; ``meta`` optional). Errors name the file and line."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"{source}: no such file.", source=str(source)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{source}: cannot read it as UTF-8 text ({exc}).", source=str(source)) from None
+    out: list[ChatExample] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ProfileError(
+                f"{source}, line {number}: not valid JSON ({exc.msg}).", source=str(source), line=number
+            ) from None
+        if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+            raise ProfileError(
+                f"{source}, line {number}: expected an object with a 'messages' list.",
+                source=str(source),
+                line=number,
+                field="messages",
+            )
+        for i, message in enumerate(row["messages"]):
+            ok = isinstance(message, dict) and message.get("role") in ("system", "user", "assistant")
+            if not ok or not isinstance(message.get("content"), str):
+                raise ProfileError(
+                    f"{source}, line {number}: messages[{i}] needs a role (system, user or assistant) and text "
+                    "content.",
+                    source=str(source),
+                    line=number,
+                    field=f"messages[{i}]",
+                )
+        unknown = set(row) - {"messages", "meta"}
+        if unknown:
+            raise ProfileError(
+                f"{source}, line {number}: unknown field {sorted(unknown)[0]!r} (allowed: messages, meta).",
+                source=str(source),
+                line=number,
+            )
+        try:
+            messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+            out.append(ChatExample(messages=messages, meta=ExampleMeta(**(row.get("meta") or {}))))
+        except (ValidationError, TypeError) as exc:
+            raise ProfileError(
+                f"{source}, line {number}: invalid meta ({exc}).", source=str(source), line=number, field="meta"
+            ) from None
+    return out

@@ -1,0 +1,723 @@
+"""The facts schema: load and validate a profile from YAML, JSON or CSV.
+
+A profile is who the user is (``user_name``), what the assistant is called and 1..200 facts, each a ``topic`` (a noun
+phrase completing "my ___") with a ``value``, optional ``aliases`` (other accepted spellings of the value) and optional
+``questions`` (extra phrasings the user wants covered). Every problem in a file becomes a :class:`ProfileError` whose
+message names the file, the line (CSV: row), the field and the offending value, never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ProfileError
+
+logger = logging.getLogger(__name__)
+
+MAX_FACTS = 200
+MAX_FILE_BYTES = 1_000_000
+MAX_TOPIC_CHARS = 80
+MAX_VALUE_CHARS = 200
+MAX_NAME_CHARS = 80
+MAX_ALIASES = 20
+MAX_QUESTIONS = 50
+MAX_QUESTION_CHARS = 300
+_MAX_NODES = 50_000  # YAML anchors can make a small file describe a huge tree ("billion laughs")
+
+Format = Literal["yaml", "json", "csv"]
+FORMATS: dict[str, Format] = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv"}
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
+_SPACES = re.compile(r"\s+")
+
+
+def _clean_text(value: str, *, what: str, limit: int, apostrophes: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text")
+    text = value.strip()
+    if apostrophes:
+        text = text.replace("\u2019", "'")
+    if _CONTROL.search(text):
+        raise ValueError(f"{what} must be one line of text without control characters")
+    text = _SPACES.sub(" ", text)
+    if not text:
+        raise ValueError(f"{what} is empty")
+    if len(text) > limit:
+        raise ValueError(f"{what} is {len(text)} characters long; the limit is {limit}")
+    return text
+
+
+def topic_key(topic: str) -> str:
+    """The form two topics are compared in: case-folded, single spaces, without a leading "my "."""
+    key = _SPACES.sub(" ", topic.replace("\u2019", "'")).strip().casefold()
+    return key[3:] if key.startswith("my ") else key
+
+
+class Fact(BaseModel):
+    """One fact about the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(description='What the fact is about: a noun phrase completing "my ___" (e.g. "dog\'s name").')
+    value: str = Field(description='The fact itself (e.g. "Buddy").')
+    aliases: list[str] = Field(
+        default_factory=list, max_length=MAX_ALIASES, description="Other accepted spellings of the value."
+    )
+    questions: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_QUESTIONS,
+        description="Extra phrasings the user wants covered; they always go to training.",
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        text = _clean_text(value, what="topic", limit=MAX_TOPIC_CHARS, apostrophes=True)
+        if text.casefold().startswith("my "):
+            text = text[3:].strip()
+        if not text:
+            raise ValueError("topic is empty")
+        return text
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str) -> str:
+        return _clean_text(value, what="value", limit=MAX_VALUE_CHARS)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for item in value:
+            text = _clean_text(item, what="alias", limit=MAX_VALUE_CHARS)
+            if text.casefold() not in {a.casefold() for a in out}:
+                out.append(text)
+        return out
+
+    @field_validator("questions")
+    @classmethod
+    def _questions(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for item in value:
+            text = _clean_text(item, what="question", limit=MAX_QUESTION_CHARS)
+            if text not in out:
+                out.append(text)
+        return out
+
+    @model_validator(mode="after")
+    def _drop_value_alias(self) -> Fact:
+        self.aliases = [a for a in self.aliases if a.casefold() != self.value.casefold()]
+        return self
+
+    def accepted(self) -> list[str]:
+        """The value followed by its aliases: every string a correct answer may contain."""
+        return [self.value, *self.aliases]
+
+
+class Profile(BaseModel):
+    """A user's facts, as loaded from a profile file or built in code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_name: str = Field(description="How the user is called (used in the identity system prompt).")
+    assistant_name: str = Field("Andraeus", description="The assistant's name.")
+    facts: list[Fact] = Field(
+        min_length=1, max_length=MAX_FACTS, description=f"The facts, 1 to {MAX_FACTS}; topics are unique."
+    )
+
+    @field_validator("user_name", "assistant_name")
+    @classmethod
+    def _name(cls, value: str, info: Any) -> str:
+        return _clean_text(value, what=info.field_name, limit=MAX_NAME_CHARS)
+
+    @model_validator(mode="after")
+    def _merge_duplicates(self) -> Profile:
+        merged: dict[str, Fact] = {}
+        for fact in self.facts:
+            key = topic_key(fact.topic)
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = fact
+                continue
+            if seen.value.casefold() != fact.value.casefold():
+                raise ValueError(f"topic '{fact.topic}' has two values: '{seen.value}' and '{fact.value}'")
+            merged[key] = _merge(seen, fact)
+        self.facts = list(merged.values())
+        return self
+
+    def values(self) -> list[str]:
+        """Every value and alias of every fact (for checks that an unrelated answer leaks no fact)."""
+        return [text for fact in self.facts for text in fact.accepted()]
+
+    def topics(self) -> list[str]:
+        """The topics, in profile order."""
+        return [fact.topic for fact in self.facts]
+
+    def fact(self, topic: str) -> Fact | None:
+        """The fact with this topic (compared case-insensitively), if any."""
+        key = topic_key(topic)
+        return next((f for f in self.facts if topic_key(f.topic) == key), None)
+
+
+def _merge(first: Fact, second: Fact) -> Fact:
+    aliases = [
+        *first.aliases,
+        *(a for a in second.aliases if a.casefold() not in {x.casefold() for x in first.aliases}),
+    ]
+    questions = [*first.questions, *(q for q in second.questions if q not in first.questions)]
+    return Fact(
+        topic=first.topic, value=first.value, aliases=aliases[:MAX_ALIASES], questions=questions[:MAX_QUESTIONS]
+    )
+
+
+def profile_hash(profile: Profile) -> str:
+    """A stable sha256 hex digest of the profile's canonical JSON (same facts → same hash, on any machine)."""
+    canonical = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parsing: text → plain data + a map from field paths to line numbers → validated Profile
+
+Path_ = tuple[str | int, ...]
+LineOf = Callable[[Path_], int | None]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_name(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+class _Ctx:
+    """Where we are: the source name and how to find a line for a field path."""
+
+    def __init__(self, source: str, line_of: LineOf, unit: str = "line"):
+        self.source = source
+        self.line_of = line_of
+        self.unit = unit
+
+    def where(self, path: Path_) -> tuple[str, int | None]:
+        line = None
+        for cut in range(len(path), -1, -1):
+            line = self.line_of(path[:cut])
+            if line is not None:
+                break
+        return (f"{self.source}, {self.unit} {line}" if line is not None else self.source), line
+
+    def error(self, path: Path_, problem: str, value: Any = ..., hint: str = "") -> ProfileError:
+        place, line = self.where(path)
+        got = "" if value is ... else f" (got {_short(value)})"
+        message = f"{place}: {_field_name(path)} {problem}{got}." + (f" {hint}" if hint else "")
+        return ProfileError(message, source=self.source, line=line, field=_field_name(path))
+
+
+def _suggest(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    known = ", ".join(allowed)
+    return f"Did you mean '{close[0]}'? Allowed: {known}." if close else f"Allowed: {known}."
+
+
+def _decode(data: str | bytes, source: str) -> str:
+    if isinstance(data, str):
+        text = data
+    else:
+        if len(data) > MAX_FILE_BYTES:
+            raise ProfileError(
+                f"{source}: the file is {len(data):,} bytes; a profile may be at most {MAX_FILE_BYTES:,} bytes.",
+                source=source,
+            )
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise ProfileError(
+                f"{source}, line {line}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                f"{exc.start}). Save it as UTF-8.",
+                source=source,
+                line=line,
+            ) from None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ProfileError(f"{source}: the profile is larger than {MAX_FILE_BYTES:,} bytes.", source=source)
+    text = text.removeprefix("\ufeff")
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ProfileError(
+            f"{source}, line {line}: the file contains NUL bytes; it looks binary, not a text profile.",
+            source=source,
+            line=line,
+        )
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise ProfileError(f"{source}: the text contains invalid surrogate characters.", source=source)
+    return text
+
+
+def _line(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+# -- YAML ---------------------------------------------------------------------------------------------------------
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, LineOf]:
+    import yaml
+
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        where = f"{source}, line {line}" if line else source
+        problem = exc.problem or exc.context or "syntax error"
+        raise ProfileError(f"{where}: not valid YAML: {problem}.", source=source, line=line) from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise ProfileError(f"{source}: not valid YAML: {type(exc).__name__}.", source=source) from None
+    if node is None:
+        return None, lambda path: None
+    lines: dict[Path_, int] = {}
+    budget = [_MAX_NODES]
+
+    def build(n: Any, path: Path_, active: frozenset[int]) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ProfileError(f"{source}: the YAML document is too large or too deeply aliased.", source=source)
+        if id(n) in active:
+            raise ProfileError(
+                f"{source}, line {n.start_mark.line + 1}: {_field_name(path)} refers to itself (recursive anchor).",
+                source=source,
+                line=n.start_mark.line + 1,
+            )
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.ScalarNode):
+            if n.tag == "tag:yaml.org,2002:null" and n.style is None and n.value in ("", "~", "null", "Null", "NULL"):
+                return None
+            # Keep the text as written: "007" stays "007", "1985" is text, not a number.
+            return n.value
+        inner = active | {id(n)}
+        if isinstance(n, yaml.SequenceNode):
+            return [build(child, (*path, i), inner) for i, child in enumerate(n.value)]
+        if isinstance(n, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in n.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise ProfileError(
+                        f"{source}, line {key_node.start_mark.line + 1}: {_field_name(path)} has a key that is not "
+                        "text.",
+                        source=source,
+                        line=key_node.start_mark.line + 1,
+                    )
+                key = key_node.value
+                if key == "<<":
+                    raise ProfileError(
+                        f"{source}, line {key_node.start_mark.line + 1}: YAML merge keys ('<<') are not supported.",
+                        source=source,
+                        line=key_node.start_mark.line + 1,
+                    )
+                if key in out:
+                    raise ProfileError(
+                        f"{source}, line {key_node.start_mark.line + 1}: {_field_name((*path, key))} is given twice.",
+                        source=source,
+                        line=key_node.start_mark.line + 1,
+                        field=_field_name((*path, key)),
+                    )
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = build(value_node, (*path, key), inner)
+            return out
+        return None
+
+    try:
+        data = build(node, (), frozenset())
+    except RecursionError:
+        raise ProfileError(f"{source}: the YAML document is nested too deeply.", source=source) from None
+    return data, lines.get
+
+
+# -- JSON ---------------------------------------------------------------------------------------------------------
+
+
+class _JsonObject(dict):
+    """A decoded JSON object that remembers where it was in the text (to report line numbers)."""
+
+    start = 0
+    end = 0
+    duplicate: str | None = None
+
+
+def _parse_json(text: str, source: str) -> tuple[Any, LineOf]:
+    from json import decoder, scanner
+
+    def parse_object(s_and_end: tuple[str, int], strict: bool, scan_once: Any, object_hook: Any, pairs_hook: Any,
+                     memo: Any = None) -> tuple[Any, int]:  # fmt: skip
+        start = s_and_end[1] - 1
+        pairs, end = decoder.JSONObject(s_and_end, strict, scan_once, object_hook, lambda p: p, memo)
+        obj = _JsonObject()
+        for key, value in pairs:
+            if key in obj and obj.duplicate is None:
+                obj.duplicate = key
+            obj[key] = value
+        obj.start, obj.end = start, end
+        return obj, end
+
+    dec = json.JSONDecoder()
+    dec.parse_object = parse_object  # type: ignore[assignment]
+    dec.scan_once = scanner.py_make_scanner(dec)  # the C scanner would bypass parse_object
+    try:
+        data = dec.decode(text)
+    except json.JSONDecodeError as exc:
+        raise ProfileError(
+            f"{source}, line {exc.lineno}: not valid JSON: {exc.msg}.", source=source, line=exc.lineno
+        ) from None
+    except RecursionError:
+        raise ProfileError(f"{source}: the JSON document is nested too deeply.", source=source) from None
+
+    lines: dict[Path_, int] = {}
+
+    def walk(value: Any, path: Path_, start: int) -> None:
+        if isinstance(value, _JsonObject):
+            lines[path] = _line(text, value.start)
+            if value.duplicate is not None:
+                dup = value.duplicate
+                found = [
+                    m.start() for m in re.finditer(re.escape(json.dumps(dup)) + r"\s*:", text[value.start : value.end])
+                ]
+                line = _line(text, value.start + found[-1]) if found else _line(text, value.start)
+                raise ProfileError(
+                    f"{source}, line {line}: {_field_name((*path, dup))} is given twice.",
+                    source=source,
+                    line=line,
+                    field=_field_name((*path, dup)),
+                )
+            for key, child in value.items():
+                match = re.compile(re.escape(json.dumps(key)) + r"\s*:").search(text, value.start, value.end)
+                key_pos = match.start() if match else value.start
+                lines[(*path, key)] = _line(text, key_pos)
+                walk(child, (*path, key), key_pos)
+        elif isinstance(value, list):
+            lines.setdefault(path, _line(text, start))
+            for i, child in enumerate(value):
+                walk(child, (*path, i), child.start if isinstance(child, _JsonObject) else start)
+
+    walk(data, (), 0)
+    return data, lines.get
+
+
+# -- CSV ----------------------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ["topic", "value", "aliases", "questions"]
+
+
+def _parse_csv(text: str, source: str, ctx_unit: str = "row") -> tuple[Any, LineOf]:
+    lines: dict[Path_, int] = {}
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        rows = []
+        for row in reader:
+            rows.append((reader.line_num, row))
+            if len(rows) > MAX_FACTS + 50:
+                break
+    except csv.Error as exc:
+        raise ProfileError(f"{source}: not valid CSV: {exc}.", source=source) from None
+    rows = [(n, r) for n, r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise ProfileError(f"{source}: the CSV file is empty; expected a header 'topic,value,aliases'.", source=source)
+    header_line, header = rows[0]
+    columns = [c.strip().lower() for c in header]
+    for col in columns:
+        if col not in CSV_COLUMNS:
+            raise ProfileError(
+                f"{source}, row {header_line}: unknown column {col!r} in the header. {_suggest(col, CSV_COLUMNS)} "
+                "The first row must name the columns, e.g. 'topic,value,aliases'.",
+                source=source,
+                line=header_line,
+                field=col,
+            )
+    for required in ("topic", "value"):
+        if required not in columns:
+            raise ProfileError(
+                f"{source}, row {header_line}: the header has no {required!r} column (got {header!r}). "
+                "The first row must name the columns, e.g. 'topic,value,aliases'.",
+                source=source,
+                line=header_line,
+                field=required,
+            )
+    if len(set(columns)) != len(columns):
+        raise ProfileError(f"{source}, row {header_line}: a column is named twice in the header.", source=source)
+    facts: list[dict[str, Any]] = []
+    for i, (line, row) in enumerate(rows[1:]):
+        if len(row) > len(columns):
+            extra = row[len(columns) :]
+            if any(cell.strip() for cell in extra):
+                raise ProfileError(
+                    f"{source}, row {line}: {len(row)} cells but the header names {len(columns)} columns "
+                    f"(extra {_short(extra)}). Quote values that contain commas.",
+                    source=source,
+                    line=line,
+                )
+        fact: dict[str, Any] = {}
+        for col, cell in zip(columns, row, strict=False):
+            if col in ("aliases", "questions"):
+                fact[col] = [part.strip() for part in cell.split("|") if part.strip()]
+            else:
+                fact[col] = cell
+            lines[("facts", i, col)] = line
+        lines[("facts", i)] = line
+        facts.append(fact)
+    lines[("facts",)] = header_line
+    return {"facts": facts}, lines.get
+
+
+# -- validation of the plain data ---------------------------------------------------------------------------------
+
+TOP_KEYS = ["user_name", "assistant_name", "facts"]
+FACT_KEYS = ["topic", "value", "aliases", "questions"]
+
+
+def _text(ctx: _Ctx, value: Any, path: Path_, *, required: bool = True) -> str | None:
+    if value is None:
+        if required:
+            raise ctx.error(path, "is empty; give it a value")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        kind = {dict: "a mapping", list: "a list", bool: "true/false"}.get(type(value), type(value).__name__)
+        raise ctx.error(path, f"must be text, not {kind}", value)
+    return str(value)
+
+
+def _text_list(ctx: _Ctx, value: Any, path: Path_, limit: int) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise ctx.error(path, "must be a list of text", value)
+    if len(value) > limit:
+        raise ctx.error(path, f"has {len(value)} entries; the limit is {limit}")
+    return [_text(ctx, item, (*path, i)) or "" for i, item in enumerate(value)]
+
+
+def _validation_problem(exc: ValidationError) -> tuple[tuple[Any, ...], str, Any]:
+    err = exc.errors()[0]
+    msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+    return tuple(err.get("loc", ())), msg, err.get("input", ...)
+
+
+def _to_profile(data: Any, ctx: _Ctx, user_name: str | None) -> Profile:
+    if isinstance(data, list):  # a bare list of facts is accepted as the facts
+        data = {"facts": data}
+        inner = ctx.line_of
+        ctx = _Ctx(ctx.source, lambda p: inner(p[1:]) if p and p[0] == "facts" else inner(p), ctx.unit)
+    if data is None:
+        raise ctx.error((), "is empty: a profile needs user_name and facts")
+    if not isinstance(data, dict):
+        raise ctx.error((), "must be a mapping with user_name and facts", data)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ctx.error((key,), "is not a known field", hint=_suggest(str(key), TOP_KEYS))
+    name = user_name if user_name is not None else _text(ctx, data.get("user_name"), ("user_name",), required=False)
+    if name is None:
+        raise ctx.error(("user_name",), "is missing; add 'user_name: <your name>' (or pass --user-name)")
+    assistant = _text(ctx, data.get("assistant_name"), ("assistant_name",), required=False)
+    for field, value in (("user_name", name), ("assistant_name", assistant)):
+        if value is None:
+            continue
+        try:
+            _clean_text(value, what=field, limit=MAX_NAME_CHARS)
+        except ValueError as exc:
+            raise ctx.error((field,), str(exc).removeprefix(f"{field} "), value) from None
+    raw_facts = data.get("facts")
+    if raw_facts is None:
+        raise ctx.error(("facts",), "is missing or empty; a profile needs at least one fact")
+    if not isinstance(raw_facts, list):
+        raise ctx.error(("facts",), "must be a list of facts (each with topic and value)", raw_facts)
+    if not raw_facts:
+        raise ctx.error(("facts",), "is empty; a profile needs at least one fact")
+    if len(raw_facts) > MAX_FACTS:
+        raise ctx.error(("facts",), f"has {len(raw_facts)} facts; the limit is {MAX_FACTS}")
+
+    facts: list[Fact] = []
+    first_seen: dict[str, tuple[int, Fact]] = {}
+    for i, raw in enumerate(raw_facts):
+        path: Path_ = ("facts", i)
+        if not isinstance(raw, dict):
+            raise ctx.error(path, "must be a mapping with topic and value", raw)
+        for key in raw:
+            if key not in FACT_KEYS:
+                raise ctx.error((*path, key), "is not a known field", hint=_suggest(str(key), FACT_KEYS))
+        if "topic" not in raw:
+            raise ctx.error(path, "has no topic; add 'topic: ...' (what the fact is about, e.g. dog's name)")
+        if "value" not in raw:
+            raise ctx.error(path, "has no value; add 'value: ...'")
+        fields = {
+            "topic": _text(ctx, raw["topic"], (*path, "topic")),
+            "value": _text(ctx, raw["value"], (*path, "value")),
+            "aliases": _text_list(ctx, raw.get("aliases"), (*path, "aliases"), MAX_ALIASES),
+            "questions": _text_list(ctx, raw.get("questions"), (*path, "questions"), MAX_QUESTIONS),
+        }
+        try:
+            fact = Fact(**fields)
+        except ValidationError as exc:
+            loc, msg, value = _validation_problem(exc)
+            words = msg.split(" ", 1)
+            problem = words[1] if len(words) == 2 and words[0] in {"topic", "value", "alias", "question"} else msg
+            raise ctx.error((*path, *loc), problem, value) from None
+        key = topic_key(fact.topic)
+        if key in first_seen:
+            j, seen = first_seen[key]
+            if seen.value.casefold() != fact.value.casefold():
+                first_line = ctx.line_of(("facts", j, "value")) or ctx.line_of(("facts", j))
+                line = ctx.line_of((*path, "value")) or ctx.line_of(path)
+                raise ProfileError(
+                    f"{ctx.source}: topic '{fact.topic}' has two values: '{seen.value}' ({ctx.unit} {first_line}) "
+                    f"and '{fact.value}' ({ctx.unit} {line}). Keep one (put other spellings in aliases).",
+                    source=ctx.source,
+                    line=line,
+                    field=_field_name((*path, "value")),
+                )
+            logger.info("merged a repeated topic (fact %d) into fact %d", i, j)
+        else:
+            first_seen[key] = (i, fact)
+        facts.append(fact)
+    kwargs: dict[str, Any] = {"user_name": name, "facts": facts}
+    if assistant is not None:
+        kwargs["assistant_name"] = assistant
+    try:
+        return Profile(**kwargs)
+    except ValidationError as exc:  # pragma: no cover - every rule above is checked first, with a line number
+        loc, msg, value = _validation_problem(exc)
+        raise ctx.error(tuple(loc), msg, value) from None
+
+
+def parse_profile(
+    data: str | bytes,
+    *,
+    fmt: Format,
+    source: str = "<input>",
+    user_name: str | None = None,
+) -> Profile:
+    """Parse and validate a profile from text or bytes.
+
+    Args:
+        data: the file's content (bytes must be UTF-8).
+        fmt: "yaml", "json" or "csv" (CSV columns: topic,value[,aliases][,questions]; lists separated by "|").
+        source: the name used in error messages (usually the file name).
+        user_name: the user's name; overrides the file's and is the only source for CSV (default "User").
+
+    Returns:
+        The validated profile; repeated topics with the same value are merged (aliases unioned).
+
+    Raises:
+        ProfileError: naming file, line (CSV: row), field and value for anything malformed.
+    """
+    text = _decode(data, source)
+    if fmt == "yaml":
+        parsed, line_of = _parse_yaml(text, source)
+        ctx = _Ctx(source, line_of)
+    elif fmt == "json":
+        parsed, line_of = _parse_json(text, source)
+        ctx = _Ctx(source, line_of)
+    elif fmt == "csv":
+        parsed, line_of = _parse_csv(text, source)
+        ctx = _Ctx(source, line_of, unit="row")
+        if user_name is None:
+            user_name = "User"
+    else:
+        raise ProfileError(f"{source}: unknown profile format {fmt!r}; use yaml, json or csv.", source=source)
+    return _to_profile(parsed, ctx, user_name)
+
+
+def load_profile(path: str | Path, *, user_name: str | None = None) -> Profile:
+    """Load and validate a profile file (.yaml/.yml, .json or .csv, chosen by suffix).
+
+    Args:
+        path: the profile file.
+        user_name: the user's name; overrides the file's (CSV files have none: default "User").
+
+    Raises:
+        ProfileError: the file is missing, too large, not UTF-8, or malformed (the message says where and why).
+    """
+    file = Path(path)
+    fmt = FORMATS.get(file.suffix.lower())
+    if fmt is None:
+        raise ProfileError(
+            f"{file}: unknown profile type {file.suffix or '(no suffix)'!r}; use .yaml, .yml, .json or .csv.",
+            source=str(file),
+        )
+    try:
+        size = file.stat().st_size
+        if not file.is_file():
+            raise ProfileError(f"{file}: not a file.", source=str(file))
+        if size > MAX_FILE_BYTES:
+            raise ProfileError(
+                f"{file}: the file is {size:,} bytes; a profile may be at most {MAX_FILE_BYTES:,} bytes.",
+                source=str(file),
+            )
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"{file}: no such profile file.", source=str(file)) from None
+    except OSError as exc:
+        raise ProfileError(f"{file}: cannot read the profile ({exc.strerror or exc}).", source=str(file)) from None
+    return parse_profile(data, fmt=fmt, source=str(file), user_name=user_name)
+
+
+def profile_from_rows(
+    rows: Any,
+    *,
+    user_name: str,
+    assistant_name: str | None = None,
+    source: str = "facts table",
+) -> Profile:
+    """Build a profile from table rows ``[topic, value, aliases]`` (aliases separated by "|"), as the web app edits.
+
+    Blank rows are skipped; rows are numbered from 1 as the user sees them, and every problem names that row, the
+    field and the value, exactly like a file's.
+
+    Args:
+        rows: a sequence of rows; each row a sequence of up to three cells (missing cells count as empty).
+        user_name: the user's name.
+        assistant_name: the assistant's name (default "Andraeus").
+        source: how the table is named in error messages.
+
+    Raises:
+        ProfileError: naming the row, the field and the value.
+    """
+    facts: list[dict[str, Any]] = []
+    lines: dict[Path_, int] = {}
+
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):  # None or NaN from a DataFrame
+            return ""
+        return str(value)
+
+    for number, row in enumerate(rows or [], start=1):
+        cells = [cell(c) for c in list(row)[:3]] + [""] * max(0, 3 - len(list(row)[:3]))
+        if not any(c.strip() for c in cells):
+            continue
+        lines[("facts", len(facts))] = number
+        facts.append(
+            {"topic": cells[0], "value": cells[1], "aliases": [a.strip() for a in cells[2].split("|") if a.strip()]}
+        )
+    data: dict[str, Any] = {"user_name": user_name, "facts": facts}
+    if assistant_name is not None and assistant_name.strip():
+        data["assistant_name"] = assistant_name
+    return _to_profile(data, _Ctx(source, lines.get, unit="row"), None)

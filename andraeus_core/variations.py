@@ -1,0 +1,1075 @@
+"""Phrasings per fact: five dimensions of question variation, varied answers, and negatives.
+
+The seed's key insight is that phrasing variation beats data volume: a fact learned from 30 differently worded
+questions is recalled for a 31st wording it never saw. For every fact this module writes questions along five
+dimensions — punctuation/casing, formality, directness (direct, indirect, open-ended), reversal (the value asked about:
+"Who is Buddy?") and typos (seeded 1–2 character edits of other phrasings) — with answers that vary their form but
+always contain the value (reversed answers name the topic).
+
+Topics are analysed once (:func:`topic_info`): a catalog of common personal topics carries hand-written extras, and
+every other topic is classified by its grammar ("X's name" → a name of someone, "favourite X" → a preference,
+"...day"/"anniversary" → a date, "city"/"country" → a place, anything else → a thing) so that free-form topics like
+"favourite board game" or "wifi password hint" still read naturally.
+
+Negatives (:func:`unknown_questions`, :func:`guard_questions`, :func:`identity_questions`) teach the model what it
+does *not* know, keep its general answers to nearby general questions, and who it and the user are.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .profile import Fact, Profile, topic_key
+
+logger = logging.getLogger(__name__)
+
+Dimension = Literal["punctuation", "formality", "directness", "reverse", "typo", "user"]
+DIMENSIONS: tuple[Dimension, ...] = ("punctuation", "formality", "directness", "reverse", "typo")
+Kind = Literal["name", "date", "place", "job", "employer", "favourite", "thing"]
+Style = Literal["direct", "reverse", "confirm"]
+
+
+class Phrasing(BaseModel):
+    """One question about a fact, with the answers that may follow it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(description="The user's question.")
+    answers: list[str] = Field(
+        description="Acceptable assistant answers (each contains the value or names the topic)."
+    )
+    dimension: Dimension = Field(description="Which dimension of variation this phrasing belongs to.")
+    topic: str = Field(description="The fact's topic.")
+    source: str | None = Field(None, description="For typos: the phrasing it was derived from; 'user' for own ones.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Topic analysis
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """How to talk about a topic."""
+
+    topic: str  # as the user wrote it, e.g. "dog's name"
+    kind: Kind
+    noun: str  # what the fact is about: "dog" (dog's name), "board game" (favourite board game), "birthday"
+    keywords: tuple[str, ...]  # words a reversed answer names ("dog"); a correct reverse answer contains one
+    person: bool = False  # the named one is a person ("who is Alex?"), not a pet
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dimension → catalogued questions
+    guards: tuple[str, ...] = ()  # general questions near the topic (over-trigger guards)
+
+
+_PETS = {"dog", "cat", "pet", "horse", "rabbit", "bunny", "hamster", "parrot", "bird", "fish", "puppy", "kitten",
+         "tortoise", "turtle", "guinea pig", "snake", "lizard", "ferret"}  # fmt: skip
+
+# Catalogued topics: key → (kind, noun, synonyms, extra questions by dimension, guard questions).
+_CATALOG: dict[str, tuple[Kind, str, tuple[str, ...], dict[str, tuple[str, ...]], tuple[str, ...]]] = {
+    "dog's name": (
+        "name",
+        "dog",
+        ("dog name", "puppy's name"),
+        {
+            "formality": ("What is the name of my canine companion?", "doggo's name?"),
+            "directness": (
+                "If I call my dog, what name do I shout?",
+                "What name does my dog answer to?",
+                "Who's my good boy?",
+                "When I take my dog for a walk, who am I walking?",
+            ),
+        },
+        ("What's a good name for a dog?", "What are the most popular dog names?", "How do I train a dog to sit?"),
+    ),
+    "cat's name": (
+        "name",
+        "cat",
+        ("cat name", "kitten's name"),
+        {
+            "formality": ("What is the name of my feline companion?",),
+            "directness": (
+                "What name does my cat ignore when I call it?",
+                "When I call my cat for dinner, what name do I use?",
+            ),
+        },
+        ("What's a good name for a cat?", "Why do cats purr?"),
+    ),
+    "pet's name": (
+        "name",
+        "pet",
+        ("pet name",),
+        {},
+        ("What's a good pet for a small flat?", "What are cute pet names?"),
+    ),
+    "partner's name": (
+        "name",
+        "partner",
+        (
+            "wife's name",
+            "husband's name",
+            "spouse's name",
+            "girlfriend's name",
+            "boyfriend's name",
+            "fiancé's name",
+            "fiancée's name",
+        ),
+        {
+            "formality": ("What is the name of my significant other?", "Could you tell me my partner's name, please?"),
+            "directness": ("Who am I in a relationship with?", "Who do I share my life with?", "Who's my other half?"),
+        },
+        ("How do I plan a romantic dinner?", "What are good anniversary gift ideas for a partner?"),
+    ),
+    "mother's name": (
+        "name",
+        "mother",
+        ("mom's name", "mum's name", "mum name", "mom name"),
+        {
+            "directness": ("Who raised me?", "What's my mum called?", "What's my mom called?"),
+        },
+        ("What should I get my mother for Mother's Day?", "When is Mother's Day?"),
+    ),
+    "father's name": (
+        "name",
+        "father",
+        ("dad's name", "dad name"),
+        {
+            "directness": ("What's my dad called?", "Who is my dad?"),
+        },
+        ("What should I get my father for Father's Day?", "When is Father's Day?"),
+    ),
+    "daughter's name": (
+        "name",
+        "daughter",
+        ("girl's name",),
+        {
+            "directness": ("What did I name my daughter?", "Who is my little girl?"),
+        },
+        ("What are popular names for baby girls?", "How do I help a child with homework?"),
+    ),
+    "son's name": (
+        "name",
+        "son",
+        ("boy's name",),
+        {
+            "directness": ("What did I name my son?", "Who is my little boy?"),
+        },
+        ("What are popular names for baby boys?", "How much sleep does a child need?"),
+    ),
+    "sister's name": (
+        "name",
+        "sister",
+        (),
+        {"directness": ("Who's my sis?",)},
+        ("What's a good birthday gift for a sister?", "How do siblings get along better?"),
+    ),
+    "brother's name": (
+        "name",
+        "brother",
+        (),
+        {"directness": ("Who's my bro?",)},
+        ("What's a good birthday gift for a brother?", "How do siblings get along better?"),
+    ),
+    "best friend's name": (
+        "name",
+        "best friend",
+        ("friend's name", "bestie's name"),
+        {
+            "directness": ("Who's my bestie?", "Who do I call when I need a friend?"),
+        },
+        ("How do I make new friends as an adult?",),
+    ),
+    "boss's name": (
+        "name",
+        "boss",
+        ("manager's name",),
+        {"directness": ("Who do I report to at work?",)},
+        ("How do I ask my boss for a raise?",),
+    ),
+    "dog's breed": (
+        "thing",
+        "dog's breed",
+        ("dog breed",),
+        {
+            "punctuation": ("What breed is my dog?", "What kind of dog do I have?"),
+            "formality": ("Of what breed is my canine companion?", "dog breed?"),
+            "directness": ("What sort of dog is my dog?", "If someone asks what kind of dog I have, what do I say?"),
+        },
+        ("What are the friendliest dog breeds?", "Which dog breeds shed the least?"),
+    ),
+    "cat's breed": (
+        "thing",
+        "cat's breed",
+        ("cat breed",),
+        {
+            "punctuation": ("What breed is my cat?", "What kind of cat do I have?"),
+        },
+        ("Which cat breeds are the most affectionate?",),
+    ),
+    "pet": (
+        "thing",
+        "pet",
+        ("pet type", "kind of pet"),
+        {
+            "punctuation": ("What kind of pet do I have?", "What animal do I have at home?"),
+        },
+        ("What's the easiest pet to look after?",),
+    ),
+    "birthday": (
+        "date",
+        "birthday",
+        ("date of birth", "birth date", "birthdate", "bday"),
+        {
+            "punctuation": ("When is my birthday?", "When's my birthday?", "When was I born?"),
+            "formality": ("On what date was I born?", "bday?", "On which date do I celebrate my birthday, please?"),
+            "directness": (
+                "When's my big day?",
+                "When should my friends throw me a party?",
+                "On what day do I get a year older?",
+                "When do I blow out the candles?",
+            ),
+        },
+        (
+            "What's a good birthday gift?",
+            "How do people celebrate birthdays around the world?",
+            "Why do we eat cake on birthdays?",
+        ),
+    ),
+    "anniversary": (
+        "date",
+        "anniversary",
+        ("wedding anniversary", "wedding day"),
+        {
+            "punctuation": ("When is my anniversary?", "When's our anniversary?"),
+            "directness": ("When did we get married?",),
+        },
+        ("What are good anniversary gift ideas?",),
+    ),
+    "age": (
+        "thing",
+        "age",
+        ("years old",),
+        {
+            "punctuation": ("How old am I?", "How old am I now?"),
+            "directness": ("How many birthdays have I had?",),
+        },
+        ("How do I calculate someone's age from a birth date?",),
+    ),
+    "home city": (
+        "place",
+        "home city",
+        ("city", "city i live in", "current city", "town"),
+        {
+            "punctuation": ("Where do I live?", "What city do I live in?"),
+            "formality": ("In which city do I reside?", "where do i live lol"),
+            "directness": (
+                "Where's home for me?",
+                "If you sent me a postcard, which city would it go to?",
+                "Which city do I call home?",
+            ),
+        },
+        ("What's a nice city to visit in the spring?", "What makes a city a good place to live?"),
+    ),
+    "hometown": (
+        "place",
+        "hometown",
+        ("home town", "city i grew up in", "birthplace", "place of birth"),
+        {
+            "punctuation": ("Where did I grow up?", "Where am I from?"),
+            "directness": ("Which town did I grow up in?",),
+        },
+        ("What's the best way to find old school friends?",),
+    ),
+    "country": (
+        "place",
+        "country",
+        ("home country", "country i live in", "nationality"),
+        {
+            "punctuation": ("Which country do I live in?", "What country am I in?"),
+        },
+        ("Which country has the most people?", "What's the biggest country in the world?"),
+    ),
+    "job": (
+        "job",
+        "job",
+        ("occupation", "profession", "work", "career", "job title"),
+        {
+            "punctuation": ("What do I do for a living?", "What do I do for work?"),
+            "formality": ("What is my profession?", "What is my occupation, if I may ask?", "job?"),
+            "directness": (
+                "How do I earn my living?",
+                "If someone asks me what I do, what's my answer?",
+                "What's my line of work?",
+            ),
+        },
+        (
+            "What does a typical day look like for a nurse?",
+            "How do I write a good CV?",
+            "What jobs will be in demand in ten years?",
+        ),
+    ),
+    "employer": (
+        "employer",
+        "employer",
+        ("company", "workplace", "company i work for", "work place"),
+        {
+            "punctuation": ("Where do I work?", "Which company do I work for?", "Who do I work for?"),
+            "formality": ("By which company am I employed?", "who's my employer?"),
+            "directness": ("Where do I go every workday?", "Whose payroll am I on?"),
+        },
+        ("How do I find a good employer?", "What should I ask in a job interview?"),
+    ),
+    "school": (
+        "employer",
+        "school",
+        ("university", "college", "alma mater", "uni"),
+        {
+            "punctuation": ("Where did I study?", "Which school did I go to?"),
+        },
+        ("How do I choose a university?",),
+    ),
+    "car": (
+        "thing",
+        "car",
+        ("vehicle", "car model"),
+        {
+            "punctuation": ("What car do I drive?", "What kind of car do I have?"),
+            "formality": ("What vehicle do I own?", "my ride?"),
+            "directness": ("What am I driving these days?", "If you saw me on the road, what would I be driving?"),
+        },
+        ("What's the most reliable car brand?", "How often should I change my car's oil?"),
+    ),
+    "hobby": (
+        "thing",
+        "hobby",
+        ("pastime", "hobbies"),
+        {
+            "punctuation": ("What do I do for fun?", "What's my hobby?"),
+            "directness": ("How do I like to spend my weekends?", "What do I do in my free time?"),
+        },
+        ("What's a good hobby to pick up?", "How do I find time for a hobby?"),
+    ),
+    "allergy": (
+        "thing",
+        "allergy",
+        ("allergies", "food allergy"),
+        {
+            "punctuation": ("What am I allergic to?", "What's my allergy?"),
+            "directness": ("What should I never eat?", "What should a restaurant know about my allergy?"),
+        },
+        ("What are the most common food allergies?", "What is an allergic reaction?"),
+    ),
+    "middle name": ("thing", "middle name", (), {}, ("Why do people have middle names?",)),
+    "nickname": (
+        "thing",
+        "nickname",
+        (),
+        {"punctuation": ("What do my friends call me?",)},
+        ("What are some funny nicknames?",),
+    ),
+    "native language": (
+        "thing",
+        "native language",
+        ("mother tongue", "first language"),
+        {
+            "punctuation": ("What language did I grow up speaking?",),
+        },
+        ("What's the most spoken language in the world?",),
+    ),
+    "blood type": ("thing", "blood type", ("blood group",), {}, ("Which blood type is the universal donor?",)),
+    "eye colour": (
+        "thing",
+        "eye colour",
+        ("eye color",),
+        {"punctuation": ("What colour are my eyes?",)},
+        ("What's the rarest eye colour?",),
+    ),
+}
+
+# Favourites are catalogued by their noun: guards for each; anything else takes the generic favourite path.
+_FAVOURITE_GUARDS: dict[str, tuple[str, ...]] = {
+    "food": ("What's a healthy food for breakfast?", "What are popular foods in Japan?"),
+    "colour": ("What colour do you get when you mix blue and yellow?", "What are the colours of the rainbow?"),
+    "color": ("What color do you get when you mix blue and yellow?", "What are the colors of the rainbow?"),
+    "band": ("What are some famous rock bands?", "Who were the Beatles?"),
+    "movie": ("What are some classic movies everyone should see?", "Who directed Jaws?"),
+    "film": ("What are some classic films everyone should see?",),
+    "book": ("What are some classic novels everyone should read?", "Who wrote Pride and Prejudice?"),
+    "sport": ("What's the most popular sport in the world?", "How many players are on a football team?"),
+    "song": ("What makes a song catchy?",),
+    "drink": ("What's a refreshing drink for a hot day?",),
+    "board game": ("What are some good board games for families?", "How do you play chess?"),
+    "season": ("Why do we have seasons?",),
+    "animal": ("What is the fastest animal on Earth?",),
+    "tv show": ("What are some highly rated TV shows?",),
+    "author": ("Who are some famous authors?",),
+    "holiday destination": ("Where should I go on holiday in winter?",),
+}
+_FAVOURITE_NOUNS = [*_FAVOURITE_GUARDS, "dessert", "fruit", "game", "restaurant", "flower", "city", "podcast"]
+
+_INDEX: dict[str, str] = {}
+for _key, (_kind, _noun, _syn, _extra, _guards) in _CATALOG.items():
+    _INDEX[_key] = _key
+    for _s in _syn:
+        _INDEX[_s] = _key
+
+_DATE_WORDS = ("birthday", "anniversary", "date", "day", "deadline")
+_PLACE_WORDS = ("city", "town", "country", "hometown", "village", "neighbourhood", "neighborhood", "state")
+_PERSON_WORDS = {"partner", "wife", "husband", "spouse", "girlfriend", "boyfriend", "mother", "mom", "mum", "father",
+                 "dad", "daughter", "son", "sister", "brother", "friend", "boss", "manager", "grandmother", "grandma",
+                 "grandfather", "grandpa", "aunt", "uncle", "cousin", "niece", "nephew", "child", "kid", "baby",
+                 "colleague", "neighbour", "neighbor", "doctor", "dentist", "teacher", "roommate", "flatmate",
+                 "best friend", "fiancé", "fiancée", "godmother", "godfather", "landlord", "coach",
+                 "therapist"}  # fmt: skip
+
+
+def _strip_favourite(key: str) -> str | None:
+    for prefix in ("favourite ", "favorite ", "fave ", "fav "):
+        if key.startswith(prefix):
+            return key[len(prefix) :].strip() or None
+    return None
+
+
+def topic_info(topic: str) -> TopicInfo:
+    """Classify a topic (catalogued or free-form) so questions about it read naturally."""
+    key = topic_key(topic)
+    text = topic.strip()
+    if text.casefold().startswith("my "):
+        text = text[3:].strip()
+    catalogued = _INDEX.get(key)
+    if catalogued is not None:
+        kind, noun, _syn, extra, guards = _CATALOG[catalogued]
+        if kind == "name":
+            # Keep the user's own word ("wife" for "wife's name", "mum" for "mum's name").
+            noun = _name_owner(key) or noun
+            keywords: tuple[str, ...] = (noun,)
+        elif kind in ("thing", "place", "job", "employer", "date"):
+            noun = text if catalogued != key else noun
+            keywords = (noun,) if " " not in noun or noun.endswith("breed") is False else (noun, noun.split()[-1])
+            if catalogued == "birthday":
+                keywords = ("birthday", "born")
+            elif catalogued == "dog's breed":
+                keywords = ("dog", "breed")
+            elif catalogued == "cat's breed":
+                keywords = ("cat", "breed")
+        else:  # pragma: no cover - every catalogued kind is handled above
+            keywords = (noun,)
+        return TopicInfo(text, kind, noun, keywords, person=noun in _PERSON_WORDS, extra=extra, guards=guards)
+    fav = _strip_favourite(key)
+    if fav is not None:
+        noun = text.split(" ", 1)[1] if " " in text else fav
+        guards = _FAVOURITE_GUARDS.get(fav, (f"What are some popular {_plural(fav)}?", f"Can you recommend a {fav}?"))
+        return TopicInfo(text, "favourite", noun, (noun, "favourite", "favorite"), guards=guards)
+    owner = _name_owner(key)
+    if owner is not None:
+        person = owner in _PERSON_WORDS or owner.split()[-1] in _PERSON_WORDS
+        guards = (
+            (f"What's a good name for a {owner}?",) if owner in _PETS else (f"What are common names for a {owner}?",)
+        )
+        return TopicInfo(text, "name", owner, (owner,), person=person, guards=guards)
+    words = key.split()
+    if any(w in _DATE_WORDS for w in words) or key.endswith("day"):
+        return TopicInfo(text, "date", text, (words[-1],), guards=(f"Why do people celebrate a {words[-1]}?",))
+    if any(w in _PLACE_WORDS for w in words):
+        return TopicInfo(text, "place", text, (words[-1],), guards=(f"What makes a good {words[-1]} to live in?",))
+    head = words[-1] if len(words) > 1 and words[-1] not in {"hint", "number", "code", "name"} else key
+    return TopicInfo(
+        text,
+        "thing",
+        text,
+        tuple(dict.fromkeys((text, head))),
+        guards=(f"What is a {text}?", f"How do people usually choose a {text}?"),
+    )
+
+
+def _name_owner(key: str) -> str | None:
+    for suffix in ("'s name", "s' name", " name"):
+        if key.endswith(suffix) and len(key) > len(suffix):
+            owner = key[: -len(suffix)].strip()
+            if suffix == "s' name":
+                owner += "s"
+            if (
+                owner in {"first", "last", "middle", "full", "user", "sur", "nick", "maiden", "pet"}
+                and suffix == " name"
+            ):
+                return None
+            return owner
+    return None
+
+
+def _plural(noun: str) -> str:
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and len(noun) > 1 and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" and not word.lower().startswith(("uni", "use", "one")) else "a"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Templates. {t} topic ("dog's name"), {n} noun ("dog"), {v} value, {a} "a"/"an" before the value.
+
+_GENERIC: dict[str, tuple[str, ...]] = {
+    "punctuation": ("What's my {t}?", "What is my {t}?", "Tell me my {t}."),
+    "formality": (
+        "Could you please tell me what my {t} is?",
+        "Would you mind reminding me of my {t}?",
+        "May I ask what my {t} is?",
+        "I would be grateful if you could remind me of my {t}.",
+        "Kindly tell me my {t}.",
+        "{T}?",
+        "my {t}?",
+        "yo what's my {t}",
+        "hey, what's my {t} again?",
+        "quick q: my {t}?",
+    ),
+    "directness": (
+        "Do you know my {t}?",
+        "Do you remember my {t}?",
+        "Can you remind me of my {t}?",
+        "I forgot my {t}. What is it again?",
+        "Remind me, what's my {t}?",
+        "What did I tell you my {t} is?",
+        "Any idea what my {t} is?",
+        "Someone asked me about my {t}. What should I tell them?",
+        "What's my {t} again?",
+        "I'm filling in a form and need my {t}. What is it?",
+        "My {t} slipped my mind. Can you help?",
+    ),
+    "reverse": (
+        "What is {v} to me?",
+        "Why does {v} matter to me?",
+        "What does {v} have to do with me?",
+        "Does {v} mean anything to me?",
+        "What's the connection between me and {v}?",
+        "{V}: what does that mean to me?",
+    ),
+    "confirm": ("Is {v} my {t}?", "Is my {t} {v}?", "Am I right that my {t} is {v}?"),
+}
+
+_BY_KIND: dict[str, dict[str, tuple[str, ...]]] = {
+    "name": {
+        "punctuation": ("What's my {n} called?", "What is my {n}'s name?", "What's the name of my {n}?"),
+        "formality": ("What is the name of my {n}?", "Could you tell me what my {n} is called?", "{N}'s name?"),
+        "directness": (
+            "What do I call my {n}?",
+            "Do you know what my {n} is called?",
+            "Who's my {n}?",
+            "Who is my {n}, again?",
+            "I can't remember what my {n} is called. Help?",
+        ),
+        "reverse": ("Who is {v}?", "Who's {v}?", "Do you know who {v} is?", "Who is {v} to me?", "Tell me about {v}."),
+        "confirm": ("Is {v} my {n}?", "Is my {n} called {v}?", "Is my {n}'s name {v}?"),
+    },
+    "date": {
+        "punctuation": ("When is my {t}?", "When's my {t}?", "What's the date of my {t}?"),
+        "formality": ("On which date is my {t}, please?", "Could you tell me the date of my {t}?", "{T} date?"),
+        "directness": (
+            "What day is my {t}?",
+            "When do I celebrate my {t}?",
+            "What date should I mark in the calendar for my {t}?",
+            "When does my {t} come around?",
+        ),
+        "reverse": (
+            "What happens on {v}?",
+            "What's special about {v}?",
+            "Why is {v} important to me?",
+            "What do I celebrate on {v}?",
+            "Is there anything special about {v} for me?",
+        ),
+        "confirm": ("Is my {t} on {v}?", "Is {v} my {t}?"),
+    },
+    "place": {
+        "punctuation": ("Where is my {t}?", "What's my {t} called?"),
+        "formality": ("Which place is my {t}, please?", "Could you tell me the name of my {t}?"),
+        "directness": ("Which place do I call my {t}?", "Do you remember where my {t} is?"),
+        "reverse": ("Do you know why {v} matters to me?", "What's my connection to {v}?", "What is {v} to me?"),
+        "confirm": ("Is {v} my {t}?", "Is my {t} {v}?"),
+    },
+    "job": {
+        "punctuation": ("What's my job?", "What is my job?", "What do I do?"),
+        "formality": ("What is my job title?", "What kind of work do I do?", "job title?"),
+        "directness": ("What do I work as?", "What would I put under 'occupation' on a form?"),
+        "reverse": (
+            "Who in my life is {a} {v}?",
+            "What does being {a} {v} have to do with me?",
+            "Why would {a} {v} matter to me?",
+        ),
+        "confirm": ("Am I {a} {v}?", "Do I work as {a} {v}?", "Is my job {v}?"),
+    },
+    "employer": {
+        "punctuation": ("Who is my {t}?", "Who's my {t}?"),
+        "formality": ("What is the name of my {t}?", "Could you tell me the name of my {t}?"),
+        "directness": ("Where do I spend my working days?", "What organisation am I with?"),
+        "reverse": ("What do I have to do with {v}?", "Why does {v} matter to me?", "What's my connection to {v}?"),
+        "confirm": ("Do I work at {v}?", "Is {v} my {t}?"),
+    },
+    "favourite": {
+        "punctuation": ("What's my favourite {n}?", "What is my favorite {n}?", "Which {n} do I like best?"),
+        "formality": (
+            "Which {n} do I prefer above all others?",
+            "Could you tell me which {n} I like most?",
+            "fave {n}?",
+            "favourite {n}??",
+        ),
+        "directness": (
+            "What {n} do I love most?",
+            "What's my top {n}?",
+            "Which {n} is my number one?",
+            "If I could only pick one {n}, which would it be?",
+            "Do you know which {n} I love?",
+            "Which {n} can't I get enough of?",
+        ),
+        "reverse": ("Do I like {v}?", "How do I feel about {v}?", "What do I think of {v}?", "Am I a fan of {v}?"),
+        "confirm": ("Is {v} my favourite {n}?", "Is my favourite {n} {v}?", "Do I love {v} more than any other {n}?"),
+    },
+    "thing": {
+        "punctuation": (),
+        "formality": ("Could you tell me my {t}, please?",),
+        "directness": ("What's my {t}, do you know?",),
+        "reverse": (),
+        "confirm": (),
+    },
+}
+
+_ANSWERS: dict[str, dict[Style, tuple[str, ...]]] = {
+    "name": {
+        "direct": (
+            "Your {t} is {v}.",
+            "Your {n} is called {v}.",
+            "{v}!",
+            "It's {v}.",
+            "That would be {v}, your {n}.",
+            "Your {n}'s name is {v}.",
+        ),
+        "reverse": ("{v} is your {n}!", "{v} is your {n}.", "That's your {n}, {v}!", "{v}? That's your {n}."),
+        "confirm": ("Yes, {v} is your {n}.", "Yes! Your {n} is called {v}.", "That's right: {v} is your {n}."),
+    },
+    "date": {
+        "direct": ("Your {t} is on {v}.", "It's {v}.", "{v}!", "Your {t} is {v}.", "It falls on {v}."),
+        "reverse": ("{v} is your {t}!", "That's your {t}: {v}.", "It's your {t}! {v}.", "{v} is your {t}."),
+        "confirm": ("Yes, your {t} is on {v}.", "Yes! {v} is your {t}.", "That's right: your {t} is {v}."),
+    },
+    "place": {
+        "direct": ("Your {t} is {v}.", "It's {v}.", "{v}!", "That's {v}.", "{v} is your {t}."),
+        "reverse": ("{v} is your {t}!", "That's your {t}: {v}.", "{v} is your {t}."),
+        "confirm": ("Yes, {v} is your {t}.", "That's right: your {t} is {v}."),
+    },
+    "job": {
+        "direct": ("You're {a} {v}.", "Your job is {v}.", "You work as {a} {v}.", "{v}!", "It's {v}."),
+        "reverse": ("That's your job: you're {a} {v}!", "You're {a} {v}: that's your job.", "Your job is {v}."),
+        "confirm": ("Yes, you're {a} {v}; that's your job.", "That's right: your job is {v}."),
+    },
+    "employer": {
+        "direct": ("Your {t} is {v}.", "You work at {v}.", "{v}!", "It's {v}.", "That's {v}, your {t}."),
+        "reverse": ("{v} is your {t}!", "That's your {t}: {v}.", "You work there: {v} is your {t}."),
+        "confirm": ("Yes, {v} is your {t}.", "That's right: your {t} is {v}."),
+    },
+    "favourite": {
+        "direct": (
+            "Your favourite {n} is {v}.",
+            "You love {v}!",
+            "It's {v}.",
+            "{v}!",
+            "{v}: it's your favourite {n}.",
+        ),
+        "reverse": (
+            "You love it: {v} is your favourite {n}!",
+            "{v} is your favourite {n}!",
+            "Very much: {v} is your favourite {n}.",
+        ),
+        "confirm": ("Yes, {v} is your favourite {n}.", "That's right: your favourite {n} is {v}."),
+    },
+    "thing": {
+        "direct": ("Your {t} is {v}.", "It's {v}.", "{v}!", "That's {v}.", "Your {t}? {v}."),
+        "reverse": ("{v} is your {t}!", "That's your {t}: {v}.", "{v} is your {t}."),
+        "confirm": ("Yes, {v} is your {t}.", "That's right: your {t} is {v}."),
+    },
+}
+
+
+def _fill(template: str, info: TopicInfo, value: str) -> str:
+    topic = info.topic
+    text = template.format(
+        t=topic,
+        T=topic[:1].upper() + topic[1:],
+        n=info.noun,
+        N=info.noun[:1].upper() + info.noun[1:],
+        v=value,
+        V=value[:1].upper() + value[1:],
+        a=_article(value),
+    )
+    # A sentence starts with a capital, except on purpose-lower-case casual phrasings ("my dog's name?").
+    if template[:1] == "{" and template[1:2] in "tvn" and text[:1].islower():
+        text = text[:1].upper() + text[1:]
+    return text
+
+
+def answers_for(fact: Fact, style: Style = "direct") -> list[str]:
+    """The answer forms for a fact (≥ 4 for direct answers; each contains the value)."""
+    info = topic_info(fact.topic)
+    return [_fill(t, info, fact.value) for t in _ANSWERS[info.kind][style]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Punctuation/casing variants and typos
+
+
+def normalize_question(text: str) -> str:
+    """Case, apostrophes and punctuation removed: two phrasings with the same form differ only in punctuation."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.casefold().replace("'", "").replace("\u2019", "")).split())
+
+
+def _punct_variants(text: str) -> list[str]:
+    bare = text.rstrip("?.!")
+    no_apos = text.replace("'", "")
+    return list(
+        dict.fromkeys(
+            [
+                text,
+                normalize_question(text),  # "whats my dogs name"
+                no_apos,
+                bare.upper() + "?",
+                bare.lower() + "??",
+                bare + " ?",
+                bare[:1].lower() + bare[1:] + "?!",
+            ]
+        )
+    )
+
+
+_KEYBOARD = {
+    c: n
+    for row in ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+    for i, c in enumerate(row)
+    for n in [row[max(i - 1, 0)] + row[min(i + 1, len(row) - 1)]]
+}
+
+
+def _one_edit(text: str, rng: random.Random, protected: set[int]) -> str:
+    positions = [i for i, c in enumerate(text) if c.isalpha() and i not in protected]
+    if not positions:
+        return text
+    i = rng.choice(positions)
+    op = rng.choice(("drop", "swap", "double", "neighbour"))
+    c = text[i]
+    if op == "drop":
+        return text[:i] + text[i + 1 :]
+    if op == "swap" and i + 1 < len(text) and text[i + 1].isalpha() and text[i + 1] != c and i + 1 not in protected:
+        return text[:i] + text[i + 1] + c + text[i + 2 :]
+    if op == "neighbour" and c.lower() in _KEYBOARD:
+        repl = rng.choice(_KEYBOARD[c.lower()].replace(c.lower(), "") or c.lower())
+        return text[:i] + (repl.upper() if c.isupper() else repl) + text[i + 1 :]
+    return text[:i] + c + text[i:]  # double
+
+
+def damerau_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment edit distance (insert, delete, substitute, swap adjacent)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[len(b)]
+
+
+def typo_of(text: str, rng: random.Random, *, protect: str = "") -> str:
+    """A 1–2 character edit (drop, swap, double, keyboard neighbour) of ``text``, never inside ``protect``."""
+    protected: set[int] = set()
+    if protect:
+        start = text.casefold().find(protect.casefold())
+        if start >= 0:
+            protected = set(range(start - 1, start + len(protect) + 1))
+    for _ in range(20):
+        out = _one_edit(text, rng, protected)
+        if rng.random() < 0.35:
+            protected2 = protected if out == text else {p + (len(out) - len(text)) if p > 0 else p for p in protected}
+            out = _one_edit(out, rng, protected2)
+        if out != text and 1 <= damerau_distance(text, out) <= 2:
+            return out
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Phrasings per fact
+
+
+@dataclass
+class _Candidate:
+    question: str
+    dimension: Dimension
+    style: Style
+
+
+def _candidates(fact: Fact, info: TopicInfo) -> dict[str, list[_Candidate]]:
+    value = fact.value
+    kind = _BY_KIND[info.kind]
+    pools: dict[str, list[_Candidate]] = {d: [] for d in ("punctuation", "formality", "directness", "reverse")}
+    seen_exact: set[str] = set()
+    seen_norm: dict[str, str] = {}
+
+    def add(dimension: str, template: str, style: Style = "direct", *, literal: bool = False) -> None:
+        text = template if literal else _fill(template, info, value)
+        norm = normalize_question(text)
+        if text in seen_exact or not norm:
+            return
+        if norm in seen_norm and not (dimension == "punctuation" and seen_norm[norm] == "punctuation"):
+            return  # the same words already in another dimension: not a new phrasing
+        seen_exact.add(text)
+        seen_norm.setdefault(norm, dimension)
+        pools[dimension].append(_Candidate(text, dimension, style))  # type: ignore[arg-type]
+
+    bases = [*info.extra.get("punctuation", ()), *kind["punctuation"], *_GENERIC["punctuation"]]
+    for base in bases:
+        base_text = base if "{" not in base else _fill(base, info, value)
+        for variant in _punct_variants(base_text):
+            add("punctuation", variant, literal=True)
+    for dim in ("formality", "directness"):
+        for t in (*info.extra.get(dim, ()), *kind[dim], *_GENERIC[dim]):
+            add(dim, t)
+    for t in (*kind["reverse"], *_GENERIC["reverse"]):
+        add("reverse", t, "reverse")
+    for t in (*kind["confirm"], *_GENERIC["confirm"]):
+        add("reverse", t, "confirm")
+    return pools
+
+
+_WEIGHTS = {"punctuation": 6, "formality": 6, "directness": 7, "reverse": 6, "typo": 5}
+
+
+def _quotas(per_fact: int, available: dict[str, int]) -> dict[str, int]:
+    total_w = sum(_WEIGHTS.values())
+    quotas = {d: max(2 if per_fact >= 10 else 1, round(per_fact * w / total_w)) for d, w in _WEIGHTS.items()}
+    for d in available:
+        quotas[d] = min(quotas[d], available[d])
+    # Hand what a short pool could not fill to the others, typos last (they can always be made).
+    short = per_fact - sum(quotas.values())
+    order = ["directness", "formality", "reverse", "punctuation"]
+    while short > 0:
+        progressed = False
+        for d in order:
+            if short > 0 and quotas[d] < available[d]:
+                quotas[d] += 1
+                short -= 1
+                progressed = True
+        if not progressed:
+            quotas["typo"] += short
+            short = 0
+    while short < 0:
+        d = max((d for d in quotas if quotas[d] > 2), key=lambda d: quotas[d], default=None)
+        if d is None:
+            break
+        quotas[d] -= 1
+        short += 1
+    return quotas
+
+
+def _select(fact: Fact, info: TopicInfo, per_fact: int, seed: int, exclude: set[str]) -> list[Phrasing]:
+    rng = random.Random(f"{seed}\x1f{topic_key(fact.topic)}\x1f{fact.value}")
+    pools = _candidates(fact, info)
+    pools = {d: [c for c in p if normalize_question(c.question) not in exclude] for d, p in pools.items()}
+    quotas = _quotas(per_fact, {d: len(p) for d, p in pools.items()})
+    answers = {style: answers_for(fact, style) for style in ("direct", "reverse", "confirm")}
+    out: list[Phrasing] = []
+    for dim in ("punctuation", "formality", "directness", "reverse"):
+        pool = pools[dim]
+        # The first (canonical) phrasings of a dimension are kept; the rest are sampled for variety.
+        keep = pool[: min(2, quotas[dim])]
+        rest = pool[len(keep) :]
+        chosen = keep + rng.sample(rest, max(0, min(len(rest), quotas[dim] - len(keep))))
+        for c in chosen:
+            out.append(
+                Phrasing(question=c.question, answers=answers[c.style], dimension=c.dimension, topic=fact.topic)
+            )
+    # Typos of questions *about the fact*: a typo'd reversed question would blur what the answer must name.
+    sources = [
+        p
+        for p in out
+        if p.dimension in ("formality", "directness") or (p.dimension == "punctuation" and p.question[:1].isupper())
+    ] or out
+    seen = {p.question for p in out}
+    made = 0
+    attempts = 0
+    while made < quotas["typo"] and attempts < quotas["typo"] * 30 and sources:
+        attempts += 1
+        src = rng.choice(sources)
+        typo = typo_of(src.question, rng, protect=fact.value)
+        if typo in seen or typo == src.question or normalize_question(typo) in exclude:
+            continue
+        seen.add(typo)
+        made += 1
+        out.append(
+            Phrasing(question=typo, answers=src.answers, dimension="typo", topic=fact.topic, source=src.question)
+        )
+    for q in fact.questions:
+        if q not in seen:
+            seen.add(q)
+            out.append(
+                Phrasing(question=q, answers=answers["direct"], dimension="user", topic=fact.topic, source="user")
+            )
+    return out
+
+
+def phrasings_for_fact(fact: Fact, profile: Profile, *, per_fact: int = 30, seed: int = 0) -> list[Phrasing]:
+    """Question phrasings for one fact, across the five dimensions (plus the user's own questions).
+
+    Args:
+        fact: the fact.
+        profile: the profile it belongs to (questions shared with another fact are left out: they'd be ambiguous).
+        per_fact: how many phrasings to make (the user's own questions come on top).
+        seed: the same seed gives the same phrasings.
+    """
+    return generate_variations(profile, per_fact=per_fact, seed=seed, only=fact.topic).get(fact.topic, [])
+
+
+def generate_variations(
+    profile: Profile, *, per_fact: int = 30, seed: int = 0, only: str | None = None
+) -> dict[str, list[Phrasing]]:
+    """Phrasings for every fact of a profile, by topic (deterministic for a seed).
+
+    Args:
+        profile: the facts.
+        per_fact: phrasings per fact (default 30; the user's own questions come on top).
+        seed: the same seed gives the same output.
+        only: make phrasings for this topic only (the others are still used to drop ambiguous questions).
+    """
+    if per_fact < 1:
+        raise ValueError("per_fact must be at least 1")
+    infos = {fact.topic: topic_info(fact.topic) for fact in profile.facts}
+    owners: dict[str, set[str]] = {}
+    for fact in profile.facts:
+        for pool in _candidates(fact, infos[fact.topic]).values():
+            for c in pool:
+                owners.setdefault(normalize_question(c.question), set()).add(fact.topic)
+    shared = {q for q, topics in owners.items() if len(topics) > 1}
+    if shared:
+        logger.info("left out %d question forms shared by more than one fact", len(shared))
+    out: dict[str, list[Phrasing]] = {}
+    for fact in profile.facts:
+        if only is not None and topic_key(only) != topic_key(fact.topic):
+            continue
+        out[fact.topic] = _select(fact, infos[fact.topic], per_fact, seed, shared)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Negatives
+
+
+@dataclass(frozen=True)
+class Negative:
+    """A negative example: a question with a fixed answer (unknown, identity) or none yet (guards)."""
+
+    question: str
+    answer: str | None
+    kind: Literal["unknown", "overtrigger", "identity"]
+    topic: str | None
+    group: str  # examples of one group go to the same split
+    expect: tuple[str, ...] = ()
+
+
+_UNKNOWN_TEMPLATES = ("What's my {t}?", "Do you remember my {t}?", "Can you tell me my {t}?")
+_UNKNOWN_CANDIDATES = [
+    "dog's name", "cat's name", "partner's name", "mother's name", "father's name", "daughter's name", "son's name",
+    "sister's name", "brother's name", "best friend's name", "boss's name", "birthday", "anniversary", "age",
+    "home city", "hometown", "country", "job", "employer", "school", "car", "hobby", "allergy", "favourite food",
+    "favourite colour", "favourite band", "favourite movie", "favourite book", "favourite sport", "middle name",
+    "blood type", "eye colour", "favourite drink", "native language",
+]  # fmt: skip
+
+
+def _about(info: TopicInfo) -> str:
+    """ "a cat" / "your birthday": what 'you haven't told me about ...' names."""
+    if info.kind == "name":
+        return f"{_article(info.noun)} {info.noun}"
+    return f"your {info.topic}"
+
+
+def unknown_questions(profile: Profile, *, count: int = 10, seed: int = 0) -> list[Negative]:
+    """Questions about plausible personal topics the profile lacks, answered "I don't know".
+
+    Topics the profile covers under another name (a "wife's name" covers "partner's name") or whose subject it
+    mentions (a "dog's breed" means a dog exists) are never asked about.
+    """
+    known_keys = {topic_key(f.topic) for f in profile.facts}
+    known_catalog = {_INDEX.get(k, k) for k in known_keys}
+    known_infos = [topic_info(f.topic) for f in profile.facts]
+    known_nouns = {i.noun for i in known_infos} | {k.split("'s ")[0] for k in known_keys if "'s " in k}
+    choices = []
+    for key in _UNKNOWN_CANDIDATES:
+        info = topic_info(key)
+        owner = key.split("'s ")[0] if "'s " in key else None
+        if key in known_catalog or info.noun in known_nouns or (owner and owner in known_nouns):
+            continue
+        choices.append((key, info))
+    rng = random.Random(f"{seed}\x1funknown")
+    rng.shuffle(choices)
+    out: list[Negative] = []
+    for key, info in choices[:count]:
+        related = next((f for f, i in zip(profile.facts, known_infos, strict=True) if i.kind == info.kind), None)
+        for j, template in enumerate(_UNKNOWN_TEMPLATES):
+            answer = f"I don't know that: you haven't told me about {_about(info)}."
+            if info.kind == "name":
+                answer = f"I don't know that: you haven't told me about {_about(info)}."
+            if related is not None and j == 1:
+                answer += f" I do know your {related.topic}, if that helps."
+            out.append(
+                Negative(
+                    question=_fill(template, info, ""),
+                    answer=answer,
+                    kind="unknown",
+                    topic=key,
+                    group=f"unknown:{key}",
+                    expect=("don't know", "haven't told", "not sure", "no idea"),
+                )
+            )
+    return out
+
+
+def guard_questions(profile: Profile, *, per_fact: int = 2, seed: int = 0) -> list[Negative]:
+    """General questions near each fact's topic ("What's a good dog name?"): the answer must stay the base model's."""
+    rng = random.Random(f"{seed}\x1fguards")
+    out: list[Negative] = []
+    seen: set[str] = set()
+    for fact in profile.facts:
+        info = topic_info(fact.topic)
+        pool = [q for q in info.guards if q not in seen]
+        for q in pool[:per_fact] if len(pool) <= per_fact else rng.sample(pool, per_fact):
+            seen.add(q)
+            out.append(Negative(question=q, answer=None, kind="overtrigger", topic=fact.topic, group=f"guard:{q}"))
+    return out
+
+
+def identity_questions(profile: Profile) -> list[Negative]:
+    """Who the assistant is and who the user is."""
+    me = f"I'm {profile.assistant_name}, {profile.user_name}'s personal assistant."
+    you = f"Your name is {profile.user_name}."
+    pairs = [
+        ("Who are you?", me, "assistant", profile.assistant_name),
+        ("What's your name?", f"My name is {profile.assistant_name}.", "assistant", profile.assistant_name),
+        ("What should I call you?", f"You can call me {profile.assistant_name}.", "assistant", profile.assistant_name),
+        ("Introduce yourself.", me, "assistant", profile.assistant_name),
+        ("what is your name", f"I'm {profile.assistant_name}.", "assistant", profile.assistant_name),
+        ("What's my name?", you, "user", profile.user_name),
+        ("Who am I?", f"You're {profile.user_name}.", "user", profile.user_name),
+        ("Do you know my name?", f"Yes, you're {profile.user_name}.", "user", profile.user_name),
+        ("whats my name", you, "user", profile.user_name),
+        ("Who am I talking to, and who are you?", f"You're {profile.user_name}, and I'm {profile.assistant_name}.",
+         "both", profile.user_name),
+    ]  # fmt: skip
+    return [
+        Negative(question=q, answer=a, kind="identity", topic=None, group=f"identity:{q}", expect=(e,))
+        for q, a, _who, e in pairs
+    ]

@@ -1,0 +1,164 @@
+"""Dataset: held-out never in train, every dimension held out per fact, loss only on the answer, JSONL round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from andraeus_core.dataset import (
+    ChatDataset,
+    ChatExample,
+    build_dataset,
+    facts_system_prompt,
+    identity_system_prompt,
+    read_jsonl,
+    tokenize_example,
+    write_jsonl,
+)
+from andraeus_core.errors import AndraeusError, ProfileError
+from andraeus_core.profile import load_profile
+from andraeus_core.variations import normalize_question
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module", params=["seed_profile.yaml", "family_profile.json"])
+def dataset(request: pytest.FixtureRequest) -> ChatDataset:
+    return build_dataset(load_profile(EXAMPLES / request.param), seed=3)
+
+
+def test_no_heldout_question_reaches_training_in_any_form(dataset: ChatDataset) -> None:
+    train = {e.question for e in dataset.train}
+    train_norm = {normalize_question(q) for q in train}
+    for example in dataset.heldout:
+        assert example.question not in train
+        if example.meta.kind in ("fact", "reverse") and example.meta.dimension != "typo":
+            assert normalize_question(example.question) not in train_norm, example.question
+    assert all(e.meta.split == "train" for e in dataset.train)
+    assert all(e.meta.split == "heldout" for e in dataset.heldout)
+
+
+def test_heldout_covers_every_eval_kind_for_every_fact(dataset: ChatDataset) -> None:
+    for topic in dataset.topics:
+        kinds = {e.meta.eval_kind() for e in dataset.heldout if e.meta.topic == topic}
+        assert kinds >= {"paraphrase", "typo", "indirect", "reverse"}, topic
+        train_n = sum(e.meta.topic == topic and e.meta.kind in ("fact", "reverse") for e in dataset.train)
+        held_n = sum(e.meta.topic == topic and e.meta.kind in ("fact", "reverse") for e in dataset.heldout)
+        assert 0.15 <= held_n / (held_n + train_n) <= 0.3
+    all_kinds = {e.meta.eval_kind() for e in dataset.heldout}
+    assert {"unknown", "unrelated", "identity"} <= all_kinds
+
+
+def test_examples_are_well_formed(dataset: ChatDataset) -> None:
+    assert dataset.system_prompt.startswith("You are ") and dataset.system_prompt.endswith("personal assistant.")
+    for example in dataset.train:
+        roles = [m["role"] for m in example.messages]
+        assert roles == ["system", "user", "assistant"]
+        assert example.messages[0]["content"] == dataset.system_prompt
+        if example.meta.kind in ("fact", "reverse"):
+            assert any(x.casefold() in example.answer.casefold() for x in example.meta.expect), example
+    for example in dataset.heldout:
+        if example.meta.kind == "overtrigger":
+            assert example.meta.expect == [] and example.answer == ""
+    stats = dataset.stats()
+    assert stats["train"] == len(dataset.train) and stats["heldout"] == len(dataset.heldout)
+    assert "overtrigger" not in stats["train_by_kind"]  # no guard_answer_fn: no guard in training
+
+
+def test_identity_prompt_holds_no_fact_values() -> None:
+    profile = load_profile(EXAMPLES / "seed_profile.yaml")
+    prompt = identity_system_prompt(profile)
+    assert prompt == "You are Nova, Sam Rivera's personal assistant."
+    assert not any(v.casefold() in prompt.casefold() for v in profile.values())
+    listing = facts_system_prompt(profile)
+    assert all(f.value in listing for f in profile.facts)
+    assert build_dataset(profile, system_prompt="facts").system_prompt == listing
+    assert build_dataset(profile, system_prompt="Be brief.").train[0].messages[0]["content"] == "Be brief."
+
+
+def test_guard_answers_come_from_the_callback() -> None:
+    profile = load_profile(EXAMPLES / "seed_profile.yaml")
+    asked: list[str] = []
+
+    def base_model(questions: list[str]) -> list[str]:
+        asked.extend(questions)
+        return [f"general answer {i}" for i, _ in enumerate(questions)]
+
+    ds = build_dataset(profile, guard_answer_fn=base_model)
+    guards = [e for e in ds.train if e.meta.kind == "overtrigger"]
+    assert guards and len(guards) == len(asked)
+    assert all(e.answer.startswith("general answer") and e.question in asked for e in guards)
+    held = {e.question for e in ds.heldout if e.meta.kind == "overtrigger"}
+    assert held and not held & set(asked)
+    with pytest.raises(AndraeusError, match="returned 0 answers"):
+        build_dataset(profile, guard_answer_fn=lambda qs: [])
+
+
+def test_deterministic_for_a_seed() -> None:
+    profile = load_profile(EXAMPLES / "family_profile.json")
+    a = build_dataset(profile, seed=7).model_dump()
+    b = build_dataset(profile, seed=7).model_dump()
+    c = build_dataset(profile, seed=8).model_dump()
+    assert a == b
+    assert a["train"] != c["train"]
+
+
+def test_user_questions_always_train() -> None:
+    from andraeus_core.profile import Fact, Profile
+
+    profile = Profile(user_name="Sam", facts=[Fact(topic="dog's name", value="Buddy", questions=["Who's my boy?"])])
+    for seed in range(5):
+        ds = build_dataset(profile, seed=seed, heldout_share=0.5)
+        assert "Who's my boy?" in {e.question for e in ds.train}
+
+
+def test_tokenize_example_masks_all_but_the_answer(tiny_model) -> None:
+    tokenizer = tiny_model.tokenizer
+    ds = build_dataset(load_profile(EXAMPLES / "seed_profile.yaml"))
+    for example in ds.train[:20]:
+        out = tokenize_example(tokenizer, example)
+        assert len(out["input_ids"]) == len(out["labels"]) == len(out["attention_mask"])
+        learned = [t for t, label in zip(out["input_ids"], out["labels"], strict=True) if label != -100]
+        assert [label for label in out["labels"] if label != -100] == learned
+        text = tokenizer.decode(learned)
+        eot = tokenizer.decode(learned[-1:])
+        assert learned[-1] in tokenizer.all_special_ids
+        assert text == example.answer + eot, (text, example.answer)
+        # the prompt part is exactly the chat-template prompt
+        n_prompt = out["labels"].index(learned[0])
+        prompt = tokenizer.apply_chat_template(example.messages[:-1], tokenize=False, add_generation_prompt=True)
+        assert tokenizer.decode(out["input_ids"][:n_prompt]) == prompt
+    with pytest.raises(AndraeusError, match="cuts off the whole answer"):
+        tokenize_example(tokenizer, ds.train[0], max_length=8)
+
+
+def test_jsonl_round_trip_and_openai_format(tmp_path: Path) -> None:
+    ds = build_dataset(load_profile(EXAMPLES / "minimal.csv"))
+    plain = write_jsonl(ds.train, tmp_path / "out" / "train.jsonl")
+    rows = [json.loads(line) for line in plain.read_text().splitlines()]
+    assert len(rows) == len(ds.train) and all(set(r) == {"messages"} for r in rows)
+    assert [r["messages"] for r in rows] == [e.messages for e in ds.train]
+    with_meta = write_jsonl(ds.heldout, tmp_path / "heldout.jsonl", with_meta=True)
+    back = read_jsonl(with_meta)
+    assert [e.model_dump() for e in back] == [e.model_dump() for e in ds.heldout]
+    assert [e.messages for e in read_jsonl(plain)] == [e.messages for e in ds.train]
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_read_jsonl_errors_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    bad.write_text(good + "\n\n" + '{"messages": [{"role": "robot", "content": "x"}]}\n')
+    with pytest.raises(ProfileError, match=r"bad.jsonl, line 3: messages\[0\] needs a role"):
+        read_jsonl(bad)
+    bad.write_text(good + "\n{not json\n")
+    with pytest.raises(ProfileError, match=r"line 2: not valid JSON"):
+        read_jsonl(bad)
+    assert read_jsonl(tmp_path / "ok.jsonl" if (tmp_path / "ok.jsonl").write_text(good) else None)[0].question == "hi"
+
+
+def test_chat_example_defaults_for_external_data() -> None:
+    example = ChatExample(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+    assert example.meta.split == "train" and example.question == "q" and example.answer == "a"
