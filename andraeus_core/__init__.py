@@ -18,6 +18,7 @@ from .errors import (
     TrainingError,
 )
 from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
+from .jobs import Completion, ConflictError, NotFoundError, QueueFullError, Service, fine_tuned_model_id
 from .models import (
     PRESETS,
     LoadedModel,
@@ -32,6 +33,7 @@ from .models import (
     model_dir,
     resolve_model,
 )
+from .store import Store
 
 __version__ = "0.1.0"
 
@@ -40,7 +42,9 @@ __all__ = [
     "AdapterError",
     "AndraeusError",
     "ChatModel",
+    "Completion",
     "ConfigError",
+    "ConflictError",
     "EvaluationError",
     "GenerationConfig",
     "HubError",
@@ -49,14 +53,19 @@ __all__ = [
     "ModelLoadError",
     "ModelNotAvailableError",
     "ModelPreset",
+    "NotFoundError",
     "ProfileError",
+    "QueueFullError",
     "ResolvedModel",
+    "Service",
+    "Store",
     "TrainingCancelled",
     "TrainingError",
     "adapter_zip",
     "adapters_dir",
     "andraeus_home",
     "default_model_name",
+    "fine_tuned_model_id",
     "generate_batch",
     "get_cached_model",
     "list_presets",

@@ -180,12 +180,206 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# andraeus serve / andraeus keys
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the OpenAI-compatible REST API at /v1 (and the web app at / if present)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (no-auth mode only on 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--workers", type=int, default=None, help="training worker threads (default 1)")
+    p.add_argument("--max-queued", type=int, default=None, help="queued jobs before new ones get 429 (default 16)")
+    p.add_argument("--no-ui", action="store_true", help="serve the API only, even when app.py exists")
+    p.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.deps import ApiSettings
+    from api.main import create_app
+
+    settings = ApiSettings.from_env(host=args.host, workers=args.workers, max_queued=args.max_queued)
+    app = create_app(settings)
+    if not args.no_ui:
+        app = _mount_ui(app)
+    logging.getLogger("andraeus").setLevel(logging.INFO)
+    print(f"Andraeus API on http://{args.host}:{args.port}/v1 (docs at /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def _mount_ui(app: object) -> object:
+    """Mount the Gradio web app at / when app.py exists and imports; the API works without it."""
+    try:
+        import gradio as gr
+
+        import app as web  # the web app module, next to the package
+    except Exception as exc:  # noqa: BLE001 - the UI is optional; say why it is missing
+        logging.getLogger("andraeus").warning(
+            "Web app not mounted (%s: %s); serving the API only", type(exc).__name__, exc
+        )
+        return app
+    return gr.mount_gradio_app(app, web.demo, path="/")
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="manage REST API keys (each key is a tenant unless --tenant is shared)")
+    keys = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    keys.required = True
+    create = keys.add_parser("create", help="create a key and print it once (only its hash is stored)")
+    create.add_argument("--name", default="default", help="a label for the key")
+    create.add_argument("--tenant", default=None, help="share an existing tenant (default: a new tenant)")
+    keys.add_parser("list", help="list keys (ids, tenants, hints; never the keys)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    p.set_defaults(handler=_cmd_keys)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    store = Store()
+    try:
+        if args.keys_command == "create":
+            key, record = store.create_key(args.name, args.tenant)
+            print(key)
+            print(
+                f"(id {record['id']}, tenant {record['tenant']}; store it now, it is not shown again)", file=sys.stderr
+            )
+        elif args.keys_command == "list":
+            for r in store.list_keys():
+                state = "revoked" if r["revoked"] else "active"
+                print(f"{r['id']}  {r['tenant']}  {r['hint']}  {r['name']}  {state}")
+        elif not store.revoke_key(args.key_id):
+            raise AndraeusError(f"No API key with id {args.key_id!r} (see `andraeus keys list`).")
+    finally:
+        store.close()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# andraeus push / pull
+
+
+def _cli_token(explicit: str | None) -> str | None:
+    """The local user's own token: --token, else HF_TOKEN, else the `hf auth login` one (fine for a CLI user)."""
+    if explicit:
+        return explicit
+    from huggingface_hub import get_token
+
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="upload an adapter to your own Hugging Face repo (private unless --public)")
+    p.add_argument("adapter", help="the adapter directory")
+    p.add_argument("repo_id", help="owner/name (a bare name goes under your user name)")
+    p.add_argument("--public", action="store_true", help="make the repo public (an existing public repo needs this)")
+    p.add_argument("--token", default=None, help="write token (default: HF_TOKEN, else `hf auth login`)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument(
+        "--include-user-name", action="store_true", help="name the profile's user in the model card (off by default)"
+    )
+    p.set_defaults(handler=_cmd_push)
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_adapter
+
+    url = push_adapter(
+        args.adapter,
+        args.repo_id,
+        _cli_token(args.token),
+        private=not args.public,
+        commit_message=args.message,
+        include_user_name=args.include_user_name,
+    )
+    print(url)
+    return 0
+
+
+def _add_pull(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pull", help="download an adapter from the Hub (safetensors only, revision pinned)")
+    p.add_argument("repo_id", help="owner/name or owner/name@revision")
+    p.add_argument("--revision", default=None, help="branch, tag or commit sha (default: main)")
+    p.add_argument("--token", default=None, help="Hub token for a private repo (default: HF_TOKEN, else login)")
+    p.set_defaults(handler=_cmd_pull)
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from .hub import pull_adapter
+
+    print(pull_adapter(args.repo_id, token=_cli_token(args.token), revision=args.revision))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# andraeus variations
+
+
+def _add_variations(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "variations", help="show the question phrasings and training examples a profile becomes (no model needed)"
+    )
+    p.add_argument("profile", help="profile file (.yaml, .yml, .json or .csv)")
+    p.add_argument("--per-fact", type=int, default=30, help="question phrasings per fact (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same output (default 0)")
+    p.add_argument("--user-name", default=None, help="your name (overrides the file's; CSV files have none)")
+    p.add_argument("--heldout-share", type=float, default=0.2, help="share kept for evaluation (default 0.2)")
+    p.add_argument("--out", default=None, help="write the training examples as OpenAI chat JSONL to this file")
+    p.add_argument("--heldout-out", default=None, help="write the held-out examples (with meta) as JSONL here")
+    p.add_argument("--sample", type=int, default=10, help="how many example conversations to print (default 10)")
+    p.set_defaults(handler=_cmd_variations)
+
+
+def _cmd_variations(args: argparse.Namespace) -> int:
+    import random
+
+    from .dataset import build_dataset, write_jsonl
+    from .profile import load_profile
+    from .variations import DIMENSIONS, generate_variations
+
+    if not 1 <= args.per_fact <= 500:
+        raise AndraeusError(f"--per-fact must be between 1 and 500 (got {args.per_fact}).", param="per_fact")
+    profile = load_profile(args.profile, user_name=args.user_name)
+    variations = generate_variations(profile, per_fact=args.per_fact, seed=args.seed)
+    dataset = build_dataset(profile, per_fact=args.per_fact, heldout_share=args.heldout_share, seed=args.seed)
+    columns = [*DIMENSIONS, "user"]
+    width = max(len("fact"), *(len(t) for t in variations))
+    print(f"{'fact':<{width}}  " + "  ".join(f"{c:>11}" for c in columns) + "  distinct")
+    for topic, phrasings in variations.items():
+        counts = [sum(p.dimension == c for p in phrasings) for c in columns]
+        distinct = len({p.question for p in phrasings})
+        print(f"{topic:<{width}}  " + "  ".join(f"{n:>11}" for n in counts) + f"  {distinct:>8}")
+    stats = dataset.stats()
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats["train_by_kind"].items()))
+    held = ", ".join(f"{k} {n}" for k, n in sorted(stats["heldout_by_kind"].items()))
+    print(f"\ntrain: {stats['train']} examples ({kinds})")
+    print(f"held out for evaluation: {stats['heldout']} examples ({held})")
+    print(f"system prompt: {dataset.system_prompt}")
+    if args.sample > 0:
+        # The user's own terminal, explicitly asked for: showing their facts here is the point.
+        print("\nsample:")
+        for example in random.Random(args.seed).sample(dataset.train, min(args.sample, len(dataset.train))):
+            print(f"  [{example.meta.kind}/{example.meta.dimension}] {example.question}  ->  {example.answer}")
+    if args.out:
+        print(f"\nwrote {write_jsonl(dataset.train, args.out)} ({len(dataset.train)} training examples)")
+    if args.heldout_out:
+        path = write_jsonl(dataset.heldout, args.heldout_out, with_meta=True)
+        print(f"wrote {path} ({len(dataset.heldout)} held-out examples)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_chat,
     _add_models,
     _add_push,
     _add_pull,
+    _add_serve,
+    _add_keys,
 ]
 
 

@@ -1,0 +1,662 @@
+"""The service behind the REST API: uploads, a training job queue with worker threads, and chat model caching.
+
+The API (``api/``) is a thin HTTP layer over :class:`Service`; everything it can do is here, so the CLI or another
+front end could drive the same rooms. State lives in :class:`~andraeus_core.store.Store` (SQLite, WAL).
+
+Jobs run in ``workers`` threads (one by default: training already uses every core). The queue is the ``jobs`` table,
+so it survives restarts: on start, queued jobs simply run, and a job that was ``running`` when the process died is
+finished if its adapter was already written, resumed from its last epoch checkpoint if it had completed an epoch,
+and otherwise marked ``failed`` with code ``server_restart`` — never left ``running``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import AndraeusError, ConfigError, ProfileError, TrainingCancelled
+from .store import FINISHED, Store, new_id
+
+logger = logging.getLogger(__name__)
+
+PROFILE_FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv"}
+CHAT_FORMATS = {".jsonl": "jsonl"}
+MAX_RESTARTS = 2  # a job the server died under this many times is failed rather than retried forever
+
+
+class NotFoundError(AndraeusError):
+    """The id does not exist for this tenant (another tenant's ids are reported the same way)."""
+
+    code = "not_found"
+
+
+class ConflictError(AndraeusError):
+    """The request conflicts with the resource's state (e.g. cancelling a finished job)."""
+
+    code = "conflict"
+
+
+class QueueFullError(AndraeusError):
+    """Too many jobs are waiting; retry after ``retry_after`` seconds."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
+    """OpenAI's naming: ``ft:<base>:<suffix>:<job id>``."""
+    return f"ft:{base}:{suffix or 'andraeus'}:{job_id}"
+
+
+def _train_preset() -> str:
+    from .models import cuda_available
+
+    return "seed" if cuda_available() else "cpu"
+
+
+def resolve_hyperparameters(model: str, hyper: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any]]:
+    """Turn OpenAI's hyperparameters (``n_epochs``, ``learning_rate_multiplier``, ``batch_size``; each may be
+    ``"auto"``) into a :class:`TrainConfig` and the resolved values reported on the job.
+
+    Raises:
+        ConfigError: a value is out of range (the message names the hyperparameter and value).
+    """
+    from .config import TrainConfig
+
+    preset = _train_preset()
+    base = TrainConfig.preset(preset, base_model=model, seed=seed)
+    overrides: dict[str, Any] = {}
+    epochs = hyper.get("n_epochs", "auto")
+    if epochs != "auto":
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 50:
+            raise ConfigError(f"hyperparameters.n_epochs must be 'auto' or 1..50, got {epochs!r}.", param="n_epochs")
+        overrides["epochs"] = epochs
+    mult = hyper.get("learning_rate_multiplier", "auto")
+    if mult != "auto":
+        if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not 0 < mult <= 10:
+            raise ConfigError(
+                f"hyperparameters.learning_rate_multiplier must be 'auto' or in (0, 10], got {mult!r}.",
+                param="learning_rate_multiplier",
+            )
+        overrides["learning_rate"] = base.learning_rate * float(mult)
+    batch = hyper.get("batch_size", "auto")
+    if batch != "auto":
+        if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 256:
+            raise ConfigError(
+                f"hyperparameters.batch_size must be 'auto' or 1..256, got {batch!r}.", param="batch_size"
+            )
+        overrides["batch_size"] = batch
+    config = TrainConfig.preset(preset, base_model=model, seed=seed, **overrides)
+    resolved = {
+        "n_epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate_multiplier": round(config.learning_rate / base.learning_rate, 6),
+    }
+    return config, resolved
+
+
+def parse_training_file(filename: str, data: bytes, *, user_name: str | None = None) -> tuple[str, str, Any]:
+    """Validate an uploaded training file; returns ``(kind, fmt, parsed)``.
+
+    ``kind`` is ``"profile"`` (YAML/JSON/CSV facts) or ``"chat"`` (OpenAI chat JSONL, one ``{"messages": [...]}``
+    per line).
+
+    Raises:
+        ProfileError: unknown type or malformed content; the message names file, line/row, field and value.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix in PROFILE_FORMATS:
+        from .profile import parse_profile
+
+        fmt = PROFILE_FORMATS[suffix]
+        return "profile", fmt, parse_profile(data, fmt=fmt, source=filename, user_name=user_name)  # type: ignore[arg-type]
+    if suffix in CHAT_FORMATS:
+        return "chat", "jsonl", _read_chat_jsonl(filename, data)
+    raise ProfileError(
+        f"{filename}: unknown training file type {suffix or '(no suffix)'!r}; upload a profile (.yaml, .yml, .json, "
+        ".csv) or OpenAI chat JSONL (.jsonl).",
+        source=filename,
+        param="file",
+    )
+
+
+def _read_chat_jsonl(filename: str, data: bytes) -> Any:
+    import tempfile
+
+    from .dataset import read_jsonl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (Path(filename).name or "upload.jsonl")
+        path.write_bytes(data)
+        try:
+            return read_jsonl(path)
+        except AndraeusError as exc:
+            raise ProfileError(str(exc).replace(str(path), filename), source=filename, param=exc.param) from None
+
+
+def _chat_dataset(examples: list[Any], data: bytes, seed: int) -> Any:
+    """A ChatDataset from uploaded chat examples: everything trains (held-out questions come from profiles)."""
+    import hashlib
+
+    from .dataset import ChatDataset
+
+    system = next((m["content"] for m in examples[0].messages if m.get("role") == "system"), "") if examples else ""
+    return ChatDataset(
+        train=list(examples),
+        heldout=[],
+        system_prompt=system,
+        profile_hash=hashlib.sha256(data).hexdigest(),
+        topics=[],
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# chat models
+
+
+class Completion:
+    """A chat completion in progress: iterate for the text pieces; usage is known once iteration ends."""
+
+    def __init__(self, chat: Any, messages: list[dict[str, str]], config: Any):
+        self.chat = chat
+        self.messages = messages
+        self.config = config
+        encoded = chat.prompt_ids(messages)
+        self.prompt_tokens = int(encoded["input_ids"].shape[-1])
+        self.completion_tokens = 0
+        self.finish_reason = "stop"
+        self.text = ""
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self.chat.stream(self.messages, self.config):
+            self.text += piece
+            yield piece
+        ids = self.chat.tokenizer(self.text, add_special_tokens=False)["input_ids"]
+        self.completion_tokens = len(ids)
+        stopped = any(s in self.text for s in self.config.stop)
+        if self.completion_tokens >= self.config.max_new_tokens and not stopped:
+            self.finish_reason = "length"
+
+
+class ChatCache:
+    """Loaded chat models, least recently used evicted; base presets share the process-wide base model cache."""
+
+    def __init__(self, size: int = 3):
+        self.size = size
+        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, loader: Any) -> Any:
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            model = loader()
+            self._models[key] = model
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+            return model
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the service
+
+
+class Service:
+    """Uploads, jobs, models and chat for many tenants, backed by a :class:`Store`.
+
+    Args:
+        store: the state (default: a Store under ``$ANDRAEUS_HOME/api``).
+        workers: training worker threads (0 = accept jobs but never run them, e.g. for schema tests).
+        max_queued: queued jobs allowed (all tenants) before new jobs get :class:`QueueFullError`.
+        chat_cache_size: fine-tuned chat models kept loaded.
+        base_models: model names jobs and chat accept (default: every preset).
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        workers: int = 1,
+        max_queued: int = 16,
+        chat_cache_size: int = 3,
+        base_models: list[str] | None = None,
+    ):
+        from .models import list_presets
+
+        self.store = store or Store()
+        self.workers = workers
+        self.max_queued = max_queued
+        self.base_models = base_models or [p.name for p in list_presets()]
+        self.chats = ChatCache(chat_cache_size)
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._cancel: dict[str, threading.Event] = {}
+        self._busy: dict[str, str] = {}  # thread name -> job id
+
+    # ------------------------------------------------------------------------------------------------------------
+    # lifecycle
+
+    def start(self) -> None:
+        """Recover jobs left by a previous process, then start the worker threads."""
+        self.recover()
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._worker, name=f"andraeus-job-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask running jobs to stop at their next step and the workers to exit (their jobs recover on restart)."""
+        self._stop.set()
+        for event in list(self._cancel.values()):
+            event.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def ready(self) -> bool:
+        """True when the database answers and every worker thread is alive."""
+        return self.store.ping() and all(t.is_alive() for t in self._threads) and not self._stop.is_set()
+
+    def recover(self) -> None:
+        """Make every job left ``running`` by a dead process finished, resumable or failed (never stuck)."""
+        for job in self.store.jobs_with_status("running"):
+            adapter = Path(job["adapter_path"])
+            if (adapter / "andraeus.json").is_file() and (adapter / "adapter_model.safetensors").is_file():
+                meta = json.loads((adapter / "andraeus.json").read_text())
+                self._finish_success(job, adapter, meta)
+                self.store.add_event(job, "The adapter had been written before the server restarted; job finished.")
+            elif job["progress_epoch"] >= 1 and job["restarts"] < MAX_RESTARTS:
+                self.store.update_job(job["id"], status="queued", resume=1, restarts=job["restarts"] + 1)
+                self.store.add_event(
+                    job, "The server restarted during training; the job resumes from its last epoch checkpoint."
+                )
+                logger.info("Job %s re-queued to resume from its checkpoint", job["id"])
+            else:
+                error = {
+                    "code": "server_restart",
+                    "message": "The server stopped while this job was training, before a checkpoint was saved; "
+                    "create the job again.",
+                    "param": None,
+                }
+                self.store.update_job(job["id"], status="failed", error=error, finished_at=int(time.time()))
+                self.store.add_event(job, error["message"], level="error")
+                logger.info("Job %s failed: the server restarted before its first checkpoint", job["id"])
+
+    # ------------------------------------------------------------------------------------------------------------
+    # files
+
+    def upload_file(self, tenant: str, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+        """Validate and store a training file.
+
+        Raises:
+            ProfileError: malformed content (message names line/field) or unsupported type.
+            ConfigError: unsupported purpose.
+        """
+        if purpose != "fine-tune":
+            raise ConfigError(f"purpose must be 'fine-tune', got {purpose!r}.", param="purpose")
+        name = Path(filename or "upload").name
+        kind, fmt, _ = parse_training_file(name, data)
+        return self.store.add_file(tenant, name, purpose, data, kind, fmt)
+
+    def get_file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        record = self.store.get_file(tenant, file_id)
+        if record is None:
+            raise NotFoundError(f"No file with id '{file_id}'.", param="file_id")
+        return record
+
+    def delete_file(self, tenant: str, file_id: str) -> None:
+        if not self.store.delete_file(tenant, file_id):
+            raise NotFoundError(f"No file with id '{file_id}'.", param="file_id")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # jobs
+
+    def create_job(
+        self,
+        tenant: str,
+        *,
+        model: str,
+        training_file: str,
+        hyperparameters: dict[str, Any] | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Queue a fine-tuning job; returns ``(job, created)`` (``created`` False for an idempotent replay).
+
+        Raises:
+            NotFoundError: the training file does not exist for this tenant.
+            ConfigError: unknown base model or invalid hyperparameters.
+            ConflictError: the Idempotency-Key was used for a different request.
+            QueueFullError: too many jobs waiting.
+        """
+        import hashlib
+
+        request = {
+            "model": model,
+            "training_file": training_file,
+            "hyperparameters": hyperparameters or {},
+            "suffix": suffix,
+            "seed": seed,
+            "metadata": metadata,
+        }
+        request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+        if idempotency_key:
+            existing = self.store.job_by_idempotency_key(tenant, idempotency_key)
+            if existing is not None:
+                if existing["request_hash"] != request_hash:
+                    raise ConflictError(
+                        "This Idempotency-Key was already used for a different job request; use a new key.",
+                        param="Idempotency-Key",
+                    )
+                return existing, False
+        if model not in self.base_models:
+            raise ConfigError(
+                f"Unknown base model {model!r}; fine-tune one of: {', '.join(self.base_models)}.", param="model"
+            )
+        if self.store.get_file(tenant, training_file) is None:
+            raise NotFoundError(f"No file with id '{training_file}'.", param="training_file")
+        seed = 0 if seed is None else seed
+        if not 0 <= seed < 2**31:
+            raise ConfigError(f"seed must be between 0 and 2147483647, got {seed}.", param="seed")
+        _, resolved = resolve_hyperparameters(model, hyperparameters or {}, seed)
+        queued = self.store.count_jobs(("queued",))
+        if queued >= self.max_queued:
+            raise QueueFullError(
+                f"The training queue is full ({queued} jobs waiting); retry later.", retry_after=self._retry_after()
+            )
+        try:
+            job = self.store.add_job(
+                {
+                    "id": new_id("ftjob-"),
+                    "tenant": tenant,
+                    "model": model,
+                    "training_file": training_file,
+                    "hyperparameters": resolved,
+                    "suffix": suffix,
+                    "seed": seed,
+                    "metadata": metadata,
+                    "idempotency_key": idempotency_key,
+                    "request_hash": request_hash,
+                }
+            )
+        except Exception as exc:  # a concurrent request with the same Idempotency-Key won the insert
+            if idempotency_key and "UNIQUE" in str(exc):
+                again = self.store.job_by_idempotency_key(tenant, idempotency_key)
+                if again is not None and again["request_hash"] == request_hash:
+                    return again, False
+                raise ConflictError("This Idempotency-Key is in use.", param="Idempotency-Key") from None
+            raise
+        self.store.add_event(job, "Fine-tuning job created and queued.")
+        with self._wake:
+            self._wake.notify()
+        return job, True
+
+    def _retry_after(self) -> int:
+        return 30
+
+    def get_job(self, tenant: str, job_id: str) -> dict[str, Any]:
+        job = self.store.get_job(tenant, job_id)
+        if job is None:
+            raise NotFoundError(f"No fine-tuning job with id '{job_id}'.", param="fine_tuning_job_id")
+        return job
+
+    def cancel_job(self, tenant: str, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job (a running one stops after its current step).
+
+        Raises:
+            NotFoundError, ConflictError: unknown job, or it already finished.
+        """
+        job = self.get_job(tenant, job_id)
+        if job["status"] in FINISHED:
+            raise ConflictError(f"Job '{job_id}' already {job['status']}; it cannot be cancelled.", param="job_id")
+        if self.store.update_job(
+            job_id,
+            only_if_status=("validating_files", "queued", "running"),
+            status="cancelled",
+            finished_at=int(time.time()),
+        ):
+            self.store.add_event(job, "Job cancelled.")
+        event = self._cancel.get(job_id)
+        if event is not None:
+            event.set()
+        return self.get_job(tenant, job_id)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the worker
+
+    def _worker(self) -> None:
+        name = threading.current_thread().name
+        while not self._stop.is_set():
+            job = self.store.claim_next_job()
+            if job is None:
+                with self._wake:
+                    self._wake.wait(timeout=1.0)
+                continue
+            self._busy[name] = job["id"]
+            try:
+                self.run_job(job)
+            except Exception:  # noqa: BLE001 - a worker must survive any job
+                logger.exception("Job %s crashed the worker loop", job["id"])
+            finally:
+                self._busy.pop(name, None)
+
+    def run_job(self, job: dict[str, Any]) -> None:
+        """Train one claimed job to the end (succeeded, failed or cancelled)."""
+        from .train import train
+
+        cancel = self._cancel.setdefault(job["id"], threading.Event())
+        self.store.add_event(job, "Training resumed." if job["resume"] else "Training started.")
+        try:
+            file = self.store.get_file(job["tenant"], job["training_file"])
+            if file is None:
+                raise NotFoundError(f"The training file '{job['training_file']}' was deleted.", param="training_file")
+            data = Path(file["path"]).read_bytes()
+            kind, _, parsed = parse_training_file(file["filename"], data)
+            # A profile goes in as its file so train() records it in private.json (needed by the evaluation).
+            source = Path(file["path"]) if kind == "profile" else _chat_dataset(parsed, data, job["seed"])
+            config, _ = resolve_hyperparameters(job["model"], job["hyperparameters"], job["seed"])
+            last = {"t": 0.0}
+
+            def on_progress(event: Any) -> None:
+                self._progress(job, event, last)
+
+            def should_stop() -> bool:
+                return cancel.is_set() or self._stop.is_set()
+
+            adapter = train(
+                source,
+                config,
+                on_progress=on_progress,
+                should_stop=should_stop,
+                resume=bool(job["resume"]),
+                out_dir=job["adapter_path"],
+            )
+        except TrainingCancelled:
+            if self._stop.is_set() and not cancel.is_set():
+                logger.info("Job %s interrupted by shutdown; it recovers on the next start", job["id"])
+            else:
+                self.store.add_event(job, "Training stopped: the job was cancelled.")
+            return
+        except AndraeusError as exc:
+            self._fail(job, exc.code, exc.message, exc.param)
+            return
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("Job %s failed unexpectedly", job["id"])
+            self._fail(job, "internal_error", f"Training failed unexpectedly ({type(exc).__name__}).", None)
+            return
+        finally:
+            self._cancel.pop(job["id"], None)
+        self._finish_success(job, adapter.path, adapter.meta)
+
+    def _progress(self, job: dict[str, Any], event: Any, last: dict[str, float]) -> None:
+        if event.phase == "train":
+            eta = int(time.time() + event.eta_seconds) if event.eta_seconds is not None else None
+            self.store.update_job(job["id"], estimated_finish=eta, progress_epoch=float(event.epoch))
+            data = {
+                "step": event.step,
+                "total_steps": event.total_steps,
+                "epoch": event.epoch,
+                "train_loss": event.loss,
+                "learning_rate": event.learning_rate,
+                "tokens_per_second": event.tokens_per_second,
+            }
+            loss = f"{event.loss:.4f}" if event.loss is not None else "?"
+            self.store.add_event(
+                job, f"Step {event.step}/{event.total_steps}: training loss={loss}", type="metrics", data=data
+            )
+        elif event.message:
+            self.store.add_event(job, f"[{event.phase}] {event.message}")
+
+    def _fail(self, job: dict[str, Any], code: str, message: str, param: str | None) -> None:
+        error = {"code": code, "message": message, "param": param}
+        if self.store.update_job(
+            job["id"], only_if_status=("running",), status="failed", error=error, finished_at=int(time.time())
+        ):
+            self.store.add_event(job, f"Job failed: {message}", level="error")
+
+    def _finish_success(self, job: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
+        metrics = meta.get("metrics", {})
+        model_id = fine_tuned_model_id(job["model"], job["suffix"], job["id"])
+        trained_tokens = int((metrics.get("tokens_per_epoch") or 0) * (metrics.get("epochs") or 0))
+        finished = self.store.update_job(
+            job["id"],
+            only_if_status=("running",),
+            status="succeeded",
+            fine_tuned_model=model_id,
+            trained_tokens=trained_tokens,
+            finished_at=int(time.time()),
+            estimated_finish=None,
+        )
+        if not finished:  # cancelled while the adapter was being written
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        self.store.add_model(job["tenant"], model_id, job["id"], job["model"], str(path))
+        self.store.add_checkpoint(
+            job,
+            int(metrics.get("steps") or 0),
+            model_id,
+            {"step": metrics.get("steps"), "train_loss": metrics.get("final_loss"), "epochs": metrics.get("epochs")},
+        )
+        self.store.add_event(job, f"New fine-tuned model created: {model_id}")
+        self.store.add_event(job, "The job has successfully completed.")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # models and chat
+
+    def list_models(self, tenant: str) -> list[dict[str, Any]]:
+        """Base presets (``owned_by`` "andraeus") then the tenant's fine-tuned models."""
+        out = [{"id": name, "created": 0, "owned_by": "andraeus"} for name in self.base_models]
+        out += [
+            {"id": m["id"], "created": m["created_at"], "owned_by": "user"} for m in self.store.list_models(tenant)
+        ]
+        return out
+
+    def get_model(self, tenant: str, model_id: str) -> dict[str, Any]:
+        if model_id in self.base_models:
+            return {"id": model_id, "created": 0, "owned_by": "andraeus"}
+        record = self.store.get_model(tenant, model_id)
+        if record is None:
+            raise NotFoundError(f"The model '{model_id}' does not exist.", param="model")
+        return {"id": record["id"], "created": record["created_at"], "owned_by": "user"}
+
+    def _fine_tuned(self, tenant: str, model_id: str) -> dict[str, Any]:
+        record = self.store.get_model(tenant, model_id)
+        if record is None:
+            if model_id in self.base_models:
+                raise ConfigError(f"'{model_id}' is a base model, not a fine-tuned one.", param="model")
+            raise NotFoundError(f"The model '{model_id}' does not exist.", param="model")
+        return record
+
+    def delete_model(self, tenant: str, model_id: str) -> None:
+        """Delete a fine-tuned model and its adapter files.
+
+        Raises:
+            ConfigError: a base model cannot be deleted. NotFoundError: no such model for this tenant.
+        """
+        record = self._fine_tuned(tenant, model_id)
+        self.store.delete_model(tenant, model_id)
+        self.chats.forget(record["path"])
+        shutil.rmtree(record["path"], ignore_errors=True)
+
+    def chat_model(self, tenant: str, model_id: str) -> Any:
+        """The loaded ChatModel for a base preset or one of the tenant's fine-tuned models."""
+        from .chat import load_chat_model
+
+        if model_id in self.base_models:
+            return self.chats.get(f"base:{model_id}", lambda: load_chat_model(model_id, cached=True))
+        record = self._fine_tuned(tenant, model_id)
+        return self.chats.get(record["path"], lambda: load_chat_model(record["base_model"], record["path"]))
+
+    def complete(self, tenant: str, model_id: str, messages: list[dict[str, str]], config: Any) -> Completion:
+        """Start a chat completion (iterate the result for the text)."""
+        return Completion(self.chat_model(tenant, model_id), messages, config)
+
+    def model_zip(self, tenant: str, model_id: str) -> Path:
+        """A zip of the fine-tuned model's shareable files (nothing private)."""
+        from .hub import adapter_zip
+
+        record = self._fine_tuned(tenant, model_id)
+        dest = self.store.root / "exports" / f"{record['job_id']}.zip"
+        return adapter_zip(record["path"], dest)
+
+    def push_model(self, tenant: str, model_id: str, repo_id: str, token: str, private: bool = True) -> str:
+        """Push a fine-tuned model to the user's Hub repo with their token (used once, never kept)."""
+        from .hub import push_adapter
+
+        record = self._fine_tuned(tenant, model_id)
+        return push_adapter(record["path"], repo_id, token, private=private)
+
+    def evaluation(self, tenant: str, job_id: str, baselines: tuple[str, ...], refresh: bool = False) -> Any:
+        """The evaluation report (JSON dict) of a succeeded job, computed once per set of baselines and kept.
+
+        Raises:
+            ConflictError: the job has not succeeded.
+        """
+        from .evaluate import evaluate
+
+        job = self.get_job(tenant, job_id)
+        if job["status"] != "succeeded":
+            raise ConflictError(
+                f"Job '{job_id}' is {job['status']}; an evaluation needs a succeeded job.", param="job_id"
+            )
+        cache = self.store.root / "evals" / f"{job_id}-{'-'.join(baselines) or 'adapter'}.json"
+        if cache.is_file() and not refresh:
+            return json.loads(cache.read_text())
+        report = evaluate(job["adapter_path"], None, baselines).to_json()
+        from .store import atomic_write
+
+        atomic_write(cache, json.dumps(report, ensure_ascii=False, default=str).encode())
+        return report
+
+    def variations(self, data: bytes, filename: str, per_fact: int, seed: int) -> list[dict[str, Any]]:
+        """Preview the question phrasings generated for a profile (nothing is stored)."""
+        from .variations import generate_variations
+
+        kind, _, profile = parse_training_file(filename, data)
+        if kind != "profile":
+            raise ProfileError(f"{filename}: variations need a profile (.yaml, .json or .csv).", param="file")
+        out = []
+        for phrasings in generate_variations(profile, per_fact=per_fact, seed=seed).values():
+            out.extend(p.model_dump(mode="json") for p in phrasings)
+        return out
