@@ -259,6 +259,63 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# andraeus variations
+
+
+def _add_variations(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "variations", help="show the question phrasings and training examples a profile becomes (no model needed)"
+    )
+    p.add_argument("profile", help="profile file (.yaml, .yml, .json or .csv)")
+    p.add_argument("--per-fact", type=int, default=30, help="question phrasings per fact (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same output (default 0)")
+    p.add_argument("--user-name", default=None, help="your name (overrides the file's; CSV files have none)")
+    p.add_argument("--heldout-share", type=float, default=0.2, help="share kept for evaluation (default 0.2)")
+    p.add_argument("--out", default=None, help="write the training examples as OpenAI chat JSONL to this file")
+    p.add_argument("--heldout-out", default=None, help="write the held-out examples (with meta) as JSONL here")
+    p.add_argument("--sample", type=int, default=10, help="how many example conversations to print (default 10)")
+    p.set_defaults(handler=_cmd_variations)
+
+
+def _cmd_variations(args: argparse.Namespace) -> int:
+    import random
+
+    from .dataset import build_dataset, write_jsonl
+    from .profile import load_profile
+    from .variations import DIMENSIONS, generate_variations
+
+    if not 1 <= args.per_fact <= 500:
+        raise AndraeusError(f"--per-fact must be between 1 and 500 (got {args.per_fact}).", param="per_fact")
+    profile = load_profile(args.profile, user_name=args.user_name)
+    variations = generate_variations(profile, per_fact=args.per_fact, seed=args.seed)
+    dataset = build_dataset(profile, per_fact=args.per_fact, heldout_share=args.heldout_share, seed=args.seed)
+    columns = [*DIMENSIONS, "user"]
+    width = max(len("fact"), *(len(t) for t in variations))
+    print(f"{'fact':<{width}}  " + "  ".join(f"{c:>11}" for c in columns) + "  distinct")
+    for topic, phrasings in variations.items():
+        counts = [sum(p.dimension == c for p in phrasings) for c in columns]
+        distinct = len({p.question for p in phrasings})
+        print(f"{topic:<{width}}  " + "  ".join(f"{n:>11}" for n in counts) + f"  {distinct:>8}")
+    stats = dataset.stats()
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats["train_by_kind"].items()))
+    held = ", ".join(f"{k} {n}" for k, n in sorted(stats["heldout_by_kind"].items()))
+    print(f"\ntrain: {stats['train']} examples ({kinds})")
+    print(f"held out for evaluation: {stats['heldout']} examples ({held})")
+    print(f"system prompt: {dataset.system_prompt}")
+    if args.sample > 0:
+        # The user's own terminal, explicitly asked for: showing their facts here is the point.
+        print("\nsample:")
+        for example in random.Random(args.seed).sample(dataset.train, min(args.sample, len(dataset.train))):
+            print(f"  [{example.meta.kind}/{example.meta.dimension}] {example.question}  ->  {example.answer}")
+    if args.out:
+        print(f"\nwrote {write_jsonl(dataset.train, args.out)} ({len(dataset.train)} training examples)")
+    if args.heldout_out:
+        path = write_jsonl(dataset.heldout, args.heldout_out, with_meta=True)
+        print(f"wrote {path} ({len(dataset.heldout)} held-out examples)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_chat,
@@ -267,6 +324,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pull,
     _add_serve,
     _add_keys,
+    _add_variations,
 ]
 
 
