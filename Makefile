@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh Linux machine with Python 3.11 and pip:
-#   make demo   create .venv, install, run the main job on the embedded default model
+#   make demo   create .venv, install, serve the web app (and API) on http://127.0.0.1:7860
 #   make test   same install, then the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -23,8 +23,9 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
+# The web app (app.py) at http://127.0.0.1:7860/ with the REST API at /v1, on the embedded default model.
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/andraeus chat --base-model smollm2-135m
+	HF_HUB_OFFLINE=1 $(BIN)/andraeus serve --host 127.0.0.1 --port 7860
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -220,7 +220,8 @@ def _mount_ui(app: object) -> object:
             "Web app not mounted (%s: %s); serving the API only", type(exc).__name__, exc
         )
         return app
-    return gr.mount_gradio_app(app, web.demo, path="/")
+    # LAUNCH_KWARGS carries the app's upload limit (max_file_size); mounting would otherwise reset it to none.
+    return gr.mount_gradio_app(app, web.demo, path="/", **getattr(web, "LAUNCH_KWARGS", {}))
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:

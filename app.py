@@ -1,0 +1,689 @@
+"""Andraeus web app (Gradio; a Hugging Face Space): facts in, trained assistant out.
+
+UI only: every callback calls a public ``andraeus_core`` name and turns an ``AndraeusError`` into a message shown in
+place. Everything a user gives or makes (facts, adapter, chat) lives in per-session state (``gr.State``) and in a
+per-session directory deleted when the session ends; nothing user-specific is kept at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import spaces  # before torch is imported (lazily, by andraeus_core): on ZeroGPU it patches CUDA; else a no-op
+
+import andraeus_core as core
+
+logger = logging.getLogger("andraeus.app")
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLE_PROFILE = EXAMPLES_DIR / "seed_profile.yaml"
+MAX_UPLOAD = "2mb"  # gradio refuses larger uploads; profiles themselves may be at most 1 MB (checked when parsed)
+PROFILE_TYPES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv"}
+ON_ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+ON_SPACE = bool(os.environ.get("SPACE_ID"))
+SESSION_TTL_S = 4 * 3600
+TABLE_HEADERS = ["topic", "value", "aliases"]
+ITEM_HEADERS = ["kind", "question", "expected", "answer", "✓/✗", "base", "facts in prompt"]
+
+
+def default_base_model() -> tuple[str, bool]:
+    """(base model, QLoRA?) for this machine: qwen2.5-7b in 4-bit on a GPU Space, else the CPU default."""
+    if ON_ZERO_GPU:
+        return "qwen2.5-7b", True
+    name = core.default_model_name()
+    return name, name == "qwen2.5-7b"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-session state
+
+
+@dataclass
+class Session:
+    """One browser session's data. Lives in ``gr.State``; its directory is removed when the session ends."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    profile: Any = None  # andraeus_core.Profile
+    adapter: str | None = None
+    chat_model: Any = None  # andraeus_core.ChatModel for ``adapter``
+    chat_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def dir(self) -> Path:
+        path = core.andraeus_home() / "sessions" / self.id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def cancel_flag(self) -> Path:
+        # A file, not a threading.Event: on ZeroGPU training runs in a forked worker that shares the disk only.
+        return self.dir / "cancel"
+
+
+def _session(state: Session | None) -> Session:
+    return state if isinstance(state, Session) else Session()
+
+
+def _drop_session(state: Any) -> None:
+    if isinstance(state, Session):
+        state.chat_model = None
+        shutil.rmtree(core.andraeus_home() / "sessions" / state.id, ignore_errors=True)
+
+
+def _ok(text: str) -> str:
+    return f"✅ {text}"
+
+
+def _err(exc: Exception) -> str:
+    # Server paths (the per-session directory) are nobody's business in the browser.
+    text = str(exc).replace(str(core.andraeus_home()), "~")
+    return f"❌ {text}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Facts
+
+
+def _rows(profile: Any) -> list[list[str]]:
+    return [[f.topic, f.value, " | ".join(f.aliases)] for f in profile.facts]
+
+
+def _facts_summary(profile: Any) -> str:
+    return _ok(
+        f"{len(profile.facts)} facts for {profile.user_name} (assistant: {profile.assistant_name}). "
+        "Next: preview the phrasings, then train."
+    )
+
+
+def load_example(state: Session | None):
+    sess = _session(state)
+    try:
+        sess.profile = core.load_profile(EXAMPLE_PROFILE)
+    except core.AndraeusError as exc:
+        return sess, gr.skip(), gr.skip(), gr.skip(), _err(exc)
+    p = sess.profile
+    return sess, p.user_name, p.assistant_name, _rows(p), _facts_summary(p)
+
+
+def upload_profile(file: str | None, user_name: str, state: Session | None):
+    """Parse an uploaded profile, then delete the upload whatever happened."""
+    sess = _session(state)
+    if not file:
+        return sess, gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
+    path = Path(file)
+    try:
+        fmt = PROFILE_TYPES.get(path.suffix.lower())
+        if fmt is None:
+            raise core.ProfileError(
+                f"{path.name}: unknown profile type {path.suffix or '(no suffix)'!r}; "
+                "upload .yaml, .yml, .json or .csv."
+            )
+        size = path.stat().st_size
+        if size > core.MAX_PROFILE_BYTES:
+            raise core.ProfileError(
+                f"{path.name}: the file is {size:,} bytes; a profile may be at most {core.MAX_PROFILE_BYTES:,} bytes."
+            )
+        profile = core.parse_profile(
+            path.read_bytes(), fmt=fmt, source=path.name, user_name=(user_name or None) if fmt == "csv" else None
+        )
+    except core.AndraeusError as exc:
+        return sess, gr.skip(), gr.skip(), gr.skip(), _err(exc), None
+    finally:
+        path.unlink(missing_ok=True)
+    sess.profile = profile
+    return sess, profile.user_name, profile.assistant_name, _rows(profile), _facts_summary(profile), None
+
+
+def apply_table(rows: Any, user_name: str, assistant_name: str, state: Session | None):
+    sess = _session(state)
+    try:
+        sess.profile = core.profile_from_rows(_table_rows(rows), user_name=user_name, assistant_name=assistant_name)
+    except core.AndraeusError as exc:
+        sess.profile = None
+        return sess, _err(exc)
+    return sess, _facts_summary(sess.profile)
+
+
+def _table_rows(rows: Any) -> list[list[Any]]:
+    if rows is None:
+        return []
+    if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame
+        return [list(r) for r in rows.values.tolist()]
+    if isinstance(rows, dict) and "data" in rows:
+        return list(rows["data"])
+    return [list(r) for r in rows]
+
+
+def _need_profile(sess: Session) -> Any:
+    if sess.profile is None:
+        raise gr.Error("No facts yet: load the example, upload a profile or fill in the table and press Apply.")
+    return sess.profile
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Phrasings
+
+
+def preview(state: Session | None, per_fact: int, heldout: float, topic: str, dimension: str):
+    sess = _session(state)
+    profile = _need_profile(sess)
+    try:
+        by_topic = core.generate_variations(profile, per_fact=int(per_fact), seed=0)
+        dataset = core.build_dataset(profile, per_fact=int(per_fact), heldout_share=float(heldout), seed=0)
+    except (core.AndraeusError, ValueError) as exc:
+        raise gr.Error(_err(exc)) from None
+    rows = [
+        [p.topic, p.dimension, p.question, p.answers[0] if p.answers else ""]
+        for phrasings in by_topic.values()
+        for p in phrasings
+        if topic in ("", "all", p.topic) and dimension in ("", "all", p.dimension)
+    ]
+    stats = dataset.stats()
+    counts: dict[str, int] = {}
+    for phrasings in by_topic.values():
+        for p in phrasings:
+            counts[p.dimension] = counts.get(p.dimension, 0) + 1
+    per_dim = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    summary = (
+        f"**{sum(counts.values())} phrasings** for {len(by_topic)} facts ({per_dim}). "
+        f"Dataset: **{len(dataset.train)} training** and **{len(dataset.heldout)} held-out** examples "
+        f"(held-out share {float(heldout):.0%}).\n\n"
+        + "\n".join(f"- {k}: {v}" for k, v in stats.items() if not isinstance(v, (dict, list)))
+    )
+    topics = gr.update(choices=["all", *by_topic.keys()])
+    return sess, summary, rows, topics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Train
+
+
+def _config(
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+    out_dir: Path | None = None,
+) -> Any:
+    try:
+        return core.TrainConfig.preset(
+            preset,
+            base_model=base_model,
+            epochs=int(epochs),
+            lora_r=int(rank),
+            lora_alpha=2 * int(rank),
+            quantize="4bit" if qlora else None,
+            per_fact=int(per_fact),
+            heldout_share=float(heldout),
+            out_dir=str(out_dir) if out_dir else None,
+        )
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+
+
+def estimate(
+    state: Session | None,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+):
+    sess = _session(state)
+    profile = _need_profile(sess)
+    config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
+    try:
+        est = core.estimate(profile, config)
+    except core.AndraeusError as exc:
+        return sess, _err(exc)
+    return sess, est.summary()
+
+
+def _gpu_seconds(
+    sess: Session,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+    *args: Any,
+    **kwargs: Any,
+) -> int:
+    """ZeroGPU duration for this job: the estimate plus headroom for loading, capped at 25 minutes."""
+    try:
+        config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
+        seconds = core.estimate(sess.profile, config).expected_seconds
+    except Exception:  # noqa: BLE001 - a failed estimate must not block the request; the run reports real errors
+        return 600
+    return int(min(1500, max(120, 1.5 * seconds + 90)))
+
+
+@spaces.GPU(duration=_gpu_seconds)
+def _train_on_gpu(
+    sess: Session,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+    progress: Any,
+):
+    """Run training in a thread and yield (status, losses) while it runs; the last yield carries the adapter."""
+    config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout, out_dir=sess.dir / "adapter")
+    events: queue.Queue[Any] = queue.Queue()
+    result: dict[str, Any] = {}
+    sess.cancel_flag.unlink(missing_ok=True)
+
+    # Handed over as a file: train() then keeps the profile in the adapter's private.json (given a Profile object
+    # it currently records none). The file is in the session directory and removed right after.
+    profile_file = sess.dir / "profile.json"
+    profile_file.write_text(sess.profile.model_dump_json())
+
+    def run() -> None:
+        try:
+            result["adapter"] = core.train(str(profile_file), config, events.put, sess.cancel_flag.exists)
+        except BaseException as exc:  # noqa: BLE001 - handed to the UI thread below
+            result["error"] = exc
+        finally:
+            events.put(None)
+
+    thread = threading.Thread(target=run, daemon=True, name=f"train-{sess.id[:8]}")
+    thread.start()
+    losses: list[dict[str, float]] = []
+    try:
+        while True:
+            event = events.get()
+            if event is None:
+                break
+            if event.loss is not None and event.phase == "train":
+                losses.append({"step": event.step, "loss": float(event.loss)})
+            fraction = event.step / event.total_steps if event.total_steps else 0.0
+            eta = f", ~{event.eta_seconds:.0f}s left" if event.eta_seconds else ""
+            status = f"{event.phase}: {event.message or ''} step {event.step}/{event.total_steps}{eta}".strip()
+            progress(fraction, desc=status)
+            yield status, losses, None
+    finally:
+        # The browser went away (or the generator was closed): stop the run rather than train for nobody.
+        if thread.is_alive():
+            sess.cancel_flag.touch()
+        thread.join()
+        profile_file.unlink(missing_ok=True)
+    if "error" in result:
+        raise result["error"]
+    adapter = result["adapter"]
+    yield f"done in {adapter.meta['timings']['total_seconds']:.0f}s", losses, str(adapter.path)
+
+
+def _explain_gpu_error(exc: Exception) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "quota" in low:
+        return (
+            "The free ZeroGPU quota of this Space is used up for now. Sign in (logged-in users get more), wait for "
+            "the quota to refill, lower the epochs, or train locally with `andraeus train` and push the adapter."
+        )
+    if "duration" in low or "aborted" in low or "timed out" in low:
+        return (
+            "The GPU time slot ran out before training finished. Lower the epochs or phrasings per fact, or train "
+            "locally with `andraeus train`."
+        )
+    return text
+
+
+def start_training(
+    state: Session | None,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+    progress=gr.Progress(),  # noqa: B008 - gradio's idiom
+):
+    sess = _session(state)
+    _need_profile(sess)
+    sess.adapter, sess.chat_model = None, None
+    losses: list[dict[str, float]] = []
+    try:
+        for status, losses, adapter in _train_on_gpu(
+            sess, base_model, preset, epochs, rank, qlora, per_fact, heldout, progress
+        ):
+            if adapter:
+                sess.adapter = adapter
+                status = _ok(f"Adapter trained ({status}). Evaluate it, chat with it or download it.")
+            yield sess, status, _loss_frame(losses)
+    except core.TrainingCancelled as exc:
+        yield sess, f"⏹️ {exc}", _loss_frame(losses)
+    except core.AndraeusError as exc:
+        yield sess, _err(exc), _loss_frame(losses)
+    except gr.Error as exc:
+        raise gr.Error(_explain_gpu_error(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - shown to the user; the traceback goes to the server log only
+        logger.exception("training failed")
+        yield sess, _err(_explain_gpu_error(exc)), _loss_frame(losses)
+
+
+def cancel_training(state: Session | None) -> str:
+    if isinstance(state, Session):
+        state.cancel_flag.touch()
+        return "⏹️ Cancelling… training stops after the current step."
+    return "Nothing is training."
+
+
+def _loss_frame(losses: list[dict[str, float]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(losses or [], columns=["step", "loss"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluate
+
+
+def _need_adapter(sess: Session) -> str:
+    if not sess.adapter:
+        raise gr.Error("No trained adapter in this session yet: train one on the Train tab first.")
+    return sess.adapter
+
+
+@spaces.GPU(duration=180)
+def _evaluate_on_gpu(adapter: str, progress: Any) -> Any:
+    return core.evaluate(adapter, on_progress=lambda f, m: progress(f, desc=m))
+
+
+def run_evaluation(state: Session | None, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
+    sess = _session(state)
+    adapter = _need_adapter(sess)
+    try:
+        report = _evaluate_on_gpu(adapter, progress)
+        chart = core.recall_by_kind_chart(report, sess.dir / f"recall-{int(time.time() * 1000)}.png")
+    except core.AndraeusError as exc:
+        return sess, _err(exc), None, []
+    except gr.Error as exc:
+        raise gr.Error(_explain_gpu_error(exc)) from None
+    rows = []
+    for item in report.items:
+        base = item.baselines.get("base")
+        ctx = item.baselines.get("in_context")
+        rows.append(
+            [
+                item.kind,
+                item.question,
+                " / ".join(item.expect or []) or "—",
+                item.answer,
+                "✓" if item.correct else "✗",
+                (("✓ " if base.correct else "✗ ") + base.answer) if base else "",
+                (("✓ " if ctx.correct else "✗ ") + ctx.answer) if ctx else "",
+            ]
+        )
+    summary = "```\n" + report.table() + "\n```"
+    return sess, summary, str(chart), rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chat
+
+
+def _chat_model(sess: Session) -> Any:
+    adapter = _need_adapter(sess)
+    with sess.chat_lock:
+        if sess.chat_model is None or str(sess.chat_model.adapter_dir) != adapter:
+            sess.chat_model = core.load_chat_model(adapter=adapter)
+        return sess.chat_model
+
+
+@spaces.GPU(duration=60)
+def _stream_on_gpu(model: Any, messages: list[dict[str, str]], use_adapter: bool):
+    yield from model.stream(messages, core.GenerationConfig(max_new_tokens=128), use_adapter=use_adapter)
+
+
+def chat(message: str, history: list[dict[str, Any]], use_base: bool, state: Session | None):
+    sess = _session(state)
+    history = list(history or [])
+    if not (message or "").strip():
+        yield sess, history, ""
+        return
+    try:
+        model = _chat_model(sess)
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    turns = [
+        {"role": m["role"], "content": _text(m["content"])} for m in history if m.get("role") in ("user", "assistant")
+    ]
+    turns.append({"role": "user", "content": message})
+    label = "base model" if use_base else "your assistant"
+    history = [
+        *history,
+        {"role": "user", "content": message},
+        {"role": "assistant", "content": "", "metadata": {"title": label} if use_base else None},
+    ]
+    if history[-1]["metadata"] is None:
+        del history[-1]["metadata"]
+    answer = ""
+    try:
+        for piece in _stream_on_gpu(model, turns, not use_base):
+            answer += piece
+            history[-1]["content"] = answer
+            yield sess, history, ""
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    history[-1]["content"] = answer.strip() or "…"
+    yield sess, history, ""
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # gradio 6 may hand back [{"type": "text", "text": ...}]
+        return " ".join(str(c.get("text", "")) if isinstance(c, dict) else str(c) for c in content)
+    return str(content)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Share
+
+
+def download_zip(state: Session | None):
+    sess = _session(state)
+    adapter = _need_adapter(sess)
+    try:
+        path = core.adapter_zip(adapter, sess.dir / "andraeus-adapter.zip")
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    return sess, str(path)
+
+
+def push(
+    state: Session | None, repo_id: str, private: bool, pasted_token: str, oauth_token: gr.OAuthToken | None = None
+):
+    sess = _session(state)
+    adapter = _need_adapter(sess)
+    # Only the .token string is used; the OAuthToken object itself is never logged or formatted (its repr has it).
+    token = (pasted_token or "").strip() or (oauth_token.token if oauth_token is not None else "")
+    if not token:
+        return sess, "❌ Sign in with Hugging Face (on the Space) or paste a token with write access."
+    if not (repo_id or "").strip():
+        return sess, "❌ Give a repo name, e.g. `my-andraeus-adapter` (created under your account)."
+    try:
+        url = core.push_adapter(adapter, repo_id.strip(), token, private=bool(private))
+    except core.AndraeusError as exc:
+        return sess, _err(exc)
+    return sess, _ok(f"Pushed ({'private' if private else 'public'}): [{url}]({url})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layout
+
+
+def build_demo() -> gr.Blocks:
+    """The Gradio app (six tabs). ``demo`` below is the instance a Space, ``andraeus serve`` and tests use."""
+    base_default, qlora_default = default_base_model()
+    presets = [p.name for p in core.list_presets()]
+    if base_default not in presets:
+        presets.insert(0, base_default)
+    with gr.Blocks(title="Andraeus") as blocks:
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_drop_session)
+        gr.Markdown(
+            "# Andraeus\nTeach an open LLM the facts of your life: facts → 30+ phrasings per fact → a LoRA adapter "
+            "→ recall measured on phrasings it never saw → chat → your own Hub repo. Your data stays in this browser "
+            "session and is deleted when you leave."
+        )
+        with gr.Tab("Facts", id="facts"):
+            with gr.Row():
+                user_name = gr.Textbox(label="Your name", value="User", max_length=80, elem_id="user-name")
+                assistant_name = gr.Textbox(label="Assistant name", value="Andraeus", max_length=80)
+            with gr.Row():
+                example_btn = gr.Button("Load example", elem_id="load-example")
+                upload = gr.File(
+                    label="Upload a profile (YAML, JSON or CSV: topic,value,aliases)",
+                    file_types=list(PROFILE_TYPES),
+                    type="filepath",
+                    elem_id="upload",
+                )
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS,
+                datatype=["str", "str", "str"],
+                row_count=(3, "dynamic"),
+                column_count=(3, "fixed"),
+                interactive=True,
+                label="Facts (aliases separated by |)",
+                elem_id="facts-table",
+            )
+            apply_btn = gr.Button("Apply table", variant="primary", elem_id="apply-table")
+            facts_status = gr.Markdown(elem_id="facts-status")
+        with gr.Tab("Phrasings", id="phrasings"):
+            with gr.Row():
+                per_fact = gr.Slider(5, 60, value=30, step=1, label="Phrasings per fact", elem_id="per-fact")
+                heldout = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Held-out share")
+                topic = gr.Dropdown(["all"], value="all", label="Fact", allow_custom_value=True)
+                dimension = gr.Dropdown(["all", *core.DIMENSIONS], value="all", label="Dimension")
+            preview_btn = gr.Button("Preview phrasings", elem_id="preview")
+            preview_stats = gr.Markdown(elem_id="preview-stats")
+            preview_table = gr.Dataframe(
+                headers=["topic", "dimension", "question", "answer"], interactive=False, label="Training phrasings"
+            )
+        with gr.Tab("Train", id="train"):
+            with gr.Row():
+                base_model = gr.Dropdown(
+                    presets, value=base_default, label="Base model", allow_custom_value=True, elem_id="base-model"
+                )
+                preset = gr.Radio(["cpu", "seed"], value="seed" if qlora_default else "cpu", label="Preset")
+                qlora = gr.Checkbox(value=qlora_default, label="QLoRA (4-bit base; needs a GPU)")
+            with gr.Row():
+                epochs = gr.Slider(
+                    1, 10, value=5, step=1, label="Epochs (upper bound with early stop)", elem_id="epochs"
+                )
+                rank = gr.Slider(4, 128, value=64, step=4, label="LoRA rank r (α = 2r)")
+            with gr.Row():
+                estimate_btn = gr.Button("Estimate time and cost")
+                train_btn = gr.Button("Train", variant="primary", elem_id="train")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            train_status = gr.Markdown(elem_id="train-status")
+            loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", elem_id="loss-plot")
+        with gr.Tab("Evaluate", id="evaluate"):
+            eval_btn = gr.Button("Evaluate on held-out phrasings", variant="primary", elem_id="evaluate")
+            eval_summary = gr.Markdown(elem_id="eval-summary")
+            eval_chart = gr.Image(
+                label="Recall by kind: adapter vs base vs facts-in-prompt", type="filepath", elem_id="eval-chart"
+            )
+            eval_items = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, label="Held-out questions", wrap=True)
+        with gr.Tab("Chat", id="chat"):
+            chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=380)
+            with gr.Row():
+                message = gr.Textbox(
+                    placeholder="Ask about yourself, e.g. What's my dog's name?",
+                    scale=4,
+                    show_label=False,
+                    elem_id="chat-input",
+                )
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            use_base = gr.Checkbox(label="Ask the base model instead (adapter off)", value=False)
+            clear = gr.Button("Clear")
+        with gr.Tab("Share", id="share"):
+            zip_btn = gr.Button("Download adapter (.zip)", elem_id="zip")
+            zip_file = gr.File(label="Adapter zip (no personal files inside)", interactive=False, elem_id="zip-file")
+            gr.Markdown("### Push to your Hugging Face account")
+            if ON_SPACE:
+                gr.LoginButton()
+            repo = gr.Textbox(label="Repo name", value="andraeus-adapter", elem_id="repo")
+            private = gr.Checkbox(value=True, label="Private repo (recommended: it encodes personal facts)")
+            token = gr.Textbox(
+                label="Hugging Face token (write access; only when not signed in)",
+                type="password",
+                visible=not ON_SPACE,
+                elem_id="token",
+            )
+            push_btn = gr.Button("Push to the Hub", variant="primary", elem_id="push")
+            push_status = gr.Markdown(elem_id="push-status")
+
+        names = [user_name, assistant_name, table, facts_status]
+        example_btn.click(load_example, [state], [state, *names], api_name="load_example")
+        upload.upload(upload_profile, [upload, user_name, state], [state, *names, upload], api_name="upload")
+        apply_btn.click(
+            apply_table, [table, user_name, assistant_name, state], [state, facts_status], api_name="apply_table"
+        )
+        preview_btn.click(
+            preview,
+            [state, per_fact, heldout, topic, dimension],
+            [state, preview_stats, preview_table, topic],
+            api_name="preview",
+        )
+        settings = [state, base_model, preset, epochs, rank, qlora, per_fact, heldout]
+        estimate_btn.click(estimate, settings, [state, train_status], api_name="estimate")
+        train_btn.click(
+            start_training,
+            settings,
+            [state, train_status, loss_plot],
+            api_name="train",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+        )
+        cancel_btn.click(
+            cancel_training, [state], [train_status], api_name="cancel", concurrency_limit=None, queue=False
+        )
+        eval_btn.click(
+            run_evaluation,
+            [state],
+            [state, eval_summary, eval_chart, eval_items],
+            api_name="evaluate",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+        )
+        chat_inputs = [message, chatbot, use_base, state]
+        send.click(chat, chat_inputs, [state, chatbot, message], api_name="chat", concurrency_limit=2)
+        message.submit(chat, chat_inputs, [state, chatbot, message], api_name=False, concurrency_limit=2)
+        clear.click(lambda: [], None, [chatbot], api_name=False)
+        zip_btn.click(download_zip, [state], [state, zip_file], api_name="download_zip")
+        push_btn.click(push, [state, repo, private, token], [state, push_status], api_name="push")
+    blocks.queue(max_size=32, default_concurrency_limit=2)
+    return blocks
+
+
+demo = build_demo()
+# Read by launch() and by gr.mount_gradio_app (andraeus serve): uploads above this are refused before any handler.
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_UPLOAD}
+demo.max_file_size = gr.utils._parse_file_size(MAX_UPLOAD)
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=7860, **LAUNCH_KWARGS)

@@ -1,0 +1,277 @@
+"""The web app over real HTTP: gradio_client against app.py's ``demo`` launched on 127.0.0.1, tiny-random model.
+
+One module-scoped server; each Client is a separate browser session with its own gr.State.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import hub_stub
+from tests.hub_stub import ALICE_TOKEN, HubStub
+
+hub_server = hub_stub.hub_server  # the fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small but real: 10 facts × 6 phrasings, one epoch on the tiny random model.
+FAST = {
+    "base_model": "tiny-random",
+    "preset": "cpu",
+    "epochs": 1,
+    "rank": 8,
+    "qlora": False,
+    "per_fact": 6,
+    "heldout": 0.2,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url() -> Iterator[str]:
+    import app
+
+    port = _free_port()
+    app.demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.demo.close()
+
+
+def _client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="andraeus-client-"))
+
+
+def _content(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, list):  # gradio 6 sends [{"type": "text", "text": ...}]
+        return "".join(part.get("text", "") for part in content)
+    return content
+
+
+def _train(client, **overrides) -> tuple[str, dict]:
+    settings = {**FAST, **overrides}
+    status, plot = client.predict(*settings.values(), api_name="/train")
+    return status, plot
+
+
+def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
+    client = _client(app_url)
+    user, assistant, table, status = client.predict(api_name="/load_example")
+    assert (user, assistant) == ("Sam Rivera", "Nova")
+    assert "10 facts" in status and "✅" in status
+    assert ["dog's name", "Buddy", "Bud"] in table["data"]
+
+    stats, rows, _topic = client.predict(6, 0.2, "all", "all", api_name="/preview")
+    assert "training" in stats and "held-out" in stats
+    assert {r[0] for r in rows["data"]} >= {"dog's name", "birthday"}
+    dims = {r[1] for r in rows["data"]}
+    assert len(dims) >= 3
+    only, _, _ = client.predict(6, 0.2, "dog's name", "all", api_name="/preview")
+    assert only.startswith("**")
+    _, only_rows, _ = client.predict(6, 0.2, "dog's name", "all", api_name="/preview")
+    assert {r[0] for r in only_rows["data"]} == {"dog's name"}
+
+    estimate = client.predict(*FAST.values(), api_name="/estimate")
+    assert "training examples" in estimate and "tiny-random" in estimate
+
+    status, plot = _train(client)
+    assert status.startswith("✅ Adapter trained"), status
+    assert plot["data"] and all(loss == loss for _, loss in plot["data"]), "the loss plot has finite points"
+
+    summary, chart, items = client.predict(api_name="/evaluate")
+    assert "recall" in summary and "in-context" in summary
+    assert Path(chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert items["data"] and all(r[4] in ("✓", "✗") for r in items["data"])
+    assert {r[0] for r in items["data"]} & {"paraphrase", "typo", "reverse", "indirect"}
+
+    history, cleared = client.predict("What's my dog's name?", [], False, api_name="/chat")
+    assert cleared == ""
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert _content(history[0]) == "What's my dog's name?"
+    assert _content(history[1]).strip()
+    history2, _ = client.predict("And my birthday?", history, True, api_name="/chat")
+    assert len(history2) == 4 and _content(history2[-1]).strip()
+
+    zip_path = client.predict(api_name="/download_zip")
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= names
+    assert not names & {"private.json", "heldout.jsonl"}
+
+
+def test_two_sessions_never_see_each_others_facts_adapter_or_chat(app_url: str):
+    from gradio_client.exceptions import AppError
+
+    alice, bob = _client(app_url), _client(app_url)
+    alice.predict(api_name="/load_example")
+    with pytest.raises(AppError, match="No facts yet"):
+        bob.predict(6, 0.2, "all", "all", api_name="/preview")
+    bob_rows = [["cat's name", "Pixel", ""], ["favourite band", "Radiohead", ""], ["hobby", "bouldering", "climbing"]]
+    status = bob.predict(
+        {"headers": ["topic", "value", "aliases"], "data": bob_rows}, "Tomás", "Andraeus", api_name="/apply_table"
+    )
+    assert "3 facts for Tomás" in status
+    _, alice_rows, _ = alice.predict(6, 0.2, "all", "all", api_name="/preview")
+    _, bob_preview, _ = bob.predict(6, 0.2, "all", "all", api_name="/preview")
+    assert {r[0] for r in alice_rows["data"]}.isdisjoint({"cat's name", "favourite band", "hobby"})
+    assert {r[0] for r in bob_preview["data"]} == {"cat's name", "favourite band", "hobby"}
+
+    status, _ = _train(alice)
+    assert status.startswith("✅"), status
+    for api in ("/evaluate", "/download_zip"):
+        with pytest.raises(AppError, match="No trained adapter in this session"):
+            bob.predict(api_name=api)
+    with pytest.raises(AppError, match="No trained adapter in this session"):
+        bob.predict("What's my dog's name?", [], False, api_name="/chat")
+    history, _ = alice.predict("hi", [], False, api_name="/chat")
+    assert len(history) == 2
+    # Alice's zip is hers; a fresh session still has nothing.
+    assert Path(alice.predict(api_name="/download_zip")).is_file()
+    with pytest.raises(AppError, match="No trained adapter"):
+        _client(app_url).predict(api_name="/download_zip")
+
+
+def test_table_errors_name_the_row_and_field(app_url: str):
+    client = _client(app_url)
+    rows = [["dog's name", "Buddy", ""], ["", "", ""], ["Dog's name", "Rex", ""]]
+    status = client.predict(
+        {"headers": ["topic", "value", "aliases"], "data": rows}, "Sam", "Nova", api_name="/apply_table"
+    )
+    assert status.startswith("❌") and "row 1" in status and "row 3" in status
+    status = client.predict(
+        {"headers": ["topic", "value", "aliases"], "data": [["birthday", "", ""]]}, "Sam", "", api_name="/apply_table"
+    )
+    assert status.startswith("❌") and "row 1" in status and "value" in status
+
+
+def _gradio_cache_files(name: str) -> list[Path]:
+    roots = {Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")}
+    return [p for root in roots if root.exists() for p in root.rglob(name)]
+
+
+def test_bad_uploads_show_an_inline_error_and_the_app_keeps_working(app_url: str, tmp_path: Path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    client = _client(app_url)
+    cases = {
+        "binary-3f9a.yaml": bytes(range(256)) * 8,
+        "huge-3f9a.yaml": b"facts:\n" + b"  - topic: t\n    value: v\n" * 60_000,  # ~1.5 MB, under the upload cap
+        "broken-3f9a.yaml": b"user_name: Sam\nfacts:\n  - topic: dog's name\n    value: [unclosed\n",
+        "badrow-3f9a.csv": b"topic,value,aliases\ndog's name,Buddy,Bud\nbirthday,,\n",
+    }
+    expected = {
+        "binary-3f9a.yaml": "binary-3f9a.yaml",
+        "huge-3f9a.yaml": "at most",
+        "broken-3f9a.yaml": "line",
+        "badrow-3f9a.csv": "row 3",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        user, assistant, table, status, file_out = client.predict(handle_file(str(path)), "User", api_name="/upload")
+        assert status.startswith("❌"), (name, status)
+        assert expected[name] in status, (name, status)
+        assert "Traceback" not in status
+        assert file_out is None
+        assert not _gradio_cache_files(name), f"upload {name} was not deleted after parsing"
+
+    # Not a profile type: gradio's own file_types check refuses it before the handler.
+    strange = tmp_path / "strange-3f9a.exe"
+    strange.write_bytes(b"MZ\x90\x00")
+    with pytest.raises(AppError, match="Invalid file type"):
+        client.predict(handle_file(str(strange)), "User", api_name="/upload")
+
+    # Over the server's max_file_size: refused before any handler runs.
+    big = tmp_path / "toobig-3f9a.yaml"
+    big.write_bytes(b"#" * 3_000_000)
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict(handle_file(str(big)), "User", api_name="/upload")
+
+    # A good CSV works afterwards (the user name comes from the textbox), and its upload is deleted too.
+    good = tmp_path / "good-3f9a.csv"
+    good.write_bytes((ROOT / "examples" / "minimal.csv").read_bytes())
+    user, _assistant, table, status, _ = client.predict(handle_file(str(good)), "Robin", api_name="/upload")
+    assert status.startswith("✅") and "3 facts for Robin" in status, status
+    assert user == "Robin" and len(table["data"]) == 3
+    assert not _gradio_cache_files("good-3f9a.csv")
+
+
+def test_cancel_really_stops_training(app_url: str):
+    client = _client(app_url)
+    client.predict(api_name="/load_example")
+    job = client.submit(*{**FAST, "epochs": 10, "per_fact": 12}.values(), api_name="/train")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        outputs = job.outputs()
+        if outputs and outputs[-1][0].startswith("train:"):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"training never reported a step: {job.outputs()[-1:]}")
+    cancelled_at = time.monotonic()
+    assert "Cancelling" in client.predict(api_name="/cancel")
+    status, _plot = job.result(timeout=120)
+    assert status.startswith("⏹️") and "cancelled" in status, status
+    assert time.monotonic() - cancelled_at < 30
+    # No adapter was kept: the session has nothing to download.
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="No trained adapter"):
+        client.predict(api_name="/download_zip")
+
+
+def test_push_to_the_hub_with_a_pasted_token_never_shows_it(app_url: str, hub_server: HubStub):
+    client = _client(app_url)
+    client.predict(api_name="/load_example")
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="No trained adapter"):
+        client.predict("my-adapter", True, ALICE_TOKEN, api_name="/push")
+    _train(client)
+    status = client.predict("sam-adapter", True, "", api_name="/push")
+    assert status.startswith("❌") and "Sign in" in status
+    status = client.predict("sam-adapter", True, ALICE_TOKEN, api_name="/push")
+    assert status.startswith("✅") and f"{hub_server.url}/alice/sam-adapter" in status, status
+    assert ALICE_TOKEN not in status
+    assert hub_server.repos["alice/sam-adapter"].private is True
+    status = client.predict("sam-adapter2", True, "hf_not_a_real_token_000000000000", api_name="/push")
+    assert status.startswith("❌") and "hf_not_a_real_token" not in status
+
+
+def test_space_front_matter_and_defaults():
+    import yaml
+
+    import app
+
+    text = (ROOT / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n", 2)[1])
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["hf_oauth"] is True
+    import gradio
+
+    assert meta["sdk_version"] == gradio.__version__
+    assert meta["hf_oauth_scopes"] == ["contribute-repos"]
+    assert app.default_base_model() == ("smollm2-135m", False)  # no CUDA here
+    assert app.demo.max_file_size == 2 * 1024 * 1024
+    # No user data at module level: sessions live in gr.State only.
+    assert not [k for k, v in vars(app).items() if isinstance(v, app.Session)]
+    assert app.LAUNCH_KWARGS["max_file_size"] == app.MAX_UPLOAD
