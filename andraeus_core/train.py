@@ -212,7 +212,7 @@ def prepare_dataset(
 
     profile = profile_or_dataset
     if isinstance(profile, (str, Path)):
-        profile = load_profile(profile, user_name=user_name) if user_name else load_profile(profile)
+        profile = load_profile(profile, user_name=user_name)
     return build_dataset(
         profile,
         per_fact=config.per_fact,
@@ -411,7 +411,7 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
     tps, calibrated = _assumed_throughput(base, config)
     device = _device()
     probes = config.epochs * min(config.early_stop_probe_size, n) * 0.05 if config.early_stop else 0.0
-    seconds = tokens * config.epochs / max(tps, 1e-9) + _FIXED_OVERHEAD_S[device] + probes
+    seconds = round(tokens * config.epochs / max(tps, 1e-9) + _FIXED_OVERHEAD_S[device] + probes, 1)
     return TrainEstimate(
         base_model=base,
         device=device,
@@ -422,7 +422,7 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
         steps=steps,
         tokens_per_second=round(tps, 1),
         calibrated=calibrated,
-        expected_seconds=round(seconds, 1),
+        expected_seconds=seconds,
         gpu_cost_per_hour=config.gpu_cost_per_hour,
         cost_usd=round(seconds / 3600 * config.gpu_cost_per_hour, 6),
     )
@@ -641,6 +641,7 @@ def train(
     resume: bool = False,
     out_dir: str | Path | None = None,
     user_name: str | None = None,
+    model: LoadedModel | None = None,
 ) -> Adapter:
     """Train a LoRA (or QLoRA) adapter on a person's facts and write it atomically.
 
@@ -652,6 +653,8 @@ def train(
         resume: continue from the last checkpoint of an interrupted run with the same data and settings.
         out_dir: the adapter directory (default ``config.out_dir``, else under ``$ANDRAEUS_HOME/adapters``).
         user_name: for CSV profiles, which carry no user name.
+        model: an already loaded base model to train (it is modified in place: LoRA layers are injected); default:
+            load ``config.base_model`` afresh.
 
     Returns:
         The :class:`Adapter` (directory + public metadata).
@@ -678,10 +681,10 @@ def train(
     if isinstance(source, (str, Path)) and not _is_chat_dataset(source):
         from .profile import load_profile
 
-        source = load_profile(source, user_name=user_name) if user_name else load_profile(source)
+        source = load_profile(source, user_name=user_name)
 
     emit("prepare", "loading the base model")
-    loaded = load_model(config.base_model, quantize=config.quantize)
+    loaded = model if model is not None else load_model(config.base_model, quantize=config.quantize)
     base = loaded.resolved.name
     emit("prepare", "building the training phrasings")
     dataset = prepare_dataset(source, config, guard_answer_fn=guard_answerer(loaded))
@@ -701,7 +704,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     prepare_seconds = time.perf_counter() - started
 
-    model = _attach_lora(loaded, config)
+    peft_model = _attach_lora(loaded, config)
     from trl import SFTTrainer
 
     probe_set = probe_examples(dataset.train, config.early_stop_probe_size, config.seed) if config.early_stop else []
@@ -713,7 +716,7 @@ def train(
         threshold=config.early_stop_threshold,
     )
     trainer = SFTTrainer(
-        model=model,
+        model=peft_model,
         args=sft_config(config, run_dir),
         train_dataset=train_ds,
         processing_class=loaded.tokenizer,
@@ -781,9 +784,8 @@ def train(
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    profile = getattr(dataset, "profile", None) if source is profile_or_dataset else source
-    if profile is None:
-        profile = getattr(dataset, "profile", None)
+    # A ChatDataset does not carry its profile; private.json then holds only the system prompt.
+    profile = None if _is_chat_dataset(source) else source
     private = {
         "system_prompt": dataset.system_prompt,
         "profile": profile.model_dump(mode="json") if hasattr(profile, "model_dump") else profile,

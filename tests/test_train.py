@@ -1,0 +1,312 @@
+"""Training mechanics on tiny-random: the recipe, masking, learning, cancel, NaN, QLoRA, reload, atomic writes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from andraeus_core.config import TrainConfig, adapters_dir
+from andraeus_core.errors import ConfigError, ProfileError, TrainingCancelled, TrainingError
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = ROOT / "examples" / "minimal.csv"
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = {
+        "base_model": "tiny-random",
+        "epochs": 2,
+        "per_fact": 8,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "early_stop": False,
+        "learning_rate": 5e-3,
+    }
+    values.update(overrides)
+    return TrainConfig.preset("cpu", **values)
+
+
+def tiny_profile():
+    from andraeus_core.profile import load_profile
+
+    return load_profile(MINIMAL, user_name="Sam Rivera")
+
+
+def tiny_dataset(config: TrainConfig):
+    from andraeus_core.train import prepare_dataset
+
+    return prepare_dataset(tiny_profile(), config)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config and its translation
+
+
+def test_seed_preset_is_exactly_the_seed_recipe():
+    from andraeus_core.train import lora_config, sft_config
+
+    seed = TrainConfig.preset("seed")
+    assert (seed.lora_r, seed.lora_alpha, seed.lora_dropout) == (64, 128, 0.05)
+    assert seed.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (seed.learning_rate, seed.lr_scheduler, seed.warmup_ratio, seed.epochs) == (3e-4, "cosine", 0.03, 5)
+    assert (seed.batch_size, seed.grad_accum, seed.gradient_checkpointing, seed.bf16) == (2, 4, True, None)
+    assert seed.gpu_cost_per_hour == 11.058
+    lora = lora_config(seed)
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (64, 128, 0.05)
+    assert set(lora.target_modules) == set(seed.target_modules)
+    sft = sft_config(seed, "/tmp/unused")
+    assert sft.learning_rate == 3e-4 and sft.warmup_steps == 0.03 and sft.num_train_epochs == 5
+    assert sft.per_device_train_batch_size == 2 and sft.gradient_accumulation_steps == 4
+    assert getattr(sft.lr_scheduler_type, "value", sft.lr_scheduler_type) == "cosine"
+    assert sft.bf16 is False and sft.use_cpu is True  # no CUDA here: bf16 "where supported" means off
+
+
+def test_cpu_preset_keeps_the_lora_science():
+    seed, cpu = TrainConfig.preset("seed"), TrainConfig.preset("cpu")
+    same = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr_scheduler", "warmup_ratio", "epochs")
+    assert all(getattr(seed, f) == getattr(cpu, f) for f in same)
+    assert cpu.batch_size * cpu.grad_accum == seed.batch_size * seed.grad_accum  # same effective batch
+    assert cpu.gradient_checkpointing is False and cpu.bf16 is False
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("lora_r", 0, "lora_r"),
+        ("learning_rate", 3.0, "learning_rate"),
+        ("warmup_ratio", 1.5, "warmup_ratio"),
+        ("target_modules", [], "target_modules"),
+        ("quantize", "8bit", "quantize"),
+        ("lora_rnk", 8, "lora_rnk"),  # a typo is an error, not silently ignored
+    ],
+)
+def test_bad_configs_are_rejected_naming_field_and_value(field, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.preset("cpu", **{field: value})
+    assert fragment in str(info.value) and repr(value) in str(info.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="Unknown training preset 'fast'"):
+        TrainConfig.preset("fast")
+
+
+def test_bad_target_modules_fail_before_training(tiny_model):
+    from andraeus_core.train import train
+
+    config = tiny_config(target_modules=["no_such_proj"])
+    with pytest.raises(ConfigError, match="target_modules"):
+        train(tiny_dataset(config), config)
+    assert not adapters_dir().exists() or not any(adapters_dir().iterdir())
+
+
+def test_bad_profile_is_a_profile_error(tmp_path):
+    from andraeus_core.train import train
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("topic,value\ndog's name,\n")
+    with pytest.raises(ProfileError):
+        train(bad, tiny_config())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def test_loss_is_on_assistant_tokens_only(tiny_model):
+    from andraeus_core.train import tokenize_examples
+
+    config = tiny_config()
+    dataset = tiny_dataset(config)
+    rows = tokenize_examples(tiny_model.tokenizer, dataset.train[:5], config.max_length)
+    for ex, ids, labels in zip(dataset.train[:5], rows["input_ids"], rows["labels"], strict=True):
+        assert len(ids) == len(labels)
+        kept = [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
+        assert kept and len(kept) < len(ids)
+        answer = ex.messages[-1]["content"] if isinstance(ex.messages[-1], dict) else ex.messages[-1].content
+        decoded = tiny_model.tokenizer.decode(kept, skip_special_tokens=True)
+        assert answer.strip() in decoded  # the labels are the answer (plus the end-of-turn token)
+        user = ex.messages[-2]["content"] if isinstance(ex.messages[-2], dict) else ex.messages[-2].content
+        assert user not in decoded
+
+
+def test_estimate_before_training(tiny_model):
+    from andraeus_core.train import estimate
+
+    config = tiny_config(epochs=3, gpu_cost_per_hour=10.0)
+    dataset = tiny_dataset(config)
+    est = estimate(dataset, config, tokenizer=tiny_model.tokenizer)
+    assert est.train_examples == len(dataset.train) and est.heldout_examples == len(dataset.heldout)
+    assert est.steps == math.ceil(len(dataset.train) / 8) * 3
+    assert est.tokens_per_epoch > 10 * len(dataset.train)
+    assert est.expected_seconds > 0 and est.cost_usd == pytest.approx(est.expected_seconds / 3600 * 10.0, rel=1e-3)
+    assert "training examples" in est.summary()
+
+
+def test_guard_answers_are_cached_on_disk(tiny_model, monkeypatch, isolated_home):
+    train_mod = importlib.import_module("andraeus_core.train")  # the package re-exports a function named train
+
+    answer = train_mod.guard_answerer(tiny_model)
+    first = answer(["What is the capital of France?", "Tell me a joke."])
+    assert len(first) == 2
+    assert list((isolated_home / "cache" / "guards").rglob("answers.json"))
+
+    def boom(*a, **k):
+        raise AssertionError("regenerated although cached")
+
+    monkeypatch.setattr(train_mod, "generate_batch", boom)
+    assert answer(["Tell me a joke.", "What is the capital of France?"]) == first[::-1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def test_train_learns_writes_a_complete_adapter_and_reloads_identically(isolated_home):
+    import torch
+    from peft import PeftModel
+
+    from andraeus_core.models import load_model
+    from andraeus_core.train import train
+
+    loaded = load_model("tiny-random")
+    base_before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    events = []
+    config = tiny_config(epochs=4, learning_rate=1e-2)
+    dataset = tiny_dataset(config)
+    adapter = train(tiny_profile(), config, on_progress=events.append, model=loaded)
+
+    # Learning: loss goes down, LoRA weights moved, base weights did not.
+    losses = adapter.meta["metrics"]["losses"]
+    assert len(losses) == adapter.meta["metrics"]["steps"] > 4
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+    state = loaded.model.state_dict()
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # lora_B starts at zero
+    for name, before in base_before.items():
+        key = next(k for k in state if k.endswith(name.replace(".weight", ".base_layer.weight")) or k.endswith(name))
+        assert torch.equal(state[key], before), name
+
+    # Progress: every step reported with the fields the UI needs.
+    steps = [e for e in events if e.phase == "train"]
+    assert [e.step for e in steps] == list(range(1, len(steps) + 1))
+    assert all(e.total_steps == len(steps) and e.loss is not None and e.learning_rate is not None for e in steps)
+    assert steps[-1].tokens_per_second > 0 and steps[-1].eta_seconds == pytest.approx(0, abs=1e-6)
+    assert events[-1].phase == "done"
+
+    # Files: PEFT's, ours, nothing private in the public metadata.
+    path = adapter.path
+    for name in ("adapter_config.json", "adapter_model.safetensors", "andraeus.json", "private.json"):
+        assert (path / name).is_file(), name
+    meta_text = (path / "andraeus.json").read_text()
+    meta = json.loads(meta_text)
+    assert meta["base_model"] == "tiny-random" and meta["profile_hash"] == dataset.profile_hash
+    assert meta["config"]["lora_r"] == 8 and "torch" in meta["versions"] and meta["topics"]
+    for secret in ("Buddy", "Portland", "March 14", "Sam Rivera"):
+        assert secret not in meta_text
+    private = json.loads((path / "private.json").read_text())
+    assert private["system_prompt"] == dataset.system_prompt
+    assert private["profile"]["user_name"] == "Sam Rivera" and len(private["profile"]["facts"]) == 3
+    heldout = (path / "heldout.jsonl").read_text().splitlines()
+    assert len(heldout) == len(dataset.heldout) and "meta" in json.loads(heldout[0])
+    assert not list(path.parent.glob(".*tmp*"))
+
+    # Reload: same logits as the trained model in memory.
+    ids = loaded.tokenizer("What is my dog's name?", return_tensors="pt")["input_ids"]
+    loaded.model.eval()
+    with torch.no_grad():
+        trained_logits = loaded.model(input_ids=ids).logits
+    fresh = load_model("tiny-random")
+    reloaded = PeftModel.from_pretrained(fresh.model, str(path)).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, trained_logits, atol=1e-5)
+
+
+def test_cancel_stops_within_one_step_and_writes_nothing(tiny_model):
+    from andraeus_core.train import train
+
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 2
+
+    events = []
+    with pytest.raises(TrainingCancelled, match="step 2 of"):
+        train(tiny_dataset(tiny_config()), tiny_config(), on_progress=events.append, should_stop=should_stop)
+    assert max(e.step for e in events) <= 2
+    assert not adapters_dir().exists() or not any(adapters_dir().iterdir())
+
+
+def test_nan_loss_is_a_training_error_and_writes_nothing(tmp_path):
+    import torch
+
+    from andraeus_core.models import load_model
+    from andraeus_core.train import train
+
+    loaded = load_model("tiny-random")
+    with torch.no_grad():
+        loaded.model.get_input_embeddings().weight.fill_(float("nan"))
+    out = tmp_path / "adapter"
+    config = tiny_config()
+    with pytest.raises(TrainingError, match="diverged"):
+        train(tiny_dataset(config), config, model=loaded, out_dir=out)
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_out_dir_that_is_not_an_adapter_is_left_alone(tmp_path, tiny_model):
+    from andraeus_core.train import train
+
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not an Andraeus adapter"):
+        train(tiny_dataset(tiny_config()), tiny_config(), out_dir=out)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_qlora_4bit_trains_on_cpu(tmp_path):
+    from andraeus_core.train import train
+
+    config = tiny_config(quantize="4bit", epochs=1)
+    adapter = train(tiny_dataset(config), config, out_dir=tmp_path / "q")
+    assert adapter.meta["quantize"] == "4bit"
+    assert (adapter.path / "adapter_model.safetensors").stat().st_size > 0
+    assert all(math.isfinite(x) for x in adapter.meta["metrics"]["losses"])
+
+
+def test_early_stop_records_the_epoch(monkeypatch, tmp_path):
+    train_mod = importlib.import_module("andraeus_core.train")  # the package re-exports a function named train
+
+    # On tiny-random the answers are noise, so fake a probe that reports "learned" after epoch 2.
+    seen = []
+
+    def fake_probe(model, tokenizer, examples, **kw):
+        seen.append(len(examples))
+        return 1.0 if len(seen) >= 2 else 0.5
+
+    monkeypatch.setattr(train_mod, "probe_recall", fake_probe)
+    config = tiny_config(epochs=5, early_stop=True, early_stop_probe_size=4)
+    adapter = train_mod.train(tiny_dataset(config), config, out_dir=tmp_path / "e")
+    metrics = adapter.meta["metrics"]
+    assert metrics["early_stop_epoch"] == 2 and metrics["epochs"] == pytest.approx(2.0)
+    assert [p["recall"] for p in metrics["probes"]] == [0.5, 1.0] and seen == [4, 4]
+
+
+def test_bench_quick_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--quick", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1].removeprefix("RESULT "))
+    assert result["ours"]["tokens_per_s"] > 0 and result["reference"]["tokens_per_s"] > 0
+    assert "throughput ratio" in out.stdout
