@@ -220,7 +220,8 @@ def _mount_ui(app: object) -> object:
             "Web app not mounted (%s: %s); serving the API only", type(exc).__name__, exc
         )
         return app
-    return gr.mount_gradio_app(app, web.demo, path="/")
+    # LAUNCH_KWARGS carries the app's upload limit (max_file_size); mounting would otherwise reset it to none.
+    return gr.mount_gradio_app(app, web.demo, path="/", **getattr(web, "LAUNCH_KWARGS", {}))
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
@@ -316,6 +317,120 @@ def _cmd_variations(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# andraeus train
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a LoRA/QLoRA adapter on a profile of facts (YAML, JSON or CSV)")
+    p.add_argument("profile", help="the profile file (see examples/)")
+    _base_model_arg(p)
+    p.add_argument(
+        "--preset",
+        choices=["seed", "cpu"],
+        default=None,
+        help="training recipe (default: seed with CUDA, cpu otherwise)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training phrasings")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank r (alpha follows as 2r, the seed's ratio)")
+    p.add_argument("--quantize", choices=["4bit"], default=None, help="QLoRA: load the base model in 4-bit NF4")
+    p.add_argument("--out", default=None, help="adapter directory (default: under $ANDRAEUS_HOME/adapters)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--user-name", default=None, help="the user's name (CSV profiles carry none; default 'User')")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="save a checkpoint every N optimiser steps")
+    p.add_argument("--no-early-stop", action="store_true", help="train all epochs even once the facts are learned")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import signal
+
+    from .config import TrainConfig
+    from .models import cuda_available
+    from .train import ProgressEvent, estimate, train
+
+    overrides: dict[str, object] = {}
+    if args.base_model is not None:
+        overrides["base_model"] = args.base_model
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.rank is not None:
+        overrides["lora_r"] = args.rank
+        overrides["lora_alpha"] = 2 * args.rank
+    if args.quantize is not None:
+        overrides["quantize"] = args.quantize
+    if args.checkpoint_every is not None:
+        overrides["checkpoint_every"] = args.checkpoint_every
+    if args.no_early_stop:
+        overrides["early_stop"] = False
+    preset = args.preset or ("seed" if cuda_available() else "cpu")
+    config = TrainConfig.preset(preset, **overrides)
+
+    from .profile import load_profile
+
+    profile = load_profile(args.profile, user_name=args.user_name) if args.user_name else load_profile(args.profile)
+    print("Estimate: " + estimate(profile, config).summary(), flush=True)
+
+    stop = {"requested": False}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nstopping after this step (Ctrl-C again to abort at once)", file=sys.stderr)
+
+    tty = sys.stderr.isatty()
+    last = {"printed": -1}
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.phase != "train":
+            if event.message:
+                print(
+                    ("\n" if tty and last["printed"] >= 0 else "") + f"[{event.phase}] {event.message}",
+                    file=sys.stderr,
+                )
+            return
+        total = max(event.total_steps, 1)
+        width = 30
+        filled = int(width * event.step / total)
+        bar = "#" * filled + "." * (width - filled)
+        eta = f"{event.eta_seconds:.0f}s" if event.eta_seconds is not None else "?"
+        tps = f"{event.tokens_per_second:,.0f}" if event.tokens_per_second else "?"
+        line = (
+            f"[{bar}] step {event.step}/{total} epoch {event.epoch:.2f} loss {event.loss:.4f} "
+            f"lr {event.learning_rate or 0:.2e} {tps} tok/s ETA {eta}"
+        )
+        if tty:
+            sys.stderr.write("\r" + line)
+            sys.stderr.flush()
+        elif event.step == total or event.step - last["printed"] >= max(1, total // 10):
+            print(line, file=sys.stderr, flush=True)
+        last["printed"] = event.step
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        adapter = train(
+            profile,
+            config,
+            on_progress=on_progress,
+            should_stop=lambda: stop["requested"],
+            resume=args.resume,
+            out_dir=args.out,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if tty:
+        sys.stderr.write("\n")
+    metrics = adapter.meta["metrics"]
+    stopped = metrics.get("early_stop_epoch")
+    print(
+        f"Trained {metrics['steps']} steps in {adapter.meta['timings']['total_seconds']:.0f}s, final loss "
+        f"{metrics['final_loss']}" + (f", facts learned after epoch {stopped} (early stop)" if stopped else "")
+    )
+    print(adapter.path)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # andraeus eval
 
 
@@ -367,6 +482,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_chat,
     _add_models,
     _add_eval,
+    _add_train,
     _add_push,
     _add_pull,
     _add_serve,
