@@ -50,6 +50,8 @@ PULL_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META)
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz")
 #: Waits (seconds) before the retries of a call that failed with 429, 5xx, a timeout or a dropped connection.
 RETRY_WAITS: tuple[float, ...] = (1.0, 3.0)
+#: Fact values shorter than this are not searched for in uploaded text (see :func:`_private_strings`).
+MIN_SECRET_CHARS = 3
 #: Upper bound on any wait a server asks for with ``Retry-After``.
 MAX_RETRY_AFTER_S = 30.0
 #: Read/write timeout of every Hub request made here (connect timeout: 10 s); ``ANDRAEUS_HUB_TIMEOUT`` overrides.
@@ -295,7 +297,8 @@ def _private_strings(adapter_dir: Path, include_user_name: bool) -> list[tuple[s
         for j, alias in enumerate(fact.get("aliases") or []):
             if isinstance(alias, str):
                 found.append((f"facts[{index}].aliases[{j}]", alias))
-    return [(name, text.strip()) for name, text in found if text and text.strip()]
+    # Values shorter than 3 characters ("2", "NY") would match the card's own text by chance and reveal little.
+    return [(name, text.strip()) for name, text in found if text and len(text.strip()) >= MIN_SECRET_CHARS]
 
 
 def _leak_check(files: dict[str, bytes], secrets: Iterable[tuple[str, str]]) -> None:
@@ -322,27 +325,54 @@ def _card_base_model(base_model: str | None) -> str | None:
     return base_model if _REPO_ID.match(base_model) else None
 
 
-def _metric_lines(metrics: Any) -> list[str]:
-    """Eval summary numbers, flattened one level (``recall: 0.93``, ``by_kind.reverse: 0.8``); numbers only."""
+def _numbers(tree: Any, depth: int = 3) -> Any:
+    """Only the numbers of a nested dict (no strings, no lists): answers or values can never ride along."""
+    if isinstance(tree, bool):
+        return None
+    if isinstance(tree, int | float):
+        return tree
+    if isinstance(tree, dict) and depth > 0:
+        kept = {str(k): _numbers(v, depth - 1) for k, v in tree.items()}
+        kept = {k: v for k, v in kept.items() if v is not None and v != {}}
+        return kept or None
+    return None
+
+
+def _metric_lines(metrics: Any, limit: int = 30) -> list[str]:
+    """Table rows ``| by_kind.reverse.score | 0.8 |`` for the numbers in ``metrics``."""
     lines: list[str] = []
-    if not isinstance(metrics, dict):
-        return lines
-    for key, value in metrics.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int | float):
-            lines.append(f"| {key} | {value:.4g} |")
-        elif isinstance(value, dict):
-            for sub, inner in value.items():
-                if isinstance(inner, int | float) and not isinstance(inner, bool):
-                    lines.append(f"| {key}.{sub} | {inner:.4g} |")
-    return lines[:40]
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        elif value is not None:
+            lines.append(f"| {prefix} | {value:.4g} |")
+
+    walk("", _numbers(metrics))
+    return lines[:limit]
 
 
-def model_card(meta: dict[str, Any], repo_id: str, *, user_name: str | None = None, private: bool = True) -> str:
+_EVAL_KEYS = ("n", "recall", "by_kind", "over_trigger_rate", "abstention_rate", "retention")
+_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def _table(title: str, lines: list[str]) -> str:
+    return f"## {title}\n\n| metric | value |\n| --- | --- |\n" + "\n".join(lines) + "\n\n" if lines else ""
+
+
+def model_card(
+    meta: dict[str, Any],
+    repo_id: str,
+    *,
+    user_name: str | None = None,
+    private: bool = True,
+    lora_rank: int | None = None,
+) -> str:
     """The README.md pushed with an adapter: metadata, how to load it with PEFT and serve it with vLLM.
 
-    Holds no fact values; the user's name only when ``user_name`` is given (the user opted in).
+    Holds no fact values; the user's name only when ``user_name`` is given (the user opted in). Evaluation numbers
+    come from ``meta["eval"]`` (or recall-like keys of ``meta["metrics"]``), training numbers from ``meta["metrics"]``.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -355,27 +385,30 @@ def model_card(meta: dict[str, Any], repo_id: str, *, user_name: str | None = No
         tags=["andraeus", "lora", "personal", *([] if private else ["public"])],
         pipeline_tag="text-generation",
     )
-    owner_line = f"It was trained for {user_name}." if user_name else ""
-    base_line = f"`{base_hub}`" if base_hub else f"the Andraeus preset `{base_preset}`"
-    metrics = _metric_lines(meta.get("metrics"))
-    eval_block = (
-        "## Evaluation (held-out phrasings)\n\n| metric | value |\n| --- | --- |\n" + "\n".join(metrics) + "\n"
-        if metrics
-        else ""
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    evaluation = (
+        meta.get("eval") if isinstance(meta.get("eval"), dict) else {k: metrics[k] for k in _EVAL_KEYS if k in metrics}
     )
+    training = {k: v for k, v in metrics.items() if k not in _EVAL_KEYS}
+    blocks = _table("Evaluation (held-out phrasings)", _metric_lines(evaluation)) + _table(
+        "Training", _metric_lines(training, limit=12)
+    )
+    owner_line = f" It was trained for {user_name}." if user_name else ""
+    base_line = f"`{base_hub}`" if base_hub else f"the Andraeus preset `{base_preset}`"
     topics_line = f"Topics it knows about ({len(topics)}): " + ", ".join(topics) + "." if topics else ""
     load_base = base_hub or "<the base model>"
+    max_rank = next((r for r in _VLLM_LORA_RANKS if lora_rank and r >= lora_rank), 64)
     body = f"""
 # {repo_id.split("/")[-1]}
 
-A personal LoRA adapter made with [Andraeus](https://github.com/andraeus/andraeus): it teaches {base_line} the facts
-of one person's life. {owner_line}
+A personal LoRA adapter made with Andraeus: it teaches {base_line} the facts
+of one person's life.{owner_line}
 {topics_line}
 
 The facts themselves are not in this card or in `andraeus.json`; they are only in the adapter weights, so keep this
 repo private unless you mean to share them.
 
-{eval_block}
+{blocks}
 ## Use with PEFT
 
 ```python
@@ -392,7 +425,7 @@ Or with Andraeus: `andraeus chat --adapter {repo_id}`.
 ## Serve with vLLM (multi-LoRA)
 
 ```bash
-vllm serve {load_base} --enable-lora --max-lora-rank 64 \\
+vllm serve {load_base} --enable-lora --max-lora-rank {max_rank} \\
     --lora-modules personal={repo_id}
 # then ask the OpenAI-compatible server for model "personal"
 ```
@@ -402,7 +435,12 @@ vllm serve {load_base} --enable-lora --max-lora-rank 64 \\
 
 
 def upload_files(
-    adapter_dir: str | Path, repo_id: str, *, private: bool = True, include_user_name: bool = False
+    adapter_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    include_user_name: bool = False,
+    eval_summary: dict[str, Any] | None = None,
 ) -> dict[str, bytes | Path]:
     """Exactly what :func:`push_adapter` uploads, as ``{path in repo: bytes or local file}``, after the leak check.
 
@@ -416,6 +454,8 @@ def upload_files(
     base_model = meta.get("base_model") or config.get("base_model_name_or_path")
     if base_model and not meta.get("base_model"):
         meta = {**meta, "base_model": base_model}
+    if eval_summary is not None:
+        meta = {**meta, "eval": _numbers(eval_summary) or {}}
     config["base_model_name_or_path"] = _card_base_model(base_model) or (base_model if base_model in PRESETS else None)
     user_name = None
     if include_user_name and (directory / ADAPTER_PRIVATE).is_file():
@@ -424,7 +464,9 @@ def upload_files(
     texts: dict[str, bytes] = {
         ADAPTER_CONFIG: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
         ADAPTER_META: (json.dumps(meta, indent=2) + "\n").encode(),
-        MODEL_CARD: model_card(meta, repo_id, user_name=user_name, private=private).encode(),
+        MODEL_CARD: model_card(
+            meta, repo_id, user_name=user_name, private=private, lora_rank=config.get("r")
+        ).encode(),
     }
     _leak_check(texts, _private_strings(directory, include_user_name))
     files: dict[str, bytes | Path] = dict(texts)
@@ -445,6 +487,7 @@ def push_adapter(
     commit_message: str | None = None,
     *,
     include_user_name: bool = False,
+    eval_summary: dict[str, Any] | None = None,
 ) -> str:
     """Upload an adapter to the user's own Hub repo, private unless ``private=False``.
 
@@ -455,6 +498,8 @@ def push_adapter(
         private: create the repo private; pushing into an existing *public* repo is refused unless this is False.
         commit_message: default "Upload Andraeus adapter".
         include_user_name: put the profile's user name in the model card (off by default).
+        eval_summary: evaluation numbers for the card and the uploaded ``andraeus.json`` (e.g.
+            ``EvalReport.metrics().model_dump()``); only numbers are kept, so answers can never be uploaded.
 
     Returns:
         The repo's URL.
@@ -477,7 +522,9 @@ def push_adapter(
     if "/" not in repo_id.strip():
         repo_id = f"{who['name']}/{repo_id.strip()}"
     repo_id = repo_id.strip()
-    files = upload_files(directory, repo_id, private=private, include_user_name=include_user_name)
+    files = upload_files(
+        directory, repo_id, private=private, include_user_name=include_user_name, eval_summary=eval_summary
+    )
 
     _call(
         lambda: api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True),

@@ -542,6 +542,7 @@ def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStub]:
     talks to 127.0.0.1; nothing else is reachable from tests anyway.
     """
     from huggingface_hub import close_session, constants
+    from huggingface_hub.utils import _http
 
     stub = HubStub().start()
     stub.add_user("alice", ALICE_TOKEN)
@@ -559,4 +560,6 @@ def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStub]:
         yield stub
     finally:
         stub.stop()
-        close_session()  # the shared httpx client keeps connections to this stub's port
+        # The shared client keeps connections to this stub's port (and maybe a test's short timeout): start afresh.
+        _http.set_client_factory(_http.default_client_factory)
+        close_session()

@@ -122,7 +122,8 @@ def test_model_card_has_metadata_snippets_and_no_private_text(hub_server: HubStu
     assert card.data.library_name == "peft"
     assert {"andraeus", "lora", "personal"} <= set(card.data.tags)
     assert "PeftModel.from_pretrained" in card.text and "vllm serve" in card.text and "--enable-lora" in card.text
-    assert "0.875" in card.text  # eval summary numbers are allowed
+    assert "| recall | 0.875 |" in card.text and "| by_kind.reverse | 0.5 |" in card.text  # eval numbers allowed
+    assert "--max-lora-rank 8" in card.text  # r=4 rounded up to a rank vLLM accepts
     config = json.loads(uploaded["adapter_config.json"])
     assert config["base_model_name_or_path"] == "tiny-random"  # not a local path
     for content in uploaded.values():
@@ -385,3 +386,18 @@ def test_adapter_zip_holds_the_allowlist_and_nothing_private(adapter: Path, tmp_
     assert _dir_hash(adapter) == before
     custom = hub.adapter_zip(adapter, tmp_path / "out" / "mine.zip")
     assert custom == tmp_path / "out" / "mine.zip" and custom.is_file()
+
+
+def test_eval_summary_keeps_only_numbers(hub_server: HubStub, adapter: Path):
+    summary = {
+        "recall": 0.75,
+        "by_kind": {"paraphrase": {"n": 8, "score": 0.625}},
+        "items": [{"question": "What's my dog called?", "answer": "Buddy"}],
+        "note": "Buddy lives in Portland",
+    }
+    hub.push_adapter(adapter, "alice/evald", ALICE_TOKEN, eval_summary=summary)
+    uploaded = _uploaded(hub_server, "alice/evald")
+    meta = json.loads(uploaded["andraeus.json"])
+    assert meta["eval"] == {"recall": 0.75, "by_kind": {"paraphrase": {"n": 8, "score": 0.625}}}
+    assert "| by_kind.paraphrase.score | 0.625 |" in uploaded["README.md"].decode()
+    assert "eval" not in json.loads((adapter / "andraeus.json").read_text())  # the local copy is untouched
