@@ -447,7 +447,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baselines", action="store_true", help="evaluate the adapter only (faster)")
     _base_model_arg(p)
     p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=64, help="questions per forward pass")
     p.set_defaults(handler=_cmd_eval)
 
 

@@ -449,3 +449,44 @@ def test_recall_by_kind_chart_writes_a_png(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(EvaluationError):
         bar_chart(["a", "b"], {"x": [0.5]}, tmp_path / "bad.png")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench/ablation.py --quick (the full run is in the README; this proves the script's mechanics)
+
+
+def test_ablation_quick_smoke_run(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "bench" / "ablation.py")
+    assert spec is not None and spec.loader is not None
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    out = tmp_path / "results"
+    assert ablation.main(["--quick", "--out", str(out)]) == 0
+    results = json.loads((out / "ablation.json").read_text())
+    assert [r["k"] for r in results["runs"]] == [1, 2] and results["seeds_done"] == [0]
+    # Same exposures for every k: the same number of optimiser steps.
+    assert len({r["steps"] for r in results["runs"]}) == 1
+    assert len(results["in_context"]) == 1
+    table = (out / "ablation.md").read_text()
+    assert "| 1 |" in table and "| 2 |" in table and "in-context" in table
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ablation_picks_k_phrasings_round_robin_over_dimensions() -> None:
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "bench" / "ablation.py")
+    assert spec is not None and spec.loader is not None
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    dims = ["typo", "punctuation", "punctuation", "reverse", "formality", "directness", "punctuation"]
+    examples = [SimpleNamespace(meta=SimpleNamespace(dimension=d), i=i) for i, d in enumerate(dims)]
+    one = ablation.pick_phrasings(examples, 1)
+    assert [e.meta.dimension for e in one] == ["punctuation"]
+    five = ablation.pick_phrasings(examples, 5)
+    assert sorted(e.meta.dimension for e in five) == ["directness", "formality", "punctuation", "reverse", "typo"]
+    assert len({e.i for e in ablation.pick_phrasings(examples, 7)}) == 7
+    assert len(ablation.pick_phrasings(examples, 30)) == 7  # capped by the pool
