@@ -213,6 +213,27 @@ class ChatCache:
             self._models.pop(key, None)
 
 
+def _preload_libraries() -> None:
+    """Import the heavy libraries once, in this thread.
+
+    transformers resolves its names lazily on first use, and that is not thread-safe: a training worker and a chat
+    request importing it at the same moment can see ``cannot import name 'AutoModelForCausalLM'``.
+    """
+    import peft  # noqa: F401
+    import transformers
+    import trl  # noqa: F401
+
+    for name in (
+        "AutoModelForCausalLM",
+        "AutoTokenizer",
+        "TextIteratorStreamer",
+        "StoppingCriteriaList",
+        "TrainerCallback",
+        "set_seed",
+    ):
+        getattr(transformers, name)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the service
 
@@ -256,6 +277,8 @@ class Service:
     def start(self) -> None:
         """Recover jobs left by a previous process, then start the worker threads."""
         self.recover()
+        if self.workers:
+            _preload_libraries()
         for i in range(self.workers):
             thread = threading.Thread(target=self._worker, name=f"andraeus-job-worker-{i}", daemon=True)
             thread.start()
