@@ -1,0 +1,45 @@
+"""Evaluation on a briefly trained adapter of the real default model (slow: about a minute on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from andraeus_core.evaluate import KINDS, evaluate, heldout_questions, score_answer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_trained_adapter_beats_the_base_model_on_heldout_questions(tmp_path: Path) -> None:
+    from andraeus_core.config import TrainConfig
+    from andraeus_core.train import train
+
+    adapter = train(
+        ROOT / "examples" / "minimal.csv",
+        TrainConfig.preset("cpu", epochs=2),
+        out_dir=tmp_path / "adapter",
+        user_name="Sam Rivera",
+    )
+    report = evaluate(adapter, None, max_new_tokens=32, batch_size=32)
+    data = report.to_json()
+    assert data["base_model"] == "smollm2-135m"
+    assert data["n"] == len(heldout_questions(adapter.path)) == len(data["items"])
+    assert set(data["by_kind"]) <= set(KINDS)
+    assert {"paraphrase", "reverse"} <= set(data["by_kind"])
+    # The facts are not something the bare base model knows; the adapter learned them from phrasings alone and
+    # answers held-out phrasings it never saw. The in-context baseline is told the facts in its prompt.
+    base = report.baselines["base"]
+    assert base.recall is not None and base.recall <= 0.1
+    assert report.recall is not None and report.recall >= base.recall + 0.4, report.table()
+    assert report.baselines["in_context"].recall is not None
+    assert report.baselines["in_context"].recall > base.recall
+    # The verdicts in the report follow the scoring rules for the recorded answers.
+    values = json.loads((adapter.path / "private.json").read_text())["profile"]
+    flat = [t for f in values["facts"] for t in [f["value"], *f.get("aliases", [])]]
+    questions = heldout_questions(adapter.path)
+    for question, item in zip(questions, report.items, strict=True):
+        assert item.correct == score_answer(question, item.answer, flat)
+    assert report.seconds < 120
