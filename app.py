@@ -255,7 +255,8 @@ def estimate(
 
 
 def _gpu_seconds(
-    sess: Session,
+    profile_json: str,
+    session_dir: str,
     base_model: str,
     preset: str,
     epochs: int,
@@ -263,13 +264,12 @@ def _gpu_seconds(
     qlora: bool,
     per_fact: int,
     heldout: float,
-    *args: Any,
-    **kwargs: Any,
 ) -> int:
     """ZeroGPU duration for this job: the estimate plus headroom for loading, capped at 25 minutes."""
     try:
         config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
-        seconds = core.estimate(sess.profile, config).expected_seconds
+        profile = core.parse_profile(profile_json, fmt="json", source="session")
+        seconds = core.estimate(profile, config).expected_seconds
     except Exception:  # noqa: BLE001 - a failed estimate must not block the request; the run reports real errors
         return 600
     return int(min(1500, max(120, 1.5 * seconds + 90)))
@@ -277,7 +277,8 @@ def _gpu_seconds(
 
 @spaces.GPU(duration=_gpu_seconds)
 def _train_on_gpu(
-    sess: Session,
+    profile_json: str,
+    session_dir: str,
     base_model: str,
     preset: str,
     epochs: int,
@@ -285,28 +286,32 @@ def _train_on_gpu(
     qlora: bool,
     per_fact: int,
     heldout: float,
-    progress: Any,
 ):
-    """Run training in a thread and yield (status, losses) while it runs; the last yield carries the adapter."""
-    config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout, out_dir=sess.dir / "adapter")
-    events: queue.Queue[Any] = queue.Queue()
-    result: dict[str, Any] = {}
-    sess.cancel_flag.unlink(missing_ok=True)
+    """Train in a thread and yield progress dicts; the last one has ``adapter`` or ``error``/``cancelled``.
 
+    Only plain, picklable values go in and out: on ZeroGPU this runs in a forked GPU worker, and errors other than
+    gr.Error lose their message on the way back, so they travel as data. The cancel flag is a file in the session
+    directory because the disk is all the two processes share.
+    """
+    directory = Path(session_dir)
+    cancel_flag = directory / "cancel"
+    config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout, out_dir=directory / "adapter")
     # Handed over as a file: train() then keeps the profile in the adapter's private.json (given a Profile object
     # it currently records none). The file is in the session directory and removed right after.
-    profile_file = sess.dir / "profile.json"
-    profile_file.write_text(sess.profile.model_dump_json())
+    profile_file = directory / "profile.json"
+    profile_file.write_text(profile_json)
+    events: queue.Queue[Any] = queue.Queue()
+    result: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            result["adapter"] = core.train(str(profile_file), config, events.put, sess.cancel_flag.exists)
-        except BaseException as exc:  # noqa: BLE001 - handed to the UI thread below
+            result["adapter"] = core.train(str(profile_file), config, events.put, cancel_flag.exists)
+        except BaseException as exc:  # noqa: BLE001 - handed to the generator below
             result["error"] = exc
         finally:
             events.put(None)
 
-    thread = threading.Thread(target=run, daemon=True, name=f"train-{sess.id[:8]}")
+    thread = threading.Thread(target=run, daemon=True, name="train")
     thread.start()
     losses: list[dict[str, float]] = []
     try:
@@ -316,21 +321,27 @@ def _train_on_gpu(
                 break
             if event.loss is not None and event.phase == "train":
                 losses.append({"step": event.step, "loss": float(event.loss)})
-            fraction = event.step / event.total_steps if event.total_steps else 0.0
             eta = f", ~{event.eta_seconds:.0f}s left" if event.eta_seconds else ""
             status = f"{event.phase}: {event.message or ''} step {event.step}/{event.total_steps}{eta}".strip()
-            progress(fraction, desc=status)
-            yield status, losses, None
+            fraction = event.step / event.total_steps if event.total_steps else 0.0
+            yield {"fraction": fraction, "status": status, "losses": list(losses)}
     finally:
         # The browser went away (or the generator was closed): stop the run rather than train for nobody.
         if thread.is_alive():
-            sess.cancel_flag.touch()
+            cancel_flag.touch()
         thread.join()
         profile_file.unlink(missing_ok=True)
-    if "error" in result:
-        raise result["error"]
-    adapter = result["adapter"]
-    yield f"done in {adapter.meta['timings']['total_seconds']:.0f}s", losses, str(adapter.path)
+    error = result.get("error")
+    if isinstance(error, core.TrainingCancelled):
+        yield {"cancelled": str(error), "losses": losses}
+    elif isinstance(error, core.AndraeusError):
+        yield {"error": str(error), "losses": losses}
+    elif error is not None:
+        raise error
+    else:
+        adapter = result["adapter"]
+        done = f"done in {adapter.meta['timings']['total_seconds']:.0f}s"
+        yield {"fraction": 1.0, "status": done, "losses": losses, "adapter": str(adapter.path)}
 
 
 def _explain_gpu_error(exc: Exception) -> str:
@@ -361,26 +372,37 @@ def start_training(
     progress=gr.Progress(),  # noqa: B008 - gradio's idiom
 ):
     sess = _session(state)
-    _need_profile(sess)
+    profile = _need_profile(sess)
     sess.adapter, sess.chat_model = None, None
+    sess.cancel_flag.unlink(missing_ok=True)
     losses: list[dict[str, float]] = []
+    progress(0.0, desc="starting")
     try:
-        for status, losses, adapter in _train_on_gpu(
-            sess, base_model, preset, epochs, rank, qlora, per_fact, heldout, progress
+        for update in _train_on_gpu(
+            profile.model_dump_json(), str(sess.dir), base_model, preset, epochs, rank, qlora, per_fact, heldout
         ):
-            if adapter:
-                sess.adapter = adapter
+            losses = update.get("losses", losses)
+            if "cancelled" in update:
+                yield sess, f"⏹️ {update['cancelled']}", _loss_frame(losses)
+                return
+            if "error" in update:
+                yield sess, _err(core.TrainingError(update["error"])), _loss_frame(losses)
+                return
+            progress(update["fraction"], desc=update["status"])
+            status = update["status"]
+            if update.get("adapter"):
+                sess.adapter = update["adapter"]
                 status = _ok(f"Adapter trained ({status}). Evaluate it, chat with it or download it.")
             yield sess, status, _loss_frame(losses)
-    except core.TrainingCancelled as exc:
-        yield sess, f"⏹️ {exc}", _loss_frame(losses)
-    except core.AndraeusError as exc:
-        yield sess, _err(exc), _loss_frame(losses)
     except gr.Error as exc:
         raise gr.Error(_explain_gpu_error(exc)) from None
     except Exception as exc:  # noqa: BLE001 - shown to the user; the traceback goes to the server log only
         logger.exception("training failed")
-        yield sess, _err(_explain_gpu_error(exc)), _loss_frame(losses)
+        yield sess, _err(RuntimeError(_explain_gpu_error(exc))), _loss_frame(losses)
+    finally:
+        # Also reached when the browser goes away mid-run: the flag stops the training thread (or GPU worker).
+        # A new run clears it first.
+        sess.cancel_flag.touch()
 
 
 def cancel_training(state: Session | None) -> str:
@@ -407,15 +429,22 @@ def _need_adapter(sess: Session) -> str:
 
 
 @spaces.GPU(duration=180)
-def _evaluate_on_gpu(adapter: str, progress: Any) -> Any:
-    return core.evaluate(adapter, on_progress=lambda f, m: progress(f, desc=m))
+def _evaluate_on_gpu(adapter: str) -> Any:
+    """Held-out evaluation (adapter, base, facts-in-prompt); plain values in and out for the ZeroGPU worker."""
+    try:
+        return core.evaluate(adapter)
+    except core.AndraeusError as exc:
+        return {"error": str(exc)}
 
 
 def run_evaluation(state: Session | None, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
     sess = _session(state)
     adapter = _need_adapter(sess)
+    progress(0.1, desc="answering the held-out questions with the adapter, the base model and facts-in-prompt")
     try:
-        report = _evaluate_on_gpu(adapter, progress)
+        report = _evaluate_on_gpu(adapter)
+        if isinstance(report, dict):
+            return sess, _err(core.EvaluationError(report["error"])), None, []
         chart = core.recall_by_kind_chart(report, sess.dir / f"recall-{int(time.time() * 1000)}.png")
     except core.AndraeusError as exc:
         return sess, _err(exc), None, []
@@ -452,8 +481,18 @@ def _chat_model(sess: Session) -> Any:
         return sess.chat_model
 
 
-@spaces.GPU(duration=60)
-def _stream_on_gpu(model: Any, messages: list[dict[str, str]], use_adapter: bool):
+@spaces.GPU(duration=90)
+def _stream_on_gpu(adapter: str, messages: list[dict[str, str]], use_adapter: bool):
+    """ZeroGPU: a forked GPU worker cannot keep the session's model, so it loads base + adapter for the answer."""
+    model = core.load_chat_model(adapter=adapter)
+    yield from model.stream(messages, core.GenerationConfig(max_new_tokens=128), use_adapter=use_adapter)
+
+
+def _stream(sess: Session, messages: list[dict[str, str]], use_adapter: bool):
+    if ON_ZERO_GPU:
+        yield from _stream_on_gpu(_need_adapter(sess), messages, use_adapter)
+        return
+    model = _chat_model(sess)  # kept in this session's state: loaded once, not per message
     yield from model.stream(messages, core.GenerationConfig(max_new_tokens=128), use_adapter=use_adapter)
 
 
@@ -463,25 +502,18 @@ def chat(message: str, history: list[dict[str, Any]], use_base: bool, state: Ses
     if not (message or "").strip():
         yield sess, history, ""
         return
-    try:
-        model = _chat_model(sess)
-    except core.AndraeusError as exc:
-        raise gr.Error(_err(exc)) from None
+    _need_adapter(sess)
     turns = [
         {"role": m["role"], "content": _text(m["content"])} for m in history if m.get("role") in ("user", "assistant")
     ]
     turns.append({"role": "user", "content": message})
-    label = "base model" if use_base else "your assistant"
-    history = [
-        *history,
-        {"role": "user", "content": message},
-        {"role": "assistant", "content": "", "metadata": {"title": label} if use_base else None},
-    ]
-    if history[-1]["metadata"] is None:
-        del history[-1]["metadata"]
+    reply: dict[str, Any] = {"role": "assistant", "content": ""}
+    if use_base:  # labelled, so a base-model answer is never mistaken for the trained assistant's
+        reply["metadata"] = {"title": "base model (adapter off)"}
+    history = [*history, {"role": "user", "content": message}, reply]
     answer = ""
     try:
-        for piece in _stream_on_gpu(model, turns, not use_base):
+        for piece in _stream(sess, turns, not use_base):
             answer += piece
             history[-1]["content"] = answer
             yield sess, history, ""

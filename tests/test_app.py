@@ -275,3 +275,23 @@ def test_space_front_matter_and_defaults():
     # No user data at module level: sessions live in gr.State only.
     assert not [k for k, v in vars(app).items() if isinstance(v, app.Session)]
     assert app.LAUNCH_KWARGS["max_file_size"] == app.MAX_UPLOAD
+
+
+def test_zero_gpu_duration_follows_the_job_and_gpu_functions_take_plain_values():
+    import inspect
+    import pickle
+
+    import app
+    from andraeus_core import load_profile
+
+    profile_json = load_profile(ROOT / "examples" / "seed_profile.yaml").model_dump_json()
+    args = (profile_json, "/tmp/x", *FAST.values())
+    # spaces calls the duration function with the GPU function's own arguments, and pickles them for the worker.
+    # (off ZeroGPU, spaces.GPU returns the function itself)
+    assert list(inspect.signature(app._gpu_seconds).parameters) == list(
+        inspect.signature(app._train_on_gpu).parameters
+    )
+    pickle.dumps(args)
+    short = app._gpu_seconds(*args)
+    long = app._gpu_seconds(profile_json, "/tmp/x", *{**FAST, "epochs": 10, "per_fact": 60}.values())
+    assert 120 <= short <= long <= 1500
