@@ -215,6 +215,7 @@ def build_dataset(
     seed: int = 0,
     system_prompt: Literal["identity", "facts"] | str = "identity",
     guard_answer_fn: Callable[[list[str]], list[str]] | None = None,
+    exclude_questions: Iterable[str] = (),
 ) -> ChatDataset:
     """Build the train and held-out chat examples of a profile.
 
@@ -226,6 +227,8 @@ def build_dataset(
         system_prompt: "identity" (default, no fact values), "facts" (the seed's fact list) or your own text.
         guard_answer_fn: answers general questions near the topics with the base model (self-distillation); without
             it, over-trigger guards are left out of training but still held out for evaluation.
+        exclude_questions: questions that must not be trained on (e.g. a hand-written eval set): a generated
+            example with the same words (ignoring case and punctuation) is moved to the held-out split.
 
     Returns:
         The dataset; ``heldout`` questions never appear in ``train`` (not even re-punctuated or as a typo).
@@ -288,6 +291,17 @@ def build_dataset(
         elif g.question in answers and answers[g.question].strip():
             train.append(_example(system, g.question, answers[g.question].strip(), meta))
 
+    excluded = {normalize_question(q) for q in exclude_questions}
+    if excluded:
+        moved = [e for e in train if normalize_question(e.question) in excluded]
+        if moved:
+            logger.info("moved %d examples that match excluded questions to the held-out split", len(moved))
+            train = [e for e in train if normalize_question(e.question) not in excluded]
+            for e in moved:
+                e.meta.split = "heldout"
+                if e.meta.kind == "overtrigger":
+                    e.messages = e.messages[:2]  # a held-out guard has no fixed answer
+            heldout.extend(moved)
     rng.shuffle(train)
     logger.info("dataset: %d train, %d held-out examples for %d facts", len(train), len(heldout), len(profile.facts))
     return ChatDataset(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,7 +119,7 @@ _CATALOG: dict[str, tuple[Kind, str, tuple[str, ...], dict[str, tuple[str, ...]]
             "fiancée's name",
         ),
         {
-            "formality": ("What is the name of my significant other?", "Could you tell me my partner's name, please?"),
+            "formality": ("What is the name of my significant other?", "Could you tell me my {n}'s name, please?"),
             "directness": ("Who am I in a relationship with?", "Who do I share my life with?", "Who's my other half?"),
         },
         ("How do I plan a romantic dinner?", "What are good anniversary gift ideas for a partner?"),
@@ -324,11 +324,13 @@ _CATALOG: dict[str, tuple[Kind, str, tuple[str, ...], dict[str, tuple[str, ...]]
         ("How do I find a good employer?", "What should I ask in a job interview?"),
     ),
     "school": (
-        "employer",
+        "thing",
         "school",
-        ("university", "college", "alma mater", "uni"),
+        ("university", "college", "alma mater", "uni", "high school"),
         {
             "punctuation": ("Where did I study?", "Which school did I go to?"),
+            "formality": ("What is the name of my school?", "At which institution did I study?"),
+            "directness": ("Where did I go to school?", "What school did I attend?"),
         },
         ("How do I choose a university?",),
     ),
@@ -436,6 +438,34 @@ def _strip_favourite(key: str) -> str | None:
 
 def topic_info(topic: str) -> TopicInfo:
     """Classify a topic (catalogued or free-form) so questions about it read naturally."""
+    return _with_keywords(_classify(topic))
+
+
+def _with_keywords(info: TopicInfo) -> TopicInfo:
+    """What a correct reversed answer says: "your dog", "your birthday", "your favourite board game".
+
+    Possessive forms, not bare nouns: "Buddy is a popular dog name" must not count as knowing that Buddy is *your*
+    dog.
+    """
+    if info.kind == "name":
+        words = [f"your {info.noun}"]
+    elif info.kind == "favourite":
+        words = [f"your favourite {info.noun}", f"your favorite {info.noun}"]
+    else:
+        words = [f"your {info.topic.casefold()}"]
+    key = topic_key(info.topic)
+    catalogued = _INDEX.get(key)
+    words += {
+        "birthday": ["you were born"],
+        "employer": ["you work at", "you work for"],
+        "home city": ["you live in"],
+        "country": ["you live in"],
+        "hometown": ["you grew up in"],
+    }.get(catalogued or "", [])
+    return replace(info, keywords=tuple(dict.fromkeys(words)))
+
+
+def _classify(topic: str) -> TopicInfo:
     key = topic_key(topic)
     text = topic.strip()
     if text.casefold().startswith("my "):
@@ -446,44 +476,27 @@ def topic_info(topic: str) -> TopicInfo:
         if kind == "name":
             # Keep the user's own word ("wife" for "wife's name", "mum" for "mum's name").
             noun = _name_owner(key) or noun
-            keywords: tuple[str, ...] = (noun,)
-        elif kind in ("thing", "place", "job", "employer", "date"):
+        else:
             noun = text if catalogued != key else noun
-            keywords = (noun,) if " " not in noun or noun.endswith("breed") is False else (noun, noun.split()[-1])
-            if catalogued == "birthday":
-                keywords = ("birthday", "born")
-            elif catalogued == "dog's breed":
-                keywords = ("dog", "breed")
-            elif catalogued == "cat's breed":
-                keywords = ("cat", "breed")
-        else:  # pragma: no cover - every catalogued kind is handled above
-            keywords = (noun,)
-        return TopicInfo(text, kind, noun, keywords, person=noun in _PERSON_WORDS, extra=extra, guards=guards)
+        return TopicInfo(text, kind, noun, (), person=noun in _PERSON_WORDS, extra=extra, guards=guards)
     fav = _strip_favourite(key)
     if fav is not None:
         noun = text.split(" ", 1)[1] if " " in text else fav
         guards = _FAVOURITE_GUARDS.get(fav, (f"What are some popular {_plural(fav)}?", f"Can you recommend a {fav}?"))
-        return TopicInfo(text, "favourite", noun, (noun, "favourite", "favorite"), guards=guards)
+        return TopicInfo(text, "favourite", noun, (), guards=guards)
     owner = _name_owner(key)
     if owner is not None:
         person = owner in _PERSON_WORDS or owner.split()[-1] in _PERSON_WORDS
         guards = (
             (f"What's a good name for a {owner}?",) if owner in _PETS else (f"What are common names for a {owner}?",)
         )
-        return TopicInfo(text, "name", owner, (owner,), person=person, guards=guards)
+        return TopicInfo(text, "name", owner, (), person=person, guards=guards)
     words = key.split()
     if any(w in _DATE_WORDS for w in words) or key.endswith("day"):
-        return TopicInfo(text, "date", text, (words[-1],), guards=(f"Why do people celebrate a {words[-1]}?",))
+        return TopicInfo(text, "date", text, (), guards=(f"Why do people celebrate a {words[-1]}?",))
     if any(w in _PLACE_WORDS for w in words):
-        return TopicInfo(text, "place", text, (words[-1],), guards=(f"What makes a good {words[-1]} to live in?",))
-    head = words[-1] if len(words) > 1 and words[-1] not in {"hint", "number", "code", "name"} else key
-    return TopicInfo(
-        text,
-        "thing",
-        text,
-        tuple(dict.fromkeys((text, head))),
-        guards=(f"What is a {text}?", f"How do people usually choose a {text}?"),
-    )
+        return TopicInfo(text, "place", text, (), guards=(f"What makes a good {words[-1]} to live in?",))
+    return TopicInfo(text, "thing", text, (), guards=(f"What is a {text}?", f"How do people usually choose a {text}?"))
 
 
 def _name_owner(key: str) -> str | None:
@@ -517,13 +530,11 @@ def _article(word: str) -> str:
 # Templates. {t} topic ("dog's name"), {n} noun ("dog"), {v} value, {a} "a"/"an" before the value.
 
 _GENERIC: dict[str, tuple[str, ...]] = {
-    "punctuation": ("What's my {t}?", "What is my {t}?", "Tell me my {t}."),
+    "punctuation": ("What's my {t}?", "What is my {t}?"),
     "formality": (
         "Could you please tell me what my {t} is?",
         "Would you mind reminding me of my {t}?",
         "May I ask what my {t} is?",
-        "I would be grateful if you could remind me of my {t}.",
-        "Kindly tell me my {t}.",
         "{T}?",
         "my {t}?",
         "yo what's my {t}",
@@ -531,17 +542,14 @@ _GENERIC: dict[str, tuple[str, ...]] = {
         "quick q: my {t}?",
     ),
     "directness": (
-        "Do you know my {t}?",
         "Do you remember my {t}?",
-        "Can you remind me of my {t}?",
-        "I forgot my {t}. What is it again?",
         "Remind me, what's my {t}?",
         "What did I tell you my {t} is?",
         "Any idea what my {t} is?",
         "Someone asked me about my {t}. What should I tell them?",
         "What's my {t} again?",
-        "I'm filling in a form and need my {t}. What is it?",
-        "My {t} slipped my mind. Can you help?",
+        "What can you tell me about my {t}?",
+        "Tell me about my {t}.",
     ),
     "reverse": (
         "What is {v} to me?",
@@ -553,6 +561,29 @@ _GENERIC: dict[str, tuple[str, ...]] = {
     ),
     "confirm": ("Is {v} my {t}?", "Is my {t} {v}?", "Am I right that my {t} is {v}?"),
 }
+
+# For topics that are a piece of information (a name, a date, a code, a hint) rather than a thing one has (a car, a
+# job): "I forgot my car" is odd, "I forgot my wifi password hint" is natural.
+_INFO_GENERIC: dict[str, tuple[str, ...]] = {
+    "punctuation": ("Tell me my {t}.",),
+    "formality": (
+        "I would be grateful if you could remind me of my {t}.",
+        "Kindly tell me my {t}.",
+        "Could you tell me my {t}, please?",
+    ),
+    "directness": (
+        "Do you know my {t}?",
+        "Can you remind me of my {t}?",
+        "I forgot my {t}. What is it again?",
+        "I'm filling in a form and need my {t}. What is it?",
+        "My {t} slipped my mind. Can you help?",
+    ),
+}
+_INFO_HEADS = {
+    "name", "hint", "number", "code", "date", "size", "type", "address", "password", "pin", "id", "breed", "age",
+    "group", "username", "email", "phone", "colour", "color", "model", "plate", "word", "day", "time", "birthday",
+    "anniversary", "height", "weight", "year", "nickname", "handle", "combination", "passcode", "reference",
+}  # fmt: skip
 
 _BY_KIND: dict[str, dict[str, tuple[str, ...]]] = {
     "name": {
@@ -587,9 +618,9 @@ _BY_KIND: dict[str, dict[str, tuple[str, ...]]] = {
         "confirm": ("Is my {t} on {v}?", "Is {v} my {t}?"),
     },
     "place": {
-        "punctuation": ("Where is my {t}?", "What's my {t} called?"),
-        "formality": ("Which place is my {t}, please?", "Could you tell me the name of my {t}?"),
-        "directness": ("Which place do I call my {t}?", "Do you remember where my {t} is?"),
+        "punctuation": ("What's my {t} called?", "What's the name of my {t}?"),
+        "formality": ("Could you tell me the name of my {t}?", "Would you be so kind as to name my {t}?"),
+        "directness": ("Do you remember my {t}'s name?",),
         "reverse": ("Do you know why {v} matters to me?", "What's my connection to {v}?", "What is {v} to me?"),
         "confirm": ("Is {v} my {t}?", "Is my {t} {v}?"),
     },
@@ -600,7 +631,8 @@ _BY_KIND: dict[str, dict[str, tuple[str, ...]]] = {
         "reverse": (
             "Who in my life is {a} {v}?",
             "What does being {a} {v} have to do with me?",
-            "Why would {a} {v} matter to me?",
+            "Why would I know a lot about being {a} {v}?",
+            "What does '{v}' describe in my life?",
         ),
         "confirm": ("Am I {a} {v}?", "Do I work as {a} {v}?", "Is my job {v}?"),
     },
@@ -631,9 +663,9 @@ _BY_KIND: dict[str, dict[str, tuple[str, ...]]] = {
         "confirm": ("Is {v} my favourite {n}?", "Is my favourite {n} {v}?", "Do I love {v} more than any other {n}?"),
     },
     "thing": {
-        "punctuation": (),
-        "formality": ("Could you tell me my {t}, please?",),
-        "directness": ("What's my {t}, do you know?",),
+        "punctuation": ("What {t} do I have?",),
+        "formality": ("I'd like to know what my {t} is, please.",),
+        "directness": ("What's my {t}, do you know?", "What do you know about my {t}?"),
         "reverse": (),
         "confirm": (),
     },
@@ -688,7 +720,7 @@ _ANSWERS: dict[str, dict[Style, tuple[str, ...]]] = {
         "confirm": ("Yes, {v} is your favourite {n}.", "That's right: your favourite {n} is {v}."),
     },
     "thing": {
-        "direct": ("Your {t} is {v}.", "It's {v}.", "{v}!", "That's {v}.", "Your {t}? {v}."),
+        "direct": ("Your {t} is {v}.", "It's {v}.", "{v}!", "That's {v}.", "Your {t}? {V}."),
         "reverse": ("{v} is your {t}!", "That's your {t}: {v}.", "{v} is your {t}."),
         "confirm": ("Yes, {v} is your {t}.", "That's right: your {t} is {v}."),
     },
@@ -729,20 +761,12 @@ def normalize_question(text: str) -> str:
 
 def _punct_variants(text: str) -> list[str]:
     bare = text.rstrip("?.!")
+    end = text[len(bare) :] or "?"
     no_apos = text.replace("'", "")
-    return list(
-        dict.fromkeys(
-            [
-                text,
-                normalize_question(text),  # "whats my dogs name"
-                no_apos,
-                bare.upper() + "?",
-                bare.lower() + "??",
-                bare + " ?",
-                bare[:1].lower() + bare[1:] + "?!",
-            ]
-        )
-    )
+    variants = [text, normalize_question(text), no_apos, bare.upper() + end]
+    if end == "?":
+        variants += [bare + " ?", bare.lower() + "??", bare[:1].lower() + bare[1:] + "?!"]
+    return list(dict.fromkeys(variants))
 
 
 _KEYBOARD = {
@@ -831,15 +855,30 @@ def _candidates(fact: Fact, info: TopicInfo) -> dict[str, list[_Candidate]]:
         seen_norm.setdefault(norm, dimension)
         pools[dimension].append(_Candidate(text, dimension, style))  # type: ignore[arg-type]
 
+    key = topic_key(info.topic)
+    info_like = info.kind in ("name", "date") or key.split()[-1] in _INFO_HEADS
+    info_extra = _INFO_GENERIC if info_like else {}
+
+    def usable(template: str) -> bool:
+        # "What {t} do I have?" reads well for "car" or "blood type", not for "dog's breed" or "age".
+        if template == "What {t} do I have?" and ("'" in key or key in ("age", "hobby", "school")):
+            return False
+        # "Tell me about my wife's name" is not how anyone asks; "Who's my wife?" covers it.
+        return not (info.kind == "name" and "about my {t}" in template)
+
     bases = [*info.extra.get("punctuation", ()), *kind["punctuation"], *_GENERIC["punctuation"]]
-    for base in bases:
+    for base in [*bases, *info_extra.get("punctuation", ())]:
+        if not usable(base):
+            continue
         base_text = base if "{" not in base else _fill(base, info, value)
         for variant in _punct_variants(base_text):
             add("punctuation", variant, literal=True)
     for dim in ("formality", "directness"):
-        for t in (*info.extra.get(dim, ()), *kind[dim], *_GENERIC[dim]):
-            add(dim, t)
-    for t in (*kind["reverse"], *_GENERIC["reverse"]):
+        for t in (*info.extra.get(dim, ()), *kind[dim], *_GENERIC[dim], *info_extra.get(dim, ())):
+            if usable(t):
+                add(dim, t)
+    # A job is a lower-case common noun: "What is software engineer to me?" is not English, so jobs keep their own.
+    for t in (*kind["reverse"], *(() if info.kind == "job" else _GENERIC["reverse"])):
         add("reverse", t, "reverse")
     for t in (*kind["confirm"], *_GENERIC["confirm"]):
         add("reverse", t, "confirm")
@@ -991,10 +1030,10 @@ _UNKNOWN_CANDIDATES = [
 
 
 def _about(info: TopicInfo) -> str:
-    """ "a cat" / "your birthday": what 'you haven't told me about ...' names."""
-    if info.kind == "name":
+    """ "a cat" (you may have none) / "your father" / "your birthday": what 'you haven't told me about' names."""
+    if info.kind == "name" and not info.person:
         return f"{_article(info.noun)} {info.noun}"
-    return f"your {info.topic}"
+    return f"your {info.noun if info.kind == 'name' else info.topic}"
 
 
 def unknown_questions(profile: Profile, *, count: int = 10, seed: int = 0) -> list[Negative]:
@@ -1018,11 +1057,22 @@ def unknown_questions(profile: Profile, *, count: int = 10, seed: int = 0) -> li
     rng.shuffle(choices)
     out: list[Negative] = []
     for key, info in choices[:count]:
-        related = next((f for f, i in zip(profile.facts, known_infos, strict=True) if i.kind == info.kind), None)
+        # Point to a known fact of the same sort (another pet's or person's name, another date), if there is one.
+        related = next(
+            (
+                f
+                for f, i in zip(profile.facts, known_infos, strict=True)
+                if info.kind in ("name", "date") and i.kind == info.kind and i.person == info.person
+            ),
+            None,
+        )
+        answers = (
+            f"I don't know that — you haven't told me about {_about(info)}.",
+            f"I don't know your {info.topic}: you haven't told me.",
+            f"You haven't told me your {info.topic}, so I don't know it.",
+        )
         for j, template in enumerate(_UNKNOWN_TEMPLATES):
-            answer = f"I don't know that: you haven't told me about {_about(info)}."
-            if info.kind == "name":
-                answer = f"I don't know that: you haven't told me about {_about(info)}."
+            answer = answers[j]
             if related is not None and j == 1:
                 answer += f" I do know your {related.topic}, if that helps."
             out.append(

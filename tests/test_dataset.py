@@ -162,3 +162,16 @@ def test_read_jsonl_errors_name_the_line(tmp_path: Path) -> None:
 def test_chat_example_defaults_for_external_data() -> None:
     example = ChatExample(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
     assert example.meta.split == "train" and example.question == "q" and example.answer == "a"
+
+
+def test_excluded_questions_never_train() -> None:
+    profile = load_profile(EXAMPLES / "seed_profile.yaml")
+    full = build_dataset(profile)
+    picked = [e.question for e in full.train if e.meta.kind in ("fact", "reverse", "unknown")][:6]
+    hand_written = [q.upper() + "!!" for q in picked]  # same words, other case and punctuation
+    ds = build_dataset(profile, exclude_questions=hand_written)
+    train = {normalize_question(e.question) for e in ds.train}
+    assert not train & {normalize_question(q) for q in picked}
+    moved = [e for e in ds.heldout if e.question in picked]
+    assert len(moved) == len(picked) and all(e.meta.split == "heldout" for e in moved)
+    assert len(ds.train) + len(ds.heldout) == len(full.train) + len(full.heldout)
