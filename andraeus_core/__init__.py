@@ -28,7 +28,7 @@ from .errors import (
     TrainingCancelled,
     TrainingError,
 )
-from .evaluate import EvalReport, evaluate
+from .evaluate import EvalReport, evaluate, load_questions
 from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
 from .jobs import Completion, ConflictError, NotFoundError, QueueFullError, Service, fine_tuned_model_id
 from .models import (
@@ -108,6 +108,7 @@ __all__ = [
     "load_chat_model",
     "load_model",
     "load_profile",
+    "load_questions",
     "load_tokenizer",
     "model_dir",
     "models_dir",
