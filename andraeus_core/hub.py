@@ -96,8 +96,8 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 def _check_token(token: str | None) -> str:
     if not isinstance(token, str) or not token.strip():
         raise HubError(
-            "A Hugging Face token with write access is needed to push: pass --token, set HF_TOKEN or run "
-            "`hf auth login` (create one at https://huggingface.co/settings/tokens).",
+            "A Hugging Face token with write access is needed to push (create one at "
+            "https://huggingface.co/settings/tokens; the CLI reads --token, HF_TOKEN or `hf auth login`).",
             param="token",
         )
     return token.strip()
@@ -694,10 +694,11 @@ def pull_adapter(repo_id: str, token: str | None = None, revision: str | None = 
             "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if target.exists():  # a concurrent pull of the same sha finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
+        try:
             os.replace(tmp, target)
+        except OSError:
+            if not (target / ADAPTER_META).is_file():  # not simply a concurrent pull of the same sha finishing first
+                raise HubError(f"Could not write the pulled adapter to '{target}'.", param="adapter") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

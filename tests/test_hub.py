@@ -401,3 +401,17 @@ def test_eval_summary_keeps_only_numbers(hub_server: HubStub, adapter: Path):
     assert meta["eval"] == {"recall": 0.75, "by_kind": {"paraphrase": {"n": 8, "score": 0.625}}}
     assert "| by_kind.paraphrase.score | 0.625 |" in uploaded["README.md"].decode()
     assert "eval" not in json.loads((adapter / "andraeus.json").read_text())  # the local copy is untouched
+
+
+def test_concurrent_pulls_of_the_same_revision_agree(hub_server: HubStub, adapter: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    hub.push_adapter(adapter, "alice/sam-adapter", ALICE_TOKEN)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: hub.pull_adapter("alice/sam-adapter", token=ALICE_TOKEN), range(4)))
+    assert len(set(paths)) == 1
+    root = hub.hub_cache_dir() / "alice--sam-adapter"
+    assert [p.name for p in root.iterdir()] == [paths[0].name]  # no temporary directories left behind
+    assert (paths[0] / "adapter_model.safetensors").read_bytes() == (
+        adapter / "adapter_model.safetensors"
+    ).read_bytes()
