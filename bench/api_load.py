@@ -129,8 +129,8 @@ def main() -> None:
     tps = tokens[0] / wall
     print(
         f"API over HTTP: {len(latencies)} requests, {len(errors)} errors, "
-        f"p50 {_percentile(latencies, 0.5) * 1000:.0f} ms, p95 {_percentile(latencies, 0.95) * 1000:.0f} ms, {tps:.1f} tokens/s "
-        f"({tps / ref_tps:.2f}× the in-process reference)"
+        f"p50 {_percentile(latencies, 0.5) * 1000:.0f} ms, p95 {_percentile(latencies, 0.95) * 1000:.0f} ms, "
+        f"{tps:.1f} tokens/s ({tps / ref_tps:.2f}× the in-process reference)"
     )
     if errors:
         print("errors:", ", ".join(sorted(set(errors))))
