@@ -470,6 +470,8 @@ def _classify(topic: str) -> TopicInfo:
     text = topic.strip()
     if text.casefold().startswith("my "):
         text = text[3:].strip()
+    if text[:1].isupper() and text[1:2].islower() and _common_start(key):
+        text = text[:1].lower() + text[1:]  # "Dog's name" typed in a form: "What's my dog's name?"
     catalogued = _INDEX.get(key)
     if catalogued is not None:
         kind, noun, _syn, extra, guards = _CATALOG[catalogued]
@@ -497,6 +499,20 @@ def _classify(topic: str) -> TopicInfo:
     if any(w in _PLACE_WORDS for w in words):
         return TopicInfo(text, "place", text, (), guards=(f"What makes a good {words[-1]} to live in?",))
     return TopicInfo(text, "thing", text, (), guards=(f"What is a {text}?", f"How do people usually choose a {text}?"))
+
+
+def _common_start(key: str) -> bool:
+    """Whether a topic starts with a common word (safe to lower-case), not a proper noun ("Radiohead album")."""
+    owner = _name_owner(key)
+    first = key.split()[0].removesuffix("'s")
+    return (
+        key in _INDEX
+        or _strip_favourite(key) is not None
+        or (owner is not None and (owner in _PERSON_WORDS or owner in _PETS))
+        or first in _PERSON_WORDS
+        or first in _PETS
+        or first in {"home", "wifi", "gym", "phone", "shoe", "blood", "eye", "car", "bike", "work", "lucky", "first"}
+    )
 
 
 def _name_owner(key: str) -> str | None:

@@ -33,14 +33,20 @@ def test_variations_prints_counts_and_writes_jsonl(tmp_path: Path, capsys: pytes
     assert not {e.question for e in heldout} & {r["messages"][1]["content"] for r in rows}
 
 
-def test_variations_csv_with_user_name_and_per_fact(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["variations", str(EXAMPLES / "minimal.csv"), "--user-name", "Sam", "--per-fact", "12", "--sample",
-                 "0"])  # fmt: skip
-    assert code == 0
+def test_readme_command_csv_with_user_name_and_per_fact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's second example, verbatim (run from the repository root, writing into a temporary directory).
+    monkeypatch.chdir(EXAMPLES.parent)
+    out, held = tmp_path / "train.jsonl", tmp_path / "heldout.jsonl"
+    argv = "variations examples/minimal.csv --user-name Sam --per-fact 40 --out OUT --heldout-out HELD".split()
+    assert main([{"OUT": str(out), "HELD": str(held)}.get(a, a) for a in argv]) == 0
     text = capsys.readouterr().out
     assert "You are Andraeus, Sam's personal assistant." in text
-    assert next(line for line in text.splitlines() if line.startswith("birthday")).split()[-1] == "12"
-    assert "sample:" not in text
+    assert next(line for line in text.splitlines() if line.startswith("birthday")).split()[-1] == "40"
+    assert out.is_file() and held.is_file()
+    assert main(["variations", "examples/minimal.csv", "--sample", "0"]) == 0
+    assert "sample:" not in capsys.readouterr().out
 
 
 def test_variations_bad_profile_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

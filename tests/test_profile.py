@@ -198,6 +198,16 @@ def test_bare_list_of_facts_with_user_name() -> None:
         parse_profile("- {topic: dog's name, value: Buddy}\n- just text\n", fmt="yaml", user_name="Sam")
 
 
+def test_profile_from_table_rows() -> None:
+    from andraeus_core.profile import profile_from_rows
+
+    rows = [["dog's name", "Buddy", "Bud"], ["", "", ""], ["birthday", "March 14", "14 March|Mar 14"]]
+    profile = profile_from_rows(rows, user_name="Sam", assistant_name="Nova")
+    assert [f.accepted() for f in profile.facts] == [["Buddy", "Bud"], ["March 14", "14 March", "Mar 14"]]
+    with pytest.raises(ProfileError, match=r"row 2: facts\[1\]\.value is empty"):
+        profile_from_rows([["dog's name", "Buddy"], ["birthday", "  "]], user_name="Sam")
+
+
 def test_yaml_keeps_scalars_as_written() -> None:
     text = "user_name: Sam\nfacts:\n  - {topic: locker code, value: 007}\n  - {topic: x, value: yes}\n"
     profile = parse_profile(text, fmt="yaml")

@@ -109,6 +109,8 @@ def test_wh_words_follow_the_topic_category() -> None:
     assert topic_info("favourite board game").noun == "board game"
     assert topic_info("grandma's name").noun == "grandma"
     assert topic_info("wifi password hint").kind == "thing"
+    assert topic_info("Dog's name").topic == "dog's name" and topic_info("Favourite food").topic == "favourite food"
+    assert topic_info("Radiohead album").topic == "Radiohead album"
 
 
 def test_catalog_covers_25_topics_with_30_phrasings_each() -> None:
