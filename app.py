@@ -175,33 +175,34 @@ def _need_profile(sess: Session) -> Any:
 
 
 def preview(state: Session | None, per_fact: int, heldout: float, topic: str, dimension: str):
+    """The dataset training would use: every example with its fact, dimension and split, and the counts."""
     sess = _session(state)
     profile = _need_profile(sess)
     try:
-        by_topic = core.generate_variations(profile, per_fact=int(per_fact), seed=0)
         dataset = core.build_dataset(profile, per_fact=int(per_fact), heldout_share=float(heldout), seed=0)
     except (core.AndraeusError, ValueError) as exc:
         raise gr.Error(_err(exc)) from None
+    examples = [*dataset.train, *dataset.heldout]
     rows = [
-        [p.topic, p.dimension, p.question, p.answers[0] if p.answers else ""]
-        for phrasings in by_topic.values()
-        for p in phrasings
-        if topic in ("", "all", p.topic) and dimension in ("", "all", p.dimension)
+        [e.meta.topic or "—", e.meta.dimension, e.meta.split, e.question, e.messages[-1]["content"]]
+        for e in examples
+        if topic in ("", "all", e.meta.topic) and dimension in ("", "all", e.meta.dimension)
     ]
-    stats = dataset.stats()
-    counts: dict[str, int] = {}
-    for phrasings in by_topic.values():
-        for p in phrasings:
-            counts[p.dimension] = counts.get(p.dimension, 0) + 1
-    per_dim = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    facts = [e for e in examples if e.meta.kind in ("fact", "reverse")]
+    per_dim: dict[str, list[int]] = {}
+    for e in facts:
+        per_dim.setdefault(e.meta.dimension, [0, 0])[e.meta.split == "heldout"] += 1
+    table = "\n".join(f"| {d} | {n[0]} | {n[1]} |" for d, n in sorted(per_dim.items()))
+    share = sum(n[1] for n in per_dim.values()) / max(1, len(facts))
     summary = (
-        f"**{sum(counts.values())} phrasings** for {len(by_topic)} facts ({per_dim}). "
-        f"Dataset: **{len(dataset.train)} training** and **{len(dataset.heldout)} held-out** examples "
-        f"(held-out share {float(heldout):.0%}).\n\n"
-        + "\n".join(f"- {k}: {v}" for k, v in stats.items() if not isinstance(v, (dict, list)))
+        f"**{len(facts)} phrasings** of {len(profile.facts)} facts ({len(facts) / len(profile.facts):.0f} per fact) "
+        f"plus {len(examples) - len(facts)} negatives (unknown topics, general questions, identity). "
+        f"Dataset: **{len(dataset.train)} training** and **{len(dataset.heldout)} held-out** examples; "
+        f"held-out share of the phrasings: {share:.0%}.\n\n| dimension | train | held out |\n|---|---|---|\n{table}"
     )
-    topics = gr.update(choices=["all", *by_topic.keys()])
-    return sess, summary, rows, topics
+    topics = gr.update(choices=["all", *profile.topics()])
+    dimensions = gr.update(choices=["all", *sorted({e.meta.dimension for e in examples})])
+    return sess, summary, rows, topics, dimensions
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -608,11 +609,16 @@ def build_demo() -> gr.Blocks:
                 per_fact = gr.Slider(5, 60, value=30, step=1, label="Phrasings per fact", elem_id="per-fact")
                 heldout = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Held-out share")
                 topic = gr.Dropdown(["all"], value="all", label="Fact", allow_custom_value=True)
-                dimension = gr.Dropdown(["all", *core.DIMENSIONS], value="all", label="Dimension")
+                dimension = gr.Dropdown(
+                    ["all", *core.DIMENSIONS], value="all", label="Dimension", allow_custom_value=True
+                )
             preview_btn = gr.Button("Preview phrasings", elem_id="preview")
             preview_stats = gr.Markdown(elem_id="preview-stats")
             preview_table = gr.Dataframe(
-                headers=["topic", "dimension", "question", "answer"], interactive=False, label="Training phrasings"
+                headers=["topic", "dimension", "split", "question", "answer"],
+                interactive=False,
+                label="Training data (held-out rows are never trained on)",
+                wrap=True,
             )
         with gr.Tab("Train", id="train"):
             with gr.Row():
@@ -677,7 +683,7 @@ def build_demo() -> gr.Blocks:
         preview_btn.click(
             preview,
             [state, per_fact, heldout, topic, dimension],
-            [state, preview_stats, preview_table, topic],
+            [state, preview_stats, preview_table, topic, dimension],
             api_name="preview",
         )
         settings = [state, base_model, preset, epochs, rank, qlora, per_fact, heldout]
@@ -703,8 +709,8 @@ def build_demo() -> gr.Blocks:
         )
         chat_inputs = [message, chatbot, use_base, state]
         send.click(chat, chat_inputs, [state, chatbot, message], api_name="chat", concurrency_limit=2)
-        message.submit(chat, chat_inputs, [state, chatbot, message], api_name=False, concurrency_limit=2)
-        clear.click(lambda: [], None, [chatbot], api_name=False)
+        message.submit(chat, chat_inputs, [state, chatbot, message], api_visibility="private", concurrency_limit=2)
+        clear.click(lambda: [], None, [chatbot], api_visibility="private")
         zip_btn.click(download_zip, [state], [state, zip_file], api_name="download_zip")
         push_btn.click(push, [state, repo, private, token], [state, push_status], api_name="push")
     blocks.queue(max_size=32, default_concurrency_limit=2)

@@ -5,6 +5,8 @@ One module-scoped server; each Client is a separate browser session with its own
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import socket
 import tempfile
@@ -79,15 +81,13 @@ def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
     assert "10 facts" in status and "✅" in status
     assert ["dog's name", "Buddy", "Bud"] in table["data"]
 
-    stats, rows, _topic = client.predict(6, 0.2, "all", "all", api_name="/preview")
-    assert "training" in stats and "held-out" in stats
+    stats, rows, _topic, _dimension = client.predict(6, 0.2, "all", "all", api_name="/preview")
+    assert "training" in stats and "held-out" in stats and "| typo |" in stats
     assert {r[0] for r in rows["data"]} >= {"dog's name", "birthday"}
-    dims = {r[1] for r in rows["data"]}
-    assert len(dims) >= 3
-    only, _, _ = client.predict(6, 0.2, "dog's name", "all", api_name="/preview")
-    assert only.startswith("**")
-    _, only_rows, _ = client.predict(6, 0.2, "dog's name", "all", api_name="/preview")
-    assert {r[0] for r in only_rows["data"]} == {"dog's name"}
+    assert {r[1] for r in rows["data"]} >= {"punctuation", "formality", "directness", "reverse", "typo"}
+    assert {r[2] for r in rows["data"]} == {"train", "heldout"}
+    _, only_rows, _, _ = client.predict(6, 0.2, "dog's name", "typo", api_name="/preview")
+    assert only_rows["data"] and {(r[0], r[1]) for r in only_rows["data"]} == {("dog's name", "typo")}
 
     estimate = client.predict(*FAST.values(), api_name="/estimate")
     assert "training examples" in estimate and "tiny-random" in estimate
@@ -129,10 +129,11 @@ def test_two_sessions_never_see_each_others_facts_adapter_or_chat(app_url: str):
         {"headers": ["topic", "value", "aliases"], "data": bob_rows}, "Tomás", "Andraeus", api_name="/apply_table"
     )
     assert "3 facts for Tomás" in status
-    _, alice_rows, _ = alice.predict(6, 0.2, "all", "all", api_name="/preview")
-    _, bob_preview, _ = bob.predict(6, 0.2, "all", "all", api_name="/preview")
-    assert {r[0] for r in alice_rows["data"]}.isdisjoint({"cat's name", "favourite band", "hobby"})
-    assert {r[0] for r in bob_preview["data"]} == {"cat's name", "favourite band", "hobby"}
+    _, alice_rows, _, _ = alice.predict(6, 0.2, "all", "all", api_name="/preview")
+    _, bob_preview, _, _ = bob.predict(6, 0.2, "all", "all", api_name="/preview")
+    alice_text, bob_text = json.dumps(alice_rows), json.dumps(bob_preview)
+    assert "Buddy" in alice_text and not any(v in alice_text for v in ("Pixel", "Radiohead", "bouldering"))
+    assert "Pixel" in bob_text and not any(v in bob_text for v in ("Buddy", "Portland", "Cedar Labs"))
 
     status, _ = _train(alice)
     assert status.startswith("✅"), status
@@ -239,7 +240,10 @@ def test_cancel_really_stops_training(app_url: str):
         client.predict(api_name="/download_zip")
 
 
-def test_push_to_the_hub_with_a_pasted_token_never_shows_it(app_url: str, hub_server: HubStub):
+def test_push_to_the_hub_with_a_pasted_token_never_shows_it(
+    app_url: str, hub_server: HubStub, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
     client = _client(app_url)
     client.predict(api_name="/load_example")
     from gradio_client.exceptions import AppError
@@ -255,9 +259,10 @@ def test_push_to_the_hub_with_a_pasted_token_never_shows_it(app_url: str, hub_se
     assert hub_server.repos["alice/sam-adapter"].private is True
     status = client.predict("sam-adapter2", True, "hf_not_a_real_token_000000000000", api_name="/push")
     assert status.startswith("❌") and "hf_not_a_real_token" not in status
+    assert ALICE_TOKEN not in caplog.text and "hf_not_a_real_token" not in caplog.text
 
 
-def test_space_front_matter_and_defaults():
+def test_space_front_matter_and_defaults(monkeypatch: pytest.MonkeyPatch):
     import yaml
 
     import app
@@ -271,6 +276,11 @@ def test_space_front_matter_and_defaults():
     assert meta["sdk_version"] == gradio.__version__
     assert meta["hf_oauth_scopes"] == ["contribute-repos"]
     assert app.default_base_model() == ("smollm2-135m", False)  # no CUDA here
+    monkeypatch.setattr(app, "ON_ZERO_GPU", True)
+    assert app.default_base_model() == ("qwen2.5-7b", True)  # a GPU Space: the seed's model with QLoRA
+    assert app.demo._queue.max_size == 32
+    limits = {fn.api_name: fn.concurrency_limit for fn in app.demo.fns.values()}
+    assert limits["train"] == 1 and limits["evaluate"] == 1 and limits["chat"] == 2
     assert app.demo.max_file_size == 2 * 1024 * 1024
     # No user data at module level: sessions live in gr.State only.
     assert not [k for k, v in vars(app).items() if isinstance(v, app.Session)]
@@ -295,3 +305,13 @@ def test_zero_gpu_duration_follows_the_job_and_gpu_functions_take_plain_values()
     short = app._gpu_seconds(*args)
     long = app._gpu_seconds(profile_json, "/tmp/x", *{**FAST, "epochs": 10, "per_fact": 60}.values())
     assert 120 <= short <= long <= 1500
+
+
+def test_gpu_quota_and_duration_errors_are_explained():
+    import app
+
+    quota = app._explain_gpu_error(RuntimeError("You have exceeded your GPU quota (60s requested vs. 10s left)."))
+    assert "quota" in quota and "andraeus train" in quota
+    aborted = app._explain_gpu_error(RuntimeError("GPU task aborted"))
+    assert "ran out" in aborted and "epochs" in aborted
+    assert app._explain_gpu_error(RuntimeError("something else")) == "something else"

@@ -1,0 +1,79 @@
+"""`make demo` serves the web app: the Makefile's demo command, run on a free port, answers with the app at / and
+the REST API at /v1."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _demo_command() -> list[str]:
+    text = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^demo:.*\n\t(.+)$", text, re.M)
+    assert recipe, "the Makefile has a demo target"
+    return shlex.split(recipe.group(1))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - 127.0.0.1 only
+        return response.status, response.read().decode("utf-8", "replace")
+
+
+@pytest.mark.timeout(180)
+def test_make_demo_serves_the_app_and_the_api(tmp_path: Path):
+    words = _demo_command()
+    env_words = [w for w in words if re.match(r"^[A-Z_]+=", w)]
+    command = words[len(env_words) :]
+    assert command[1:4] == ["serve", "--host", "127.0.0.1"] and command[-2:] == ["--port", "7860"]
+    bin_dir = Path(sys.executable).parent
+    andraeus = shutil.which("andraeus", path=str(bin_dir)) or shutil.which("andraeus")
+    if andraeus is None:
+        pytest.skip("the andraeus console script is not installed (pip install -e .)")
+    port = _free_port()
+    env = {**os.environ, "ANDRAEUS_HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf")}
+    for word in env_words:
+        key, value = word.split("=", 1)
+        env[key] = value.replace("$(CURDIR)", str(ROOT))
+    argv = [andraeus, *command[1:-1], str(port)]
+    proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                status, _ = _get(f"http://127.0.0.1:{port}/")
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"andraeus serve did not come up: {proc.stdout.read()[-2000:]}")
+                time.sleep(0.5)
+        assert status == 200
+        status, config = _get(f"http://127.0.0.1:{port}/config")
+        assert status == 200 and '"Facts"' in config and '"Share"' in config  # the app's tabs, so app.py is mounted
+        assert '"max_file_size": 2097152' in config.replace('"max_file_size":2097152', '"max_file_size": 2097152')
+        status, _ = _get(f"http://127.0.0.1:{port}/v1/models")
+        assert status == 200
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
