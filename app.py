@@ -188,7 +188,8 @@ def preview(state: Session | None, per_fact: int, heldout: float, topic: str, di
         for e in examples
         if topic in ("", "all", e.meta.topic) and dimension in ("", "all", e.meta.dimension)
     ]
-    rows.sort(key=lambda r: (r[0] == "—", r[0], r[1], r[2] != "train"))
+    order = {t: i for i, t in enumerate(profile.topics())}  # the user's facts first, in their order; negatives after
+    rows.sort(key=lambda r: (order.get(r[0], len(order)), r[0] == "—", r[0], r[1], r[2] != "train"))
     facts = [e for e in examples if e.meta.kind in ("fact", "reverse")]
     per_dim: dict[str, list[int]] = {}
     for e in facts:
