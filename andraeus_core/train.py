@@ -43,7 +43,7 @@ GUARD_MAX_NEW_TOKENS = 64
 # Throughput used by estimate() before this machine has trained anything, as (parameter count × tokens/s): the
 # product is roughly constant across model sizes on one device. CPU: measured with bench/train_speed.py on the
 # 2-core dev machine (SmolLM2-135M, cpu preset); CUDA: a conservative H100 bf16 figure (~30% MFU).
-_DEFAULT_PARAM_TOKENS_PER_S = {"cpu": 135e6 * 1500, "cuda": 3e13}
+_DEFAULT_PARAM_TOKENS_PER_S = {"cpu": 135e6 * 200, "cuda": 3e13}
 _FIXED_OVERHEAD_S = {"cpu": 10.0, "cuda": 60.0}
 
 

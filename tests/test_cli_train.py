@@ -47,7 +47,7 @@ def _cli(*args: str) -> list[str]:
 
 def test_kill_mid_run_then_resume_finishes(tmp_path, isolated_home):
     out = tmp_path / "adapter"
-    args = ("--epochs", "12", "--rank", "4", "--checkpoint-every", "3", "--no-early-stop", "--out", str(out))
+    args = ("--epochs", "3", "--rank", "4", "--checkpoint-every", "3", "--no-early-stop", "--out", str(out))
     env = os.environ.copy()
     proc = subprocess.Popen(_cli(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     runs = isolated_home / "runs"

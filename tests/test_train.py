@@ -69,10 +69,11 @@ def test_seed_preset_is_exactly_the_seed_recipe():
 
 def test_cpu_preset_keeps_the_lora_science():
     seed, cpu = TrainConfig.preset("seed"), TrainConfig.preset("cpu")
-    same = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr_scheduler", "warmup_ratio", "epochs")
+    same = ("lora_r", "lora_alpha", "target_modules", "lr_scheduler", "warmup_ratio", "epochs")
     assert all(getattr(seed, f) == getattr(cpu, f) for f in same)
     assert cpu.batch_size * cpu.grad_accum == seed.batch_size * seed.grad_accum  # same effective batch
-    assert cpu.gradient_checkpointing is False and cpu.bf16 is False
+    assert cpu.gradient_checkpointing is False and cpu.bf16 is False and cpu.lora_dropout == 0.0
+    assert cpu.early_stop and cpu.batching == "grouped"
 
 
 @pytest.mark.parametrize(
