@@ -111,7 +111,7 @@ def write_outputs(out: Path, results: dict[str, Any]) -> None:
     cols = ["recall", *FACT_KINDS, "abstention", "over_trigger"]
     lines = [
         f"Held-out recall by phrasings per fact (k), {results['exposures']} exposures per fact per epoch, "
-        f"{results['epochs']} epochs; mean over seeds {results['seeds_done']}.",
+        f"{results['epochs']} epochs; mean over seeds {sorted({r['seed'] for r in rows})}.",
         f"Model `{results['base_model']}`, profile `{results['profile']}`, {results['date']}, {results['machine']}.",
         "",
         "| k | " + " | ".join(cols) + " | train s (mean) |",
