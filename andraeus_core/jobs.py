@@ -276,6 +276,7 @@ class Service:
 
     def start(self) -> None:
         """Recover jobs left by a previous process, then start the worker threads."""
+        self._stop.clear()  # a stopped service may be started again (e.g. an app whose lifespan runs twice)
         self.recover()
         if self.workers:
             _preload_libraries()
