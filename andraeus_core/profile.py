@@ -64,6 +64,13 @@ def topic_key(topic: str) -> str:
     return key[3:] if key.startswith("my ") else key
 
 
+def same_topic_key(topic: str) -> str:
+    """Two topics are the same when they differ only in case, apostrophes or punctuation ("dogs name")."""
+    key = topic_key(topic)
+    words = re.sub(r"[\W_]+", " ", key.replace("'", "")).split()
+    return " ".join(words) if words else key
+
+
 class Fact(BaseModel):
     """One fact about the user."""
 
@@ -145,7 +152,7 @@ class Profile(BaseModel):
     def _merge_duplicates(self) -> Profile:
         merged: dict[str, Fact] = {}
         for fact in self.facts:
-            key = topic_key(fact.topic)
+            key = same_topic_key(fact.topic)
             seen = merged.get(key)
             if seen is None:
                 merged[key] = fact
@@ -166,8 +173,8 @@ class Profile(BaseModel):
 
     def fact(self, topic: str) -> Fact | None:
         """The fact with this topic (compared case-insensitively), if any."""
-        key = topic_key(topic)
-        return next((f for f in self.facts if topic_key(f.topic) == key), None)
+        key = same_topic_key(topic)
+        return next((f for f in self.facts if same_topic_key(f.topic) == key), None)
 
 
 def _merge(first: Fact, second: Fact) -> Fact:
@@ -581,7 +588,7 @@ def _to_profile(data: Any, ctx: _Ctx, user_name: str | None) -> Profile:
             words = msg.split(" ", 1)
             problem = words[1] if len(words) == 2 and words[0] in {"topic", "value", "alias", "question"} else msg
             raise ctx.error((*path, *loc), problem, value) from None
-        key = topic_key(fact.topic)
+        key = same_topic_key(fact.topic)
         if key in first_seen:
             j, seen = first_seen[key]
             if seen.value.casefold() != fact.value.casefold():

@@ -743,20 +743,20 @@ _ANSWERS: dict[str, dict[Style, tuple[str, ...]]] = {
 }
 
 
+def _cap(text: str) -> str:
+    """Upper-case the first letter unless that changes what the text matches ("ı" → "I" is not "ı" any more)."""
+    capped = text[:1].upper() + text[1:]
+    return capped if capped.casefold() == text.casefold() else text
+
+
 def _fill(template: str, info: TopicInfo, value: str) -> str:
     topic = info.topic
     text = template.format(
-        t=topic,
-        T=topic[:1].upper() + topic[1:],
-        n=info.noun,
-        N=info.noun[:1].upper() + info.noun[1:],
-        v=value,
-        V=value[:1].upper() + value[1:],
-        a=_article(value),
+        t=topic, T=_cap(topic), n=info.noun, N=_cap(info.noun), v=value, V=_cap(value), a=_article(value)
     )
     # A sentence starts with a capital, except on purpose-lower-case casual phrasings ("my dog's name?").
     if template[:1] == "{" and template[1:2] in "tvn" and text[:1].islower():
-        text = text[:1].upper() + text[1:]
+        text = _cap(text)
     return text
 
 
@@ -772,7 +772,7 @@ def answers_for(fact: Fact, style: Style = "direct") -> list[str]:
 
 def normalize_question(text: str) -> str:
     """Case, apostrophes and punctuation removed: two phrasings with the same form differ only in punctuation."""
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.casefold().replace("'", "").replace("\u2019", "")).split())
+    return " ".join(re.sub(r"[\W_]+", " ", text.casefold().replace("'", "").replace("\u2019", "")).split())
 
 
 def _punct_variants(text: str) -> list[str]:
@@ -862,8 +862,8 @@ def _candidates(fact: Fact, info: TopicInfo) -> dict[str, list[_Candidate]]:
 
     def add(dimension: str, template: str, style: Style = "direct", *, literal: bool = False) -> None:
         text = template if literal else _fill(template, info, value)
-        norm = normalize_question(text)
-        if text in seen_exact or not norm:
+        norm = normalize_question(text) or text  # a topic of only symbols still gets its questions
+        if text in seen_exact:
             return
         if norm in seen_norm and not (dimension == "punctuation" and seen_norm[norm] == "punctuation"):
             return  # the same words already in another dimension: not a new phrasing
@@ -934,7 +934,11 @@ def _quotas(per_fact: int, available: dict[str, int]) -> dict[str, int]:
 def _select(fact: Fact, info: TopicInfo, per_fact: int, seed: int, exclude: set[str]) -> list[Phrasing]:
     rng = random.Random(f"{seed}\x1f{topic_key(fact.topic)}\x1f{fact.value}")
     pools = _candidates(fact, info)
-    pools = {d: [c for c in p if normalize_question(c.question) not in exclude] for d, p in pools.items()}
+    kept = {d: [c for c in p if normalize_question(c.question) not in exclude] for d, p in pools.items()}
+    if any(kept.values()):  # topics of only symbols ask the same words: then keep them rather than ask nothing
+        pools = kept
+    else:
+        exclude = set()
     quotas = _quotas(per_fact, {d: len(p) for d, p in pools.items()})
     answers = {style: answers_for(fact, style) for style in ("direct", "reverse", "confirm")}
     out: list[Phrasing] = []
