@@ -25,6 +25,7 @@ from .profile import Profile, profile_hash
 from .variations import (
     Negative,
     Phrasing,
+    general_questions,
     generate_variations,
     guard_questions,
     identity_questions,
@@ -263,7 +264,7 @@ def build_dataset(
             )
 
     negatives = [*unknown_questions(profile, seed=seed), *identity_questions(profile)]
-    guards = guard_questions(profile, seed=seed)
+    guards = [*guard_questions(profile, seed=seed), *general_questions(seed=seed)]
     groups: dict[str, Split] = {}
     for kind in ("unknown", "identity"):
         groups |= _split_groups([n for n in negatives if n.kind == kind], heldout_share, rng)

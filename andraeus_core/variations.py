@@ -1122,6 +1122,62 @@ def guard_questions(profile: Profile, *, per_fact: int = 2, seed: int = 0) -> li
     return out
 
 
+# Everyday requests unrelated to the user. During training they are answered by the base model itself
+# (self-distillation, like the topic guards above) and mixed in as replay: without them a small model learns that
+# every question is about the user and answers "How tall is Mount Everest?" in the trained "It's <fact>." style.
+# Written for training only; the hand-written eval_sets/ questions are separate and never used here.
+_GENERAL_REQUESTS = (
+    "How tall is Mount Everest?",
+    "What is the chemical symbol for gold?",
+    "Who painted the Mona Lisa?",
+    "What is the square root of 81?",
+    "Name three primary colours.",
+    "What language is spoken in Brazil?",
+    "How many minutes are in an hour?",
+    "What is the freezing point of water in Fahrenheit?",
+    "Which is the longest river in Africa?",
+    "What does a thermometer measure?",
+    "Give me a synonym for happy.",
+    "What is the plural of mouse?",
+    "How many sides does a hexagon have?",
+    "What gas do plants take in from the air?",
+    "Who was the first person to walk on the Moon?",
+    "What is 12 times 12?",
+    "Write a short sentence about autumn leaves.",
+    "Tell me a fun fact about octopuses.",
+    "How do I convert kilometres to miles?",
+    "What is the main ingredient of guacamole?",
+    "Summarise the plot of Cinderella in one sentence.",
+    "What is the difference between weather and climate?",
+    "Give me a tip for writing a good email subject line.",
+    "What does CPU stand for?",
+    "How many players are on a soccer team on the field?",
+    "What is the capital of Canada?",
+    "Explain what a noun is.",
+    "What causes the seasons on Earth?",
+    "Suggest a title for a story about a lost robot.",
+    "How many hours are in a day?",
+    "What is the largest mammal?",
+    "Which planet is known as the Red Planet?",
+    "What instrument has 88 keys?",
+    "How do you say hello in Italian?",
+    "Give me two ideas for a quick breakfast.",
+    "What is the speed of light, roughly?",
+    "What is a haiku?",
+    "Name a famous scientist and what they discovered.",
+    "What is the opposite of generous?",
+    "How do I keep a houseplant healthy?",
+)
+
+
+def general_questions(*, count: int = 32, seed: int = 0) -> list[Negative]:
+    """Everyday requests with nothing to do with the user; their answers come from the base model (replay)."""
+    rng = random.Random(f"{seed}\x1fgeneral")
+    pool = list(_GENERAL_REQUESTS)
+    picks = pool if len(pool) <= count else rng.sample(pool, count)
+    return [Negative(question=q, answer=None, kind="overtrigger", topic=None, group=f"general:{q}") for q in picks]
+
+
 def identity_questions(profile: Profile) -> list[Negative]:
     """Who the assistant is and who the user is."""
     me = f"I'm {profile.assistant_name}, {profile.user_name}'s personal assistant."
