@@ -1,6 +1,8 @@
 """Andraeus: teach an open LLM the facts of one person's life.
 
 The public names below are what app.py, api/ and the CLI may import. Heavy libraries load lazily inside functions.
+The stage functions are exported as ``train_adapter`` and ``evaluate_adapter`` so that the submodules keep their
+names: ``andraeus_core.train.train(...)`` and ``andraeus_core.evaluate.evaluate(...)`` work as documented.
 """
 
 from .chat import ChatModel, GenerationConfig, Message, load_chat_model
@@ -20,17 +22,21 @@ from .errors import (
     AdapterError,
     AndraeusError,
     ConfigError,
+    ConflictError,
     EvaluationError,
     HubError,
     ModelLoadError,
     ModelNotAvailableError,
+    NotFoundError,
     ProfileError,
+    QueueFullError,
     TrainingCancelled,
     TrainingError,
 )
-from .evaluate import EvalReport, evaluate, load_questions
+from .evaluate import EvalReport, load_questions
+from .evaluate import evaluate as evaluate_adapter
 from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
-from .jobs import Completion, ConflictError, NotFoundError, QueueFullError, Service, fine_tuned_model_id
+from .jobs import Completion, Service, fine_tuned_model_id
 from .models import (
     PRESETS,
     LoadedModel,
@@ -49,15 +55,13 @@ from .plots import recall_by_kind_chart
 from .profile import MAX_FILE_BYTES as MAX_PROFILE_BYTES
 from .profile import Fact, Profile, load_profile, parse_profile, profile_from_rows, profile_hash
 from .store import Store
-from .train import Adapter, ProgressEvent, TrainEstimate, estimate, train
+from .train import Adapter, ProgressEvent, TrainEstimate, estimate
+from .train import train as train_adapter
 from .variations import DIMENSIONS, Phrasing, generate_variations
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DIMENSIONS",
-    "MAX_PROFILE_BYTES",
-    "PRESETS",
     "Adapter",
     "AdapterError",
     "AndraeusError",
@@ -67,6 +71,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ConflictError",
+    "DIMENSIONS",
     "EvalReport",
     "EvaluationError",
     "ExampleMeta",
@@ -74,11 +79,13 @@ __all__ = [
     "GenerationConfig",
     "HubError",
     "LoadedModel",
+    "MAX_PROFILE_BYTES",
     "Message",
     "ModelLoadError",
     "ModelNotAvailableError",
     "ModelPreset",
     "NotFoundError",
+    "PRESETS",
     "Phrasing",
     "Profile",
     "ProfileError",
@@ -97,7 +104,7 @@ __all__ = [
     "build_dataset",
     "default_model_name",
     "estimate",
-    "evaluate",
+    "evaluate_adapter",
     "facts_system_prompt",
     "fine_tuned_model_id",
     "generate_batch",
@@ -122,6 +129,6 @@ __all__ = [
     "resolve_adapter",
     "resolve_model",
     "tokenize_example",
-    "train",
+    "train_adapter",
     "write_jsonl",
 ]

@@ -93,3 +93,25 @@ class HubError(AndraeusError):
     """Talking to the Hugging Face Hub failed; the local adapter is untouched."""
 
     code = "hub_error"
+
+
+class NotFoundError(AndraeusError):
+    """The id does not exist for this tenant (another tenant's ids are reported the same way)."""
+
+    code = "not_found"
+
+
+class ConflictError(AndraeusError):
+    """The request conflicts with the resource's state (e.g. cancelling a finished job)."""
+
+    code = "conflict"
+
+
+class QueueFullError(AndraeusError):
+    """Too many jobs are waiting; retry after ``retry_after`` seconds."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -21,7 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import AndraeusError, ConfigError, ProfileError, TrainingCancelled
+from .config import ADAPTER_META
+from .errors import (
+    AndraeusError,
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    ProfileError,
+    QueueFullError,
+    TrainingCancelled,
+)
 from .store import FINISHED, Store, new_id
 
 logger = logging.getLogger(__name__)
@@ -29,28 +38,6 @@ logger = logging.getLogger(__name__)
 PROFILE_FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv"}
 CHAT_FORMATS = {".jsonl": "jsonl"}
 MAX_RESTARTS = 2  # a job the server died under this many times is failed rather than retried forever
-
-
-class NotFoundError(AndraeusError):
-    """The id does not exist for this tenant (another tenant's ids are reported the same way)."""
-
-    code = "not_found"
-
-
-class ConflictError(AndraeusError):
-    """The request conflicts with the resource's state (e.g. cancelling a finished job)."""
-
-    code = "conflict"
-
-
-class QueueFullError(AndraeusError):
-    """Too many jobs are waiting; retry after ``retry_after`` seconds."""
-
-    code = "queue_full"
-
-    def __init__(self, message: str, *, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -304,8 +291,8 @@ class Service:
         """Make every job left ``running`` by a dead process finished, resumable or failed (never stuck)."""
         for job in self.store.jobs_with_status("running"):
             adapter = Path(job["adapter_path"])
-            if (adapter / "andraeus.json").is_file() and (adapter / "adapter_model.safetensors").is_file():
-                meta = json.loads((adapter / "andraeus.json").read_text())
+            if (adapter / ADAPTER_META).is_file() and (adapter / "adapter_model.safetensors").is_file():
+                meta = json.loads((adapter / ADAPTER_META).read_text())
                 self._finish_success(job, adapter, meta)
                 self.store.add_event(job, "The adapter had been written before the server restarted; job finished.")
             elif job["progress_epoch"] >= 1 and job["restarts"] < MAX_RESTARTS:
