@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import ADAPTER_META, ADAPTER_PRIVATE
 from .errors import AdapterError, ConfigError
 from .models import LoadedModel, Quantize, get_cached_model, load_model
 
@@ -39,10 +40,6 @@ class GenerationConfig(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end the answer.")
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0, description="Penalty on repeated tokens (1 = none).")
     seed: int | None = Field(None, description="Seed for sampling, for reproducible sampled answers.")
-
-
-ADAPTER_META = "andraeus.json"
-ADAPTER_PRIVATE = "private.json"
 
 
 def adapter_base_model(adapter_dir: str | Path) -> str | None:

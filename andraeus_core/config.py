@@ -10,6 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DEFAULT_HOME = Path("~/.cache/andraeus")
 
+# The files of an adapter directory besides PEFT's own. andraeus.json is public metadata (never a fact value or the
+# user's name); private.json (system prompt + profile) and heldout.jsonl stay local and are never uploaded.
+ADAPTER_META = "andraeus.json"
+ADAPTER_PRIVATE = "private.json"
+ADAPTER_HELDOUT = "heldout.jsonl"
+
 
 def andraeus_home() -> Path:
     """Root of everything Andraeus writes: converted models, adapters, jobs (``ANDRAEUS_HOME``)."""

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config import ADAPTER_HELDOUT, ADAPTER_PRIVATE
 from .errors import AdapterError, EvaluationError
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def heldout_questions(adapter_dir: str | Path) -> list[Question]:
     Raises:
         EvaluationError: the file is missing, or a line is not a chat example with ``messages`` and ``meta``.
     """
-    file = Path(adapter_dir) / "heldout.jsonl"
+    file = Path(adapter_dir) / ADAPTER_HELDOUT
     if not file.is_file():
         raise EvaluationError(
             f"'{adapter_dir}' has no heldout.jsonl (the held-out split written by training); pass questions "
@@ -495,7 +496,7 @@ def _adapter_path(adapter: Any) -> Path:
 
 def _read_private(adapter_dir: Path) -> dict[str, Any]:
     try:
-        data = json.loads((adapter_dir / "private.json").read_text(encoding="utf-8"))
+        data = json.loads((adapter_dir / ADAPTER_PRIVATE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AdapterError(
             f"'{adapter_dir}' has no private.json (the local copy of the profile); evaluation needs the profile's "

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import TrainConfig, adapters_dir, andraeus_home
+from .config import ADAPTER_HELDOUT, ADAPTER_META, ADAPTER_PRIVATE, TrainConfig, adapters_dir, andraeus_home
 from .errors import AndraeusError, ConfigError, TrainingCancelled, TrainingError
 from .models import LoadedModel, bnb_config, cuda_available, generate_batch, load_model, load_tokenizer, model_dir
 
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_META = "andraeus.json"
-ADAPTER_PRIVATE = "private.json"
-ADAPTER_HELDOUT = "heldout.jsonl"
 GUARD_MAX_NEW_TOKENS = 64
 
 # Throughput used by estimate() before this machine has trained anything, as (parameter count × tokens/s): the
