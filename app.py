@@ -308,7 +308,7 @@ def _train_on_gpu(
 
     def run() -> None:
         try:
-            result["adapter"] = core.train(str(profile_file), config, events.put, cancel_flag.exists)
+            result["adapter"] = core.train_adapter(str(profile_file), config, events.put, cancel_flag.exists)
         except BaseException as exc:  # noqa: BLE001 - handed to the generator below
             result["error"] = exc
         finally:
@@ -435,7 +435,7 @@ def _need_adapter(sess: Session) -> str:
 def _evaluate_on_gpu(adapter: str) -> Any:
     """Held-out evaluation (adapter, base, facts-in-prompt); plain values in and out for the ZeroGPU worker."""
     try:
-        return core.evaluate(adapter)
+        return core.evaluate_adapter(adapter)
     except core.AndraeusError as exc:
         return {"error": str(exc)}
 

@@ -151,7 +151,7 @@ def test_estimate_before_training(tiny_model):
 
 
 def test_guard_answers_are_cached_on_disk(tiny_model, monkeypatch, isolated_home):
-    train_mod = importlib.import_module("andraeus_core.train")  # the package re-exports a function named train
+    train_mod = importlib.import_module("andraeus_core.train")
 
     answer = train_mod.guard_answerer(tiny_model)
     first = answer(["What is the capital of France?", "Tell me a joke."])
@@ -283,7 +283,7 @@ def test_qlora_4bit_trains_on_cpu(tmp_path):
 
 
 def test_early_stop_records_the_epoch(monkeypatch, tmp_path):
-    train_mod = importlib.import_module("andraeus_core.train")  # the package re-exports a function named train
+    train_mod = importlib.import_module("andraeus_core.train")
 
     # On tiny-random the answers are noise, so fake a probe that reports "learned" after epoch 2.
     seen = []
