@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from .errors import AndraeusError
@@ -523,6 +524,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        # bitsandbytes warns at import that an optional Hub-downloaded CPU kernel is missing (its own NF4 code is
+        # used instead), and libraries emit FutureWarnings about their own internals: neither is actionable here.
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=FutureWarning)
     handler: Handler = args.handler
     try:
         return handler(args)
