@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from andraeus_core.chat import ChatModel, GenerationConfig
+    from andraeus_core.chat import ChatModel, GenerationConfig, generation_executor
     from andraeus_core.models import load_model
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {args.base_model}")
@@ -72,13 +72,18 @@ def main() -> None:
             if n > 1 and total > (first or 0):
                 stream_rates.append((n - 1) / (total - (first or 0)))
 
-            # Reference: plain generate, no streamer, forced to the same length.
+            # Reference: plain generate, no streamer, forced to the same length. It runs on the same generation
+            # thread as ChatModel.stream: a second thread doing torch work would slow both (see generation_executor).
             inputs = chat.prompt_ids(messages)
+
+            def plain(inputs=inputs):
+                with torch.inference_mode():
+                    return loaded.model.generate(
+                        **inputs, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
+                    )
+
             start = time.perf_counter()
-            with torch.inference_mode():
-                out = loaded.model.generate(
-                    **inputs, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
-                )
+            out = generation_executor().submit(plain).result()
             elapsed = time.perf_counter() - start
             plain_rates.append((out.shape[1] - inputs["input_ids"].shape[1]) / elapsed)
 
