@@ -7,9 +7,12 @@ set ANDRAEUS_TEST_MODELS_DIR to keep them across sessions while developing.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 # Before anything imports huggingface_hub (it reads these once, at import time).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -54,3 +57,18 @@ def default_model(shared_models_dir: Path):
     from andraeus_core.models import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def app_url() -> Iterator[str]:
+    """The web app (app.py's ``demo``) served on 127.0.0.1 for one test module."""
+    import app
+
+    port = free_port()
+    app.demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.demo.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import sqlite3
 import threading
 import time
@@ -20,6 +19,7 @@ from fastapi.testclient import TestClient
 from andraeus_core import ConfigError, Service, Store
 from api.deps import ApiSettings
 from api.main import create_app
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_A = "key-tenant-a-0123456789abcdef"
@@ -29,19 +29,13 @@ A = {"Authorization": f"Bearer {KEY_A}"}
 B = {"Authorization": f"Bearer {KEY_B}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def live_server() -> Iterator[str]:
     """A real uvicorn server on 127.0.0.1 (random free port) in a thread; yields the /v1 base URL."""
     import uvicorn
 
     app = create_app(ApiSettings(api_keys=KEYS, workers=1))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "restart-test-key-0123456789"
 H = {"Authorization": f"Bearer {KEY}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(port: int, log: Path) -> subprocess.Popen:
@@ -57,7 +52,7 @@ def _wait(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202
 
 
 def test_kill_mid_job_and_restart(tmp_path: Path, isolated_home: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     base = f"http://127.0.0.1:{port}/v1"
     proc = _start(port, log)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,26 +31,6 @@ FAST = {
     "per_fact": 6,
     "heldout": 0.2,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    import app
-
-    port = _free_port()
-    app.demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.demo.close()
 
 
 def _client(url: str):

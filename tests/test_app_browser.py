@@ -7,7 +7,6 @@ chats, and saves screenshots under tests/artifacts/ (gitignored) for a human to 
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,26 +34,6 @@ pytestmark = [
     ),
     pytest.mark.timeout(420),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    import app
-
-    port = _free_port()
-    app.demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.demo.close()
 
 
 @pytest.fixture

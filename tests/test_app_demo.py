@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,12 +25,6 @@ def _demo_command() -> list[str]:
     recipe = re.search(r"^demo:.*\n\t(.+)$", text, re.M)
     assert recipe, "the Makefile has a demo target"
     return shlex.split(recipe.group(1))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -47,7 +42,7 @@ def test_make_demo_serves_the_app_and_the_api(tmp_path: Path):
     andraeus = shutil.which("andraeus", path=str(bin_dir)) or shutil.which("andraeus")
     if andraeus is None:
         pytest.skip("the andraeus console script is not installed (pip install -e .)")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ANDRAEUS_HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf")}
     for word in env_words:
         key, value = word.split("=", 1)
