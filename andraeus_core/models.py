@@ -37,6 +37,10 @@ _CACHE_FORMAT = 2
 
 Quantize = Literal["4bit"] | None
 
+# transformers builds models under process-wide init contexts (meta device, default dtype): two threads loading at
+# once (an API job worker next to a chat request) can leave one model with meta tensors. Loads are serialised.
+_LOAD_LOCK = threading.RLock()
+
 
 @dataclass(frozen=True)
 class ModelPreset:
@@ -411,10 +415,9 @@ def model_dir(name: str | ResolvedModel | None = None) -> Path:
         ModelNotAvailableError: the model is neither embedded, cached nor reachable.
     """
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name)
-    if resolved.kind == "embedded":
-        return embedded_model_dir()
-    if resolved.kind == "random":
-        return tiny_random_dir()
+    if resolved.kind in ("embedded", "random"):
+        with _LOAD_LOCK:
+            return embedded_model_dir() if resolved.kind == "embedded" else tiny_random_dir()
     if resolved.kind == "local":
         assert resolved.path is not None
         return resolved.path
@@ -500,7 +503,8 @@ def load_model(
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": 0} if on_cuda else {"": "cpu"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+        with _LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"Could not load base model '{resolved.name}' from {directory}: {exc}") from None
     if quant is None and on_cuda:
