@@ -125,3 +125,22 @@ def test_embedded_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: p
 def test_upstream_hub_id_of_the_default_falls_back_to_the_embedded_copy(default_model):
     path = models.model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert (path / "andraeus-model.json").is_file()
+
+
+def test_lm_head_gets_a_contiguous_input_when_generating(isolated_home):
+    # A bf16 linear over the strided last-position view materialised the head's weight once per prompt on CPU
+    # (1.8 GB for 32 prompts with SmolLM2); load_model makes that input contiguous.
+    from andraeus_core.models import generate_batch, load_model
+
+    loaded = load_model("tiny-random", dtype="bfloat16")
+    seen = []
+    loaded.model.get_output_embeddings().register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].is_contiguous())
+    )
+    answers = generate_batch(
+        loaded.model,
+        loaded.tokenizer,
+        [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "what is my dog's name?"}]],
+        max_new_tokens=3,
+    )
+    assert len(answers) == 2 and seen and all(seen)
