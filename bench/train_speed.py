@@ -31,11 +31,11 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _setup(args: argparse.Namespace):
+def _setup(args: argparse.Namespace, *, ours: bool):
     from andraeus_core.config import TrainConfig
     from andraeus_core.models import load_model
     from andraeus_core.profile import load_profile
-    from andraeus_core.train import guard_answerer, prepare_dataset
+    from andraeus_core.train import guard_answerer, prepare_dataset, use_bf16
 
     overrides = {"base_model": args.base_model}
     if args.epochs:
@@ -43,7 +43,10 @@ def _setup(args: argparse.Namespace):
     if args.per_fact:
         overrides["per_fact"] = args.per_fact
     config = TrainConfig.preset("cpu", **overrides)
-    loaded = load_model(args.base_model)
+    # Ours loads the base the way train() does (bf16 weights under the cpu preset); the reference is the textbook
+    # float32 loop. Ours runs first, so both train on the same guard answers (cached on disk by the first side).
+    bf16 = ours and use_bf16(config) and not config.quantize
+    loaded = load_model(args.base_model, dtype="bfloat16" if bf16 else None)
     profile = load_profile(args.profile)
     dataset = prepare_dataset(profile, config, guard_answer_fn=guard_answerer(loaded))
     return config, loaded, dataset
@@ -60,14 +63,23 @@ def run_ours(args: argparse.Namespace) -> dict:
     from andraeus_core.train import train
 
     start = time.perf_counter()
-    config, loaded, dataset = _setup(args)
+    config, loaded, dataset = _setup(args, ours=True)
     if args.no_early_stop:
         config = config.model_copy(update={"early_stop": False})
     adapter = train(dataset, config, model=loaded, out_dir=Path(args.workdir) / "adapter")
     wall = time.perf_counter() - start
-    rec_start = time.perf_counter()
-    recall, n = _recall(loaded.model, loaded.tokenizer, dataset)
     m = adapter.meta["metrics"]
+    # Recall of the adapter as a user gets it: the saved files over a freshly loaded base model (float32 on CPU, as
+    # chat and evaluation load it), not the in-memory training model.
+    rec_start = time.perf_counter()
+    del loaded
+    from peft import PeftModel
+
+    from andraeus_core.models import load_model
+
+    fresh = load_model(args.base_model)
+    served = PeftModel.from_pretrained(fresh.model, str(adapter.path), is_trainable=False).eval()
+    recall, n = _recall(served, fresh.tokenizer, dataset)
     return {
         "wall_s": round(wall, 1),
         "train_s": adapter.meta["timings"]["train_seconds"],
@@ -78,7 +90,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         "recall": round(recall, 4),
         "heldout_items": n,
         "recall_eval_s": round(time.perf_counter() - rec_start, 1),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": m["peak_rss_mb"],  # at the end of training, before the evaluation loads another copy
         "train_examples": len(dataset.train),
     }
 
@@ -91,7 +103,7 @@ def run_reference(args: argparse.Namespace) -> dict:
     from andraeus_core.train import lora_config, tokenize_examples
 
     start = time.perf_counter()
-    config, loaded, dataset = _setup(args)
+    config, loaded, dataset = _setup(args, ours=False)
     set_seed(config.seed)
     model = get_peft_model(loaded.model, lora_config(config))
     model.train()
@@ -130,6 +142,8 @@ def run_reference(args: argparse.Namespace) -> dict:
             optim.zero_grad(set_to_none=True)
     train_s = time.perf_counter() - train_start
     wall = time.perf_counter() - start
+    peak = _peak_rss_mb()
+    model.eval()
     recall, n = _recall(model, loaded.tokenizer, dataset)
     return {
         "wall_s": round(wall, 1),
@@ -140,7 +154,7 @@ def run_reference(args: argparse.Namespace) -> dict:
         "early_stop_epoch": None,
         "recall": round(recall, 4),
         "heldout_items": n,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak,
         "train_examples": len(ids_all),
     }
 

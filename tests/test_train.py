@@ -69,10 +69,11 @@ def test_seed_preset_is_exactly_the_seed_recipe():
 
 def test_cpu_preset_keeps_the_lora_science():
     seed, cpu = TrainConfig.preset("seed"), TrainConfig.preset("cpu")
-    same = ("lora_r", "lora_alpha", "target_modules", "lr_scheduler", "warmup_ratio", "epochs")
+    same = ("lora_r", "lora_alpha", "target_modules", "lr_scheduler", "warmup_ratio", "gradient_checkpointing")
     assert all(getattr(seed, f) == getattr(cpu, f) for f in same)
     assert cpu.batch_size * cpu.grad_accum == seed.batch_size * seed.grad_accum  # same effective batch
-    assert cpu.gradient_checkpointing is False and cpu.bf16 is False and cpu.lora_dropout == 0.0
+    assert 1 <= cpu.epochs <= seed.epochs
+    assert cpu.bf16 is True and cpu.lora_dropout == 0.0
     assert cpu.early_stop and cpu.batching == "grouped"
 
 
@@ -311,3 +312,82 @@ def test_bench_quick_runs(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1].removeprefix("RESULT "))
     assert result["ours"]["tokens_per_s"] > 0 and result["reference"]["tokens_per_s"] > 0
     assert "throughput ratio" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CPU speed/memory measures: same loss, bf16 base with float32 LoRA, eager attention only while training
+
+
+def test_cpu_loss_projects_only_answer_positions_and_equals_the_full_loss(isolated_home, tmp_path):
+    import torch
+
+    from andraeus_core.models import load_model
+    from andraeus_core.train import _attach_lora, _trainer_class, sft_config, tokenize_examples
+
+    config = tiny_config(bf16=False)
+    loaded = load_model("tiny-random")
+    rows = tokenize_examples(loaded.tokenizer, tiny_dataset(config).train[:6], config.max_length)
+    model = _attach_lora(loaded, config)
+    with torch.no_grad():  # LoRA B starts at zero; give the adapter a say in the loss
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    trainer = _trainer_class()(
+        model=model, args=sft_config(config, tmp_path / "run"), train_dataset=rows, processing_class=loaded.tokenizer
+    )
+    batch = trainer.data_collator([rows[i] for i in range(6)])
+    head_rows = []
+    hook = loaded.model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: head_rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    ours = trainer.compute_loss(model, dict(batch))
+    ours.backward()
+    ours_grads = [p.grad.clone() for p in params]
+    model.zero_grad()
+    hook.remove()
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    full.backward()
+
+    answer_positions = int((batch["labels"][:, 1:] != -100).sum())
+    assert head_rows == [answer_positions] and answer_positions < batch["input_ids"].numel() / 2
+    assert torch.allclose(ours, full, rtol=1e-5, atol=1e-6)
+    for mine, theirs in zip(ours_grads, (p.grad for p in params), strict=True):
+        assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-7)
+    assert trainer._metrics["train"]["mean_token_accuracy"] and trainer._metrics["train"]["entropy"][0] > 0
+
+
+def test_bf16_training_keeps_a_bf16_base_float32_lora_and_restores_attention(isolated_home, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    import andraeus_core.train as train_module
+    from andraeus_core.models import load_model
+
+    loaded_models = []
+
+    def loading(*args, **kwargs):
+        loaded_models.append(load_model(*args, **kwargs))
+        return loaded_models[-1]
+
+    monkeypatch.setattr(train_module, "load_model", loading)
+    seen = []
+    config = tiny_config(epochs=1)
+    assert config.bf16 is True  # the cpu preset trains in bf16
+    adapter = train_module.train(
+        tiny_profile(),
+        config,
+        on_progress=lambda e: seen.append(
+            loaded_models[0].model.config._attn_implementation if loaded_models else None
+        ),
+    )
+    model = loaded_models[0].model
+    base = [p for n, p in model.named_parameters() if "lora_" not in n]
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert base and all(p.dtype == torch.bfloat16 for p in base)
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    saved = load_file(str(adapter.path / "adapter_model.safetensors"))
+    assert saved and all(t.dtype == torch.float32 for t in saved.values())
+    assert "eager" in seen  # while training
+    assert model.config._attn_implementation == "sdpa"  # restored for generation
+    assert all(math.isfinite(x) for x in adapter.meta["metrics"]["losses"])
