@@ -6,7 +6,7 @@ example. Each side runs in its own child process so its peak RSS is its own. Pri
 tokens/s (real tokens, no padding), peak RSS and held-out recall (greedy answer contains the value or an alias, over
 the held-out fact phrasings — questions never trained on).
 
-    python bench/train_speed.py            # the real figures (embedded SmolLM2-135M, ~5 minutes on 2 cores)
+    python bench/train_speed.py            # the real figures (embedded SmolLM2-135M, ~7 minutes on 2 cores)
     python bench/train_speed.py --quick    # a smoke run on tiny-random (seconds; figures meaningless)
 """
 
