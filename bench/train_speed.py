@@ -42,6 +42,8 @@ def _setup(args: argparse.Namespace, *, ours: bool):
         overrides["epochs"] = args.epochs
     if args.per_fact:
         overrides["per_fact"] = args.per_fact
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     config = TrainConfig.preset("cpu", **overrides)
     # Ours loads the base the way train() does (bf16 weights under the cpu preset); the reference is the textbook
     # float32 loop. Ours runs first, so both train on the same guard answers (cached on disk by the first side).
@@ -168,6 +170,8 @@ def _child(args: argparse.Namespace, which: str) -> dict:
         cmd += ["--per-fact", str(args.per_fact)]
     if args.no_early_stop:
         cmd += ["--no-early-stop"]
+    if args.seed is not None:
+        cmd += ["--seed", str(args.seed)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -180,6 +184,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the cpu preset's epochs")
     parser.add_argument("--per-fact", type=int, default=None, help="override the phrasings per fact")
     parser.add_argument("--no-early-stop", action="store_true", help="train every epoch in our pipeline too")
+    parser.add_argument("--seed", type=int, default=None, help="phrasing/split/training seed (default: the preset's)")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--only", choices=["ours", "reference"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
