@@ -91,6 +91,12 @@ class TrainConfig(BaseModel):
         "(similar lengths together, little padding) or 'padding_free' (sequences concatenated, no padding).",
     )
     per_fact: int = Field(30, description="Question phrasings generated per fact.")
+    typo_augment: int = Field(
+        0,
+        description="Extra typo'd questions per fact, for training only (the held-out split is unchanged), 0-500.",
+        ge=0,
+        le=500,
+    )
     heldout_share: float = Field(0.2, description="Share of phrasings held out for evaluation, 0 <= x < 1.")
     system_prompt: str = Field(
         "identity",
@@ -216,7 +222,10 @@ class TrainConfig(BaseModel):
           * lr 1e-3 and 3 epochs — ~40 steps per epoch for a 10-fact profile; the seed's 3e-4 was tuned for a 7B
             model. Measured on the seed example: 3 epochs reached 94.4% held-out recall at lr 1e-3, 1.5e-3 and 2e-3
             alike, 5 epochs 96.3% but 3.5 minutes, past the 3-minute budget;
-          * early stop on (threshold 0.99) — stops as soon as the training phrasings are learned.
+          * early stop on (threshold 0.99) — stops as soon as the training phrasings are learned;
+          * typo_augment 4 — four more misspelt training questions per fact (the held-out split is unchanged). A
+            misspelt key word ("Whats the nae of my dog?") was the commonest held-out miss; over seeds 0–2 held-out
+            recall went from 162/175 (92.6%) to 169/175 (96.6%) for ~12% more training time (8 extra: 167/175).
 
         Raises:
             ConfigError: unknown preset name or an invalid override.
@@ -237,6 +246,7 @@ class TrainConfig(BaseModel):
                 "learning_rate": 1e-3,
                 "lora_dropout": 0.0,
                 "early_stop": True,
+                "typo_augment": 4,
             },
         }
         if name not in presets:

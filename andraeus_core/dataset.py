@@ -21,16 +21,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, ProfileError
-from .profile import Profile, profile_hash
+from .profile import Fact, Profile, profile_hash
 from .variations import (
     Negative,
     Phrasing,
+    damerau_distance,
     general_questions,
     generate_variations,
     guard_questions,
     identity_questions,
     normalize_question,
     topic_info,
+    typo_of,
     unknown_questions,
 )
 
@@ -208,6 +210,42 @@ def _split_groups(negatives: list[Negative], share: float, rng: random.Random) -
     return {g: ("heldout" if g in held else "train") for g in groups}
 
 
+def _augment_typos(
+    fact: Fact, phrasings: list[Phrasing], split: dict[str, Split], count: int, system: str, seed: int
+) -> list[ChatExample]:
+    """``count`` more typo'd training questions for one fact (see ``build_dataset(typo_augment=...)``).
+
+    A small model reads a misspelt key word ("nae", "paartenr") as a different question; the generated typo
+    dimension gives it only ~4 misspellings per fact to learn from. These extra ones come from the same sources as
+    the typo dimension (questions *about* the fact, never reversed ones), only from phrasings in training.
+    """
+    rng = random.Random(f"{seed}\x1faugment\x1f{fact.topic}\x1f{fact.value}")
+    sources = [
+        p
+        for p in phrasings
+        if split.get(p.question) == "train"
+        and (p.dimension in ("formality", "directness") or (p.dimension == "punctuation" and p.question[:1].isupper()))
+    ]
+    held = [p.question.casefold() for p in phrasings if split.get(p.question) == "heldout"]
+    held_norms = {normalize_question(q) for q in held}
+    seen = {p.question for p in phrasings}
+    out: list[ChatExample] = []
+    attempts = 0
+    while sources and len(out) < count and attempts < count * 30:
+        attempts += 1
+        src = rng.choice(sources)
+        typo = typo_of(src.question, rng, protect=fact.value)
+        if typo in seen or normalize_question(typo) in held_norms:
+            continue
+        # Not within two edits of a held-out question: a held-out typo must stay a phrasing never trained on.
+        if any(damerau_distance(typo.casefold(), q) <= 2 for q in held):
+            continue
+        seen.add(typo)
+        meta = ExampleMeta(topic=fact.topic, dimension="typo", kind="fact", split="train", expect=fact.accepted())
+        out.append(_example(system, typo, rng.choice(src.answers), meta))
+    return out
+
+
 def build_dataset(
     profile: Profile,
     *,
@@ -217,6 +255,7 @@ def build_dataset(
     system_prompt: Literal["identity", "facts"] | str = "identity",
     guard_answer_fn: Callable[[list[str]], list[str]] | None = None,
     exclude_questions: Iterable[str] = (),
+    typo_augment: int = 0,
 ) -> ChatDataset:
     """Build the train and held-out chat examples of a profile.
 
@@ -230,6 +269,9 @@ def build_dataset(
             it, over-trigger guards are left out of training but still held out for evaluation.
         exclude_questions: questions that must not be trained on (e.g. a hand-written eval set): a generated
             example with the same words (ignoring case and punctuation) is moved to the held-out split.
+        typo_augment: extra typo'd questions per fact, for training only (on top of ``per_fact``); made from the
+            fact's *training* phrasings and kept at least 3 edits away from every held-out question, so the held-out
+            split is exactly the one without augmentation.
 
     Returns:
         The dataset; ``heldout`` questions never appear in ``train`` (not even re-punctuated or as a typo).
@@ -240,6 +282,8 @@ def build_dataset(
         )
     if not 1 <= per_fact <= 500:
         raise ConfigError(f"per_fact must be between 1 and 500 (got {per_fact!r}).", param="per_fact")
+    if not 0 <= typo_augment <= 500:
+        raise ConfigError(f"typo_augment must be between 0 and 500 (got {typo_augment!r}).", param="typo_augment")
     system = _resolve_system_prompt(profile, system_prompt)
     variations = generate_variations(profile, per_fact=per_fact, seed=seed)
     rng = random.Random(f"{seed}\x1fdataset")
@@ -262,6 +306,8 @@ def build_dataset(
             (heldout if meta.split == "heldout" else train).append(
                 _example(system, p.question, rng.choice(p.answers), meta)
             )
+        if typo_augment:
+            train.extend(_augment_typos(fact, phrasings, split, typo_augment, system, seed))
 
     negatives = [*unknown_questions(profile, seed=seed), *identity_questions(profile)]
     guards = [*guard_questions(profile, seed=seed), *general_questions(seed=seed)]

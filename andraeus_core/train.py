@@ -217,6 +217,7 @@ def prepare_dataset(
         seed=config.seed,
         system_prompt=config.system_prompt,
         guard_answer_fn=guard_answer_fn,
+        typo_augment=config.typo_augment,
     )
 
 

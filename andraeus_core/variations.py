@@ -458,6 +458,7 @@ def _with_keywords(info: TopicInfo) -> TopicInfo:
     words += {
         "birthday": ["you were born"],
         "employer": ["you work at", "you work for"],
+        "job": ["you work as", "your profession", "your occupation", "your line of work"],
         "home city": ["you live in"],
         "country": ["you live in"],
         "hometown": ["you grew up in"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from andraeus_core.dataset import (
     tokenize_example,
     write_jsonl,
 )
-from andraeus_core.errors import AndraeusError, ProfileError
+from andraeus_core.errors import AndraeusError, ConfigError, ProfileError
 from andraeus_core.profile import load_profile
-from andraeus_core.variations import normalize_question
+from andraeus_core.variations import damerau_distance, normalize_question
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -175,3 +176,29 @@ def test_excluded_questions_never_train() -> None:
     moved = [e for e in ds.heldout if e.question in picked]
     assert len(moved) == len(picked) and all(e.meta.split == "heldout" for e in moved)
     assert len(ds.train) + len(ds.heldout) == len(full.train) + len(full.heldout)
+
+
+def test_typo_augment_adds_training_typos_and_leaves_heldout_alone() -> None:
+    profile = load_profile(EXAMPLES / "seed_profile.yaml")
+    plain = build_dataset(profile, seed=2)
+    augmented = build_dataset(profile, seed=2, typo_augment=3)
+    assert [e.model_dump() for e in augmented.heldout] == [e.model_dump() for e in plain.heldout]
+    extra = Counter(e.question for e in augmented.train) - Counter(e.question for e in plain.train)
+    added = [e for e in augmented.train if e.question in extra]
+    assert len(added) == 3 * len(profile.facts)
+    assert Counter(e.meta.topic for e in added) == {f.topic: 3 for f in profile.facts}
+    sources = {e.question for e in plain.train if e.meta.kind == "fact"}
+    held = [e.question.casefold() for e in plain.heldout]
+    for e in added:
+        fact = next(f for f in profile.facts if f.topic == e.meta.topic)
+        assert e.meta.dimension == "typo" and e.meta.kind == "fact" and e.meta.split == "train"
+        assert any(a.casefold() in e.answer.casefold() for a in fact.accepted())
+        # a misspelling of a question the model trains on anyway, never one near a held-out question
+        assert min(damerau_distance(e.question, s) for s in sources) <= 2, e.question
+        assert min(damerau_distance(e.question.casefold(), q) for q in held) > 2, e.question
+
+
+def test_typo_augment_out_of_range_is_rejected() -> None:
+    profile = load_profile(EXAMPLES / "seed_profile.yaml")
+    with pytest.raises(ConfigError, match="typo_augment must be between 0 and 500 \\(got -1\\)"):
+        build_dataset(profile, typo_augment=-1)

@@ -75,6 +75,17 @@ def test_cpu_preset_keeps_the_lora_science():
     assert 1 <= cpu.epochs <= seed.epochs
     assert cpu.bf16 is True and cpu.lora_dropout == 0.0
     assert cpu.early_stop and cpu.batching == "grouped"
+    assert seed.typo_augment == 0 and cpu.typo_augment > 0  # the seed recipe's data is the seed's
+
+
+def test_train_config_typo_augment_feeds_the_dataset():
+    from andraeus_core.train import prepare_dataset
+
+    profile = tiny_profile()
+    plain = prepare_dataset(profile, TrainConfig.preset("cpu", typo_augment=0))
+    augmented = prepare_dataset(profile, TrainConfig.preset("cpu", typo_augment=2))
+    assert len(augmented.train) == len(plain.train) + 2 * len(profile.facts)
+    assert [e.question for e in augmented.heldout] == [e.question for e in plain.heldout]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +97,7 @@ def test_cpu_preset_keeps_the_lora_science():
         ("target_modules", [], "target_modules"),
         ("quantize", "8bit", "quantize"),
         ("lora_rnk", 8, "lora_rnk"),  # a typo is an error, not silently ignored
+        ("typo_augment", -1, "typo_augment"),
     ],
 )
 def test_bad_configs_are_rejected_naming_field_and_value(field, value, fragment):

@@ -239,3 +239,12 @@ def test_fifty_facts_are_fast_and_deterministic() -> None:
     assert sum(len(p) for p in first.values()) == 50 * 30
     assert elapsed < 5  # measured ~0.1 s on the 2-core dev machine; generous for a loaded CI box
     assert generate_variations(profile) == first
+
+
+def test_reverse_keywords_accept_the_natural_answer_for_a_job() -> None:
+    # "What does being a software engineer have to do with me?" is answered right by "You work as a software
+    # engineer." (seen from a trained adapter); a general remark about the job is still not an answer.
+    keywords = topic_info("job").keywords
+    assert "your job" in keywords
+    assert any(k in "you work as a software engineer." for k in keywords)
+    assert not any(k in "software engineers write code for a living." for k in keywords)
