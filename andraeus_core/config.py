@@ -225,7 +225,7 @@ class TrainConfig(BaseModel):
           * early stop on (threshold 0.99) — stops as soon as the training phrasings are learned;
           * typo_augment 4 — four more misspelt training questions per fact (the held-out split is unchanged). A
             misspelt key word ("Whats the nae of my dog?") was the commonest held-out miss; over seeds 0–2 held-out
-            recall went from 162/175 (92.6%) to 169/175 (96.6%) for ~12% more training time (8 extra: 167/175).
+            recall went from 163/175 (93.1%) to 169/175 (96.6%) for ~12% more training time (8 extra: 168/175).
 
         Raises:
             ConfigError: unknown preset name or an invalid override.

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import ConfigError, ProfileError
 from .profile import Fact, Profile, profile_hash
 from .variations import (
+    CONFIRM_WORDS,
     Negative,
     Phrasing,
     damerau_distance,
@@ -301,7 +302,9 @@ def build_dataset(
                 dimension=p.dimension,
                 kind="reverse" if reverse else "fact",
                 split=split[p.question],
-                expect=list(info.keywords) if reverse else fact.accepted(),
+                expect=(list(info.keywords) + (list(CONFIRM_WORDS) if p.style == "confirm" else []))
+                if reverse
+                else fact.accepted(),
             )
             (heldout if meta.split == "heldout" else train).append(
                 _example(system, p.question, rng.choice(p.answers), meta)

@@ -297,9 +297,10 @@ def _messages(example: Any) -> list[dict[str, str]]:
 
 
 def recall_check(answer: str, expect: Sequence[str]) -> bool:
-    """True when the answer contains one of the expected strings (case-insensitive)."""
-    text = answer.casefold()
-    return any(e.casefold() in text for e in expect if e)
+    """True when the answer contains one of the expected strings as whole words (the evaluation's matching rule)."""
+    from .evaluate import contains_any
+
+    return contains_any(answer, expect)
 
 
 def probe_examples(examples: Sequence[Any], size: int, seed: int) -> list[Any]:

@@ -47,6 +47,11 @@ class Phrasing(BaseModel):
     dimension: Dimension = Field(description="Which dimension of variation this phrasing belongs to.")
     topic: str = Field(description="The fact's topic.")
     source: str | None = Field(None, description="For typos: the phrasing it was derived from; 'user' for own ones.")
+    style: Style = Field(
+        "direct",
+        description="'direct' asks for the value, 'reverse' names the value and asks what it is to the user, "
+        "'confirm' asks a yes/no question whose answer is yes.",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -439,6 +444,11 @@ def _strip_favourite(key: str) -> str | None:
 def topic_info(topic: str) -> TopicInfo:
     """Classify a topic (catalogued or free-form) so questions about it read naturally."""
     return _with_keywords(_classify(topic))
+
+
+# A confirm question ("Am I a software engineer?", "Is my dog's name Buddy?") is answered right by a yes as well as by
+# naming the relation: "Yes, you're a software engineer." says everything the question asks.
+CONFIRM_WORDS = ("yes", "that's right")
 
 
 def _with_keywords(info: TopicInfo) -> TopicInfo:
@@ -951,7 +961,13 @@ def _select(fact: Fact, info: TopicInfo, per_fact: int, seed: int, exclude: set[
         chosen = keep + rng.sample(rest, max(0, min(len(rest), quotas[dim] - len(keep))))
         for c in chosen:
             out.append(
-                Phrasing(question=c.question, answers=answers[c.style], dimension=c.dimension, topic=fact.topic)
+                Phrasing(
+                    question=c.question,
+                    answers=answers[c.style],
+                    dimension=c.dimension,
+                    topic=fact.topic,
+                    style=c.style,
+                )
             )
     # Typos of questions *about the fact*: a typo'd reversed question would blur what the answer must name.
     sources = [
@@ -971,7 +987,14 @@ def _select(fact: Fact, info: TopicInfo, per_fact: int, seed: int, exclude: set[
         seen.add(typo)
         made += 1
         out.append(
-            Phrasing(question=typo, answers=src.answers, dimension="typo", topic=fact.topic, source=src.question)
+            Phrasing(
+                question=typo,
+                answers=src.answers,
+                dimension="typo",
+                topic=fact.topic,
+                source=src.question,
+                style=src.style,
+            )
         )
     for q in fact.questions:
         if q not in seen:

@@ -202,3 +202,21 @@ def test_typo_augment_out_of_range_is_rejected() -> None:
     profile = load_profile(EXAMPLES / "seed_profile.yaml")
     with pytest.raises(ConfigError, match="typo_augment must be between 0 and 500 \\(got -1\\)"):
         build_dataset(profile, typo_augment=-1)
+
+
+def test_confirm_questions_accept_a_yes_and_other_reversed_questions_do_not() -> None:
+    from andraeus_core.evaluate import contains_any
+    from andraeus_core.variations import generate_variations
+
+    profile = load_profile(EXAMPLES / "seed_profile.yaml")
+    ds = build_dataset(profile)
+    style = {p.question: p.style for ps in generate_variations(profile).values() for p in ps}
+    reverse = [e for e in ds.train + ds.heldout if e.meta.kind == "reverse"]
+    confirm = [e for e in reverse if style[e.question] == "confirm"]
+    asks = [e for e in reverse if style[e.question] == "reverse"]
+    assert confirm and asks
+    # "Am I a software engineer?" → "Yes, you're a software engineer." is right; "Who is Buddy?" → "Yes." is not.
+    assert all(contains_any("Yes, that's what you told me.", e.meta.expect) for e in confirm)
+    assert not any(contains_any("Yes, that's what you told me.", e.meta.expect) for e in asks)
+    # the trained answers themselves pass the rule
+    assert all(contains_any(e.answer, e.meta.expect) for e in reverse if e.answer)

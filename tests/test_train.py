@@ -403,3 +403,11 @@ def test_bf16_training_keeps_a_bf16_base_float32_lora_and_restores_attention(iso
     assert "eager" in seen  # while training
     assert model.config._attn_implementation == "sdpa"  # restored for generation
     assert all(math.isfinite(x) for x in adapter.meta["metrics"]["losses"])
+
+
+def test_recall_check_matches_whole_words_like_the_evaluation():
+    from andraeus_core.train import recall_check
+
+    assert recall_check("Yes, you're a software engineer.", ["your job", "yes"])
+    assert not recall_check("Your eyes are blue.", ["yes"])  # not inside another word
+    assert recall_check("It's Buddy!", ["Buddy", "Bud"]) and not recall_check("It's Max.", ["Buddy", "Bud"])
