@@ -31,6 +31,7 @@ from .variations import (
     generate_variations,
     guard_questions,
     identity_questions,
+    is_typo_source,
     normalize_question,
     topic_info,
     typo_of,
@@ -217,16 +218,11 @@ def _augment_typos(
     """``count`` more typo'd training questions for one fact (see ``build_dataset(typo_augment=...)``).
 
     A small model reads a misspelt key word ("nae", "paartenr") as a different question; the generated typo
-    dimension gives it only ~4 misspellings per fact to learn from. These extra ones come from the same sources as
-    the typo dimension (questions *about* the fact, never reversed ones), only from phrasings in training.
+    dimension gives it only ~4 misspellings per fact to learn from. These extra ones come from the same kind of
+    sources as the typo dimension (``is_typo_source``), only from phrasings in training.
     """
     rng = random.Random(f"{seed}\x1faugment\x1f{fact.topic}\x1f{fact.value}")
-    sources = [
-        p
-        for p in phrasings
-        if split.get(p.question) == "train"
-        and (p.dimension in ("formality", "directness") or (p.dimension == "punctuation" and p.question[:1].isupper()))
-    ]
+    sources = [p for p in phrasings if split.get(p.question) == "train" and is_typo_source(p)]
     held = [p.question.casefold() for p in phrasings if split.get(p.question) == "heldout"]
     held_norms = {normalize_question(q) for q in held}
     seen = {p.question for p in phrasings}

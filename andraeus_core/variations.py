@@ -942,6 +942,15 @@ def _quotas(per_fact: int, available: dict[str, int]) -> dict[str, int]:
     return quotas
 
 
+def is_typo_source(p: Phrasing) -> bool:
+    """Whether a typo may be made of this phrasing.
+
+    Only questions *about the fact* qualify (a typo'd reversed question would blur what the answer must name), and
+    only properly written ones: a typo of "whats my dog called" is hard to tell from the original.
+    """
+    return p.dimension in ("formality", "directness") or (p.dimension == "punctuation" and p.question[:1].isupper())
+
+
 def _select(fact: Fact, info: TopicInfo, per_fact: int, seed: int, exclude: set[str]) -> list[Phrasing]:
     rng = random.Random(f"{seed}\x1f{topic_key(fact.topic)}\x1f{fact.value}")
     pools = _candidates(fact, info)
@@ -969,12 +978,7 @@ def _select(fact: Fact, info: TopicInfo, per_fact: int, seed: int, exclude: set[
                     style=c.style,
                 )
             )
-    # Typos of questions *about the fact*: a typo'd reversed question would blur what the answer must name.
-    sources = [
-        p
-        for p in out
-        if p.dimension in ("formality", "directness") or (p.dimension == "punctuation" and p.question[:1].isupper())
-    ] or out
+    sources = [p for p in out if is_typo_source(p)] or out
     seen = {p.question for p in out}
     made = 0
     attempts = 0
