@@ -7,12 +7,13 @@ set ANDRAEUS_TEST_MODELS_DIR to keep them across sessions while developing.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import PROFILE, free_port
 
 # Before anything imports huggingface_hub (it reads these once, at import time).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -59,9 +60,69 @@ def default_model(shared_models_dir: Path):
     return load_model("smollm2-135m")
 
 
+_DEFAULT = object()
+
+
+@pytest.fixture(scope="session")
+def make_adapter(shared_models_dir: Path) -> Callable[..., Path]:
+    """Write a complete adapter directory on tiny-random with ``Adapter.write``, as training writes one.
+
+    ``make_adapter(directory, weights=..., profile=..., system_prompt=..., heldout=..., seed=..., **meta)``:
+
+    - ``weights``: ``"random"`` (PEFT's non-identity init, seeded), ``"zero"`` (LoRA B = 0: the adapter is the
+      identity) or ``"large"`` (N(0, 0.5) everywhere: answers visibly change);
+    - ``profile`` (a profile dict, default :data:`tests.helpers.PROFILE`; None: no profile, as after chat-data
+      training) and ``system_prompt`` (default: named after the profile's assistant and user) go to private.json;
+      ``private=False`` writes no private.json at all;
+    - ``heldout``: chat examples (dicts with ``messages`` and ``meta``) for heldout.jsonl (None: no file);
+    - ``meta``: fields of andraeus.json besides ``base_model`` (e.g. ``topics``, ``metrics``, ``profile_hash``).
+    """
+
+    def make(
+        directory: Path,
+        *,
+        weights: str = "random",
+        profile: Any = _DEFAULT,
+        system_prompt: str | None = None,
+        private: bool = True,
+        heldout: list[dict[str, Any]] | None = None,
+        seed: int = 1,
+        **meta: Any,
+    ) -> Path:
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        from andraeus_core.adapter import Adapter, AdapterMeta, AdapterPrivate
+        from andraeus_core.dataset import ChatExample
+        from andraeus_core.models import load_model
+
+        os.environ["ANDRAEUS_MODELS_DIR"] = str(shared_models_dir)
+        profile = PROFILE if profile is _DEFAULT else profile
+        if system_prompt is None and profile is not None:
+            system_prompt = f"You are {profile.get('assistant_name', 'Nova')}, {profile['user_name']}'s assistant."
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=weights == "zero")
+        model = get_peft_model(load_model("tiny-random").model, lora)  # a fresh copy: PEFT mutates what it wraps
+        if weights == "large":
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if "lora_" in name:
+                        param.normal_(0, 0.5)
+        Adapter.write(
+            directory,
+            model,
+            AdapterMeta(base_model="tiny-random", **meta),
+            AdapterPrivate(system_prompt=system_prompt, profile=profile) if private else None,
+            [ChatExample.model_validate(h) for h in heldout] if heldout is not None else None,
+        )
+        return Path(directory)
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def app_url() -> Iterator[str]:
-    """The web app (app.py's ``demo``) served on 127.0.0.1 for one test module."""
+    """The web app (the Space's app.py ``demo``) served on 127.0.0.1 for one test module."""
     import app
 
     port = free_port()
