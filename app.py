@@ -251,7 +251,7 @@ def estimate(
     profile = _need_profile(sess)
     config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
     try:
-        est = core.estimate(profile, config)
+        est = core.estimate_training(profile, config)
     except core.AndraeusError as exc:
         return sess, _err(exc)
     return sess, est.summary()
@@ -272,7 +272,7 @@ def _gpu_seconds(
     try:
         config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
         profile = core.parse_profile(profile_json, fmt="json", source="session")
-        seconds = core.estimate(profile, config).expected_seconds
+        seconds = core.estimate_training(profile, config).expected_seconds
     except Exception:  # noqa: BLE001 - a failed estimate must not block the request; the run reports real errors
         return 600
     return int(min(1500, max(120, 1.5 * seconds + 90)))
@@ -343,7 +343,7 @@ def _train_on_gpu(
         raise error
     else:
         adapter = result["adapter"]
-        done = f"done in {adapter.meta['timings']['total_seconds']:.0f}s"
+        done = f"done in {adapter.meta.timings.total_seconds:.0f}s"
         yield {"fraction": 1.0, "status": done, "losses": losses, "adapter": str(adapter.path)}
 
 

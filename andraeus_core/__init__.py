@@ -1,10 +1,12 @@
 """Andraeus: teach an open LLM the facts of one person's life.
 
-The public names below are what app.py, api/ and the CLI may import. Heavy libraries load lazily inside functions.
-The stage functions are exported as ``train_adapter`` and ``evaluate_adapter`` so that the submodules keep their
-names: ``andraeus_core.train.train(...)`` and ``andraeus_core.evaluate.evaluate(...)`` work as documented.
+The public names below are what the web app, api/ and the CLI may import. Heavy libraries load lazily inside
+functions. The stage functions are exported as ``train_adapter``, ``estimate_training`` and ``evaluate_adapter`` so
+that the submodules keep their names: ``andraeus_core.train.train(...)``, ``andraeus_core.estimate.estimate(...)``
+and ``andraeus_core.evaluate.evaluate(...)`` work as documented.
 """
 
+from .adapter import Adapter, AdapterMeta, AdapterPrivate
 from .chat import ChatModel, GenerationConfig, Message, load_chat_model
 from .config import TrainConfig, adapters_dir, andraeus_home, models_dir
 from .dataset import (
@@ -33,6 +35,8 @@ from .errors import (
     TrainingCancelled,
     TrainingError,
 )
+from .estimate import TrainEstimate
+from .estimate import estimate as estimate_training
 from .evaluate import EvalReport, load_questions
 from .evaluate import evaluate as evaluate_adapter
 from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
@@ -52,10 +56,11 @@ from .models import (
     resolve_model,
 )
 from .plots import recall_by_kind_chart
+from .profile import FORMATS as PROFILE_FORMATS
 from .profile import MAX_FILE_BYTES as MAX_PROFILE_BYTES
 from .profile import Fact, Profile, load_profile, parse_profile, profile_from_rows, profile_hash
+from .recipe import ProgressEvent, default_preset
 from .store import Store
-from .train import Adapter, ProgressEvent, TrainEstimate, estimate
 from .train import train as train_adapter
 from .variations import DIMENSIONS, Phrasing, generate_variations
 
@@ -64,6 +69,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Adapter",
     "AdapterError",
+    "AdapterMeta",
+    "AdapterPrivate",
     "AndraeusError",
     "ChatDataset",
     "ChatExample",
@@ -86,6 +93,7 @@ __all__ = [
     "ModelPreset",
     "NotFoundError",
     "PRESETS",
+    "PROFILE_FORMATS",
     "Phrasing",
     "Profile",
     "ProfileError",
@@ -103,7 +111,8 @@ __all__ = [
     "andraeus_home",
     "build_dataset",
     "default_model_name",
-    "estimate",
+    "default_preset",
+    "estimate_training",
     "evaluate_adapter",
     "facts_system_prompt",
     "fine_tuned_model_id",

@@ -346,8 +346,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import signal
 
     from .config import TrainConfig
-    from .models import cuda_available
-    from .train import ProgressEvent, estimate, train
+    from .estimate import estimate
+    from .recipe import ProgressEvent, default_preset
+    from .train import train
 
     overrides: dict[str, object] = {}
     if args.base_model is not None:
@@ -363,8 +364,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["checkpoint_every"] = args.checkpoint_every
     if args.no_early_stop:
         overrides["early_stop"] = False
-    preset = args.preset or ("seed" if cuda_available() else "cpu")
-    config = TrainConfig.preset(preset, **overrides)
+    config = TrainConfig.preset(args.preset or default_preset(), **overrides)
 
     from .profile import load_profile
 
@@ -421,11 +421,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if tty:
         sys.stderr.write("\n")
-    metrics = adapter.meta["metrics"]
-    stopped = metrics.get("early_stop_epoch")
+    metrics = adapter.meta.metrics
+    stopped = metrics.early_stop_epoch
     print(
-        f"Trained {metrics['steps']} steps in {adapter.meta['timings']['total_seconds']:.0f}s, final loss "
-        f"{metrics['final_loss']}" + (f", facts learned after epoch {stopped} (early stop)" if stopped else "")
+        f"Trained {metrics.steps} steps in {adapter.meta.timings.total_seconds:.0f}s, final loss "
+        f"{metrics.final_loss}" + (f", facts learned after epoch {stopped} (early stop)" if stopped else "")
     )
     print(adapter.path)
     return 0

@@ -11,9 +11,11 @@ and otherwise marked ``failed`` with code ``server_restart`` — never left ``ru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import ADAPTER_META
+from .adapter import Adapter
+from .chat import load_chat_model
+from .config import TrainConfig
+from .dataset import ChatDataset, read_jsonl
 from .errors import (
     AndraeusError,
     ConfigError,
@@ -31,11 +36,19 @@ from .errors import (
     QueueFullError,
     TrainingCancelled,
 )
+from .evaluate import evaluate
+from .fsutil import atomic_write
+from .hub import adapter_zip, push_adapter
+from .models import list_presets
+from .profile import FORMATS as PROFILE_FORMATS
+from .profile import parse_profile
+from .recipe import default_preset
 from .store import FINISHED, Store, new_id
+from .train import train
+from .variations import generate_variations
 
 logger = logging.getLogger(__name__)
 
-PROFILE_FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv"}
 CHAT_FORMATS = {".jsonl": "jsonl"}
 MAX_RESTARTS = 2  # a job the server died under this many times is failed rather than retried forever
 
@@ -45,12 +58,6 @@ def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:{suffix or 'andraeus'}:{job_id}"
 
 
-def _train_preset() -> str:
-    from .models import cuda_available
-
-    return "seed" if cuda_available() else "cpu"
-
-
 def resolve_hyperparameters(model: str, hyper: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any]]:
     """Turn OpenAI's hyperparameters (``n_epochs``, ``learning_rate_multiplier``, ``batch_size``; each may be
     ``"auto"``) into a :class:`TrainConfig` and the resolved values reported on the job.
@@ -58,9 +65,7 @@ def resolve_hyperparameters(model: str, hyper: dict[str, Any], seed: int) -> tup
     Raises:
         ConfigError: a value is out of range (the message names the hyperparameter and value).
     """
-    from .config import TrainConfig
-
-    preset = _train_preset()
+    preset = default_preset()
     base = TrainConfig.preset(preset, base_model=model, seed=seed)
     overrides: dict[str, Any] = {}
     epochs = hyper.get("n_epochs", "auto")
@@ -103,25 +108,19 @@ def parse_training_file(filename: str, data: bytes, *, user_name: str | None = N
     """
     suffix = Path(filename).suffix.lower()
     if suffix in PROFILE_FORMATS:
-        from .profile import parse_profile
-
         fmt = PROFILE_FORMATS[suffix]
         return "profile", fmt, parse_profile(data, fmt=fmt, source=filename, user_name=user_name)  # type: ignore[arg-type]
     if suffix in CHAT_FORMATS:
         return "chat", "jsonl", _read_chat_jsonl(filename, data)
     raise ProfileError(
-        f"{filename}: unknown training file type {suffix or '(no suffix)'!r}; upload a profile (.yaml, .yml, .json, "
-        ".csv) or OpenAI chat JSONL (.jsonl).",
+        f"{filename}: unknown training file type {suffix or '(no suffix)'!r}; upload a profile "
+        f"({', '.join(PROFILE_FORMATS)}) or OpenAI chat JSONL (.jsonl).",
         source=filename,
         param="file",
     )
 
 
 def _read_chat_jsonl(filename: str, data: bytes) -> Any:
-    import tempfile
-
-    from .dataset import read_jsonl
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / (Path(filename).name or "upload.jsonl")
         path.write_bytes(data)
@@ -133,10 +132,6 @@ def _read_chat_jsonl(filename: str, data: bytes) -> Any:
 
 def _chat_dataset(examples: list[Any], data: bytes, seed: int) -> Any:
     """A ChatDataset from uploaded chat examples: everything trains (held-out questions come from profiles)."""
-    import hashlib
-
-    from .dataset import ChatDataset
-
     system = next((m["content"] for m in examples[0].messages if m.get("role") == "system"), "") if examples else ""
     return ChatDataset(
         train=list(examples),
@@ -245,8 +240,6 @@ class Service:
         chat_cache_size: int = 3,
         base_models: list[str] | None = None,
     ):
-        from .models import list_presets
-
         self.store = store or Store()
         self.workers = workers
         self.max_queued = max_queued
@@ -290,10 +283,9 @@ class Service:
     def recover(self) -> None:
         """Make every job left ``running`` by a dead process finished, resumable or failed (never stuck)."""
         for job in self.store.jobs_with_status("running"):
-            adapter = Path(job["adapter_path"])
-            if (adapter / ADAPTER_META).is_file() and (adapter / "adapter_model.safetensors").is_file():
-                meta = json.loads((adapter / ADAPTER_META).read_text())
-                self._finish_success(job, adapter, meta)
+            adapter = Adapter(job["adapter_path"])
+            if adapter.is_complete():
+                self._finish_success(job, adapter)
                 self.store.add_event(job, "The adapter had been written before the server restarted; job finished.")
             elif job["progress_epoch"] >= 1 and job["restarts"] < MAX_RESTARTS:
                 self.store.update_job(job["id"], status="queued", resume=1, restarts=job["restarts"] + 1)
@@ -361,8 +353,6 @@ class Service:
             ConflictError: the Idempotency-Key was used for a different request.
             QueueFullError: too many jobs waiting.
         """
-        import hashlib
-
         request = {
             "model": model,
             "training_file": training_file,
@@ -474,8 +464,6 @@ class Service:
 
     def run_job(self, job: dict[str, Any]) -> None:
         """Train one claimed job to the end (succeeded, failed or cancelled)."""
-        from .train import train
-
         cancel = self._cancel.setdefault(job["id"], threading.Event())
         self.store.add_event(job, "Training resumed." if job["resume"] else "Training started.")
         try:
@@ -518,7 +506,7 @@ class Service:
             return
         finally:
             self._cancel.pop(job["id"], None)
-        self._finish_success(job, adapter.path, adapter.meta)
+        self._finish_success(job, adapter)
 
     def _progress(self, job: dict[str, Any], event: Any, last: dict[str, float]) -> None:
         if event.phase == "train":
@@ -546,10 +534,10 @@ class Service:
         ):
             self.store.add_event(job, f"Job failed: {message}", level="error")
 
-    def _finish_success(self, job: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
-        metrics = meta.get("metrics", {})
+    def _finish_success(self, job: dict[str, Any], adapter: Adapter) -> None:
+        metrics = adapter.meta.metrics
         model_id = fine_tuned_model_id(job["model"], job["suffix"], job["id"])
-        trained_tokens = int((metrics.get("tokens_per_epoch") or 0) * (metrics.get("epochs") or 0))
+        trained_tokens = int((metrics.tokens_per_epoch or 0) * (metrics.epochs or 0))
         finished = self.store.update_job(
             job["id"],
             only_if_status=("running",),
@@ -560,14 +548,14 @@ class Service:
             estimated_finish=None,
         )
         if not finished:  # cancelled while the adapter was being written
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(adapter.path, ignore_errors=True)
             return
-        self.store.add_model(job["tenant"], model_id, job["id"], job["model"], str(path))
+        self.store.add_model(job["tenant"], model_id, job["id"], job["model"], str(adapter.path))
         self.store.add_checkpoint(
             job,
-            int(metrics.get("steps") or 0),
+            int(metrics.steps or 0),
             model_id,
-            {"step": metrics.get("steps"), "train_loss": metrics.get("final_loss"), "epochs": metrics.get("epochs")},
+            {"step": metrics.steps, "train_loss": metrics.final_loss, "epochs": metrics.epochs},
         )
         self.store.add_event(job, f"New fine-tuned model created: {model_id}")
         self.store.add_event(job, "The job has successfully completed.")
@@ -612,8 +600,6 @@ class Service:
 
     def chat_model(self, tenant: str, model_id: str) -> Any:
         """The loaded ChatModel for a base preset or one of the tenant's fine-tuned models."""
-        from .chat import load_chat_model
-
         if model_id in self.base_models:
             return self.chats.get(f"base:{model_id}", lambda: load_chat_model(model_id, cached=True))
         record = self._fine_tuned(tenant, model_id)
@@ -625,16 +611,12 @@ class Service:
 
     def model_zip(self, tenant: str, model_id: str) -> Path:
         """A zip of the fine-tuned model's shareable files (nothing private)."""
-        from .hub import adapter_zip
-
         record = self._fine_tuned(tenant, model_id)
         dest = self.store.root / "exports" / f"{record['job_id']}.zip"
         return adapter_zip(record["path"], dest)
 
     def push_model(self, tenant: str, model_id: str, repo_id: str, token: str, private: bool = True) -> str:
         """Push a fine-tuned model to the user's Hub repo with their token (used once, never kept)."""
-        from .hub import push_adapter
-
         record = self._fine_tuned(tenant, model_id)
         return push_adapter(record["path"], repo_id, token, private=private)
 
@@ -644,8 +626,6 @@ class Service:
         Raises:
             ConflictError: the job has not succeeded.
         """
-        from .evaluate import evaluate
-
         job = self.get_job(tenant, job_id)
         if job["status"] != "succeeded":
             raise ConflictError(
@@ -655,15 +635,11 @@ class Service:
         if cache.is_file() and not refresh:
             return json.loads(cache.read_text())
         report = evaluate(job["adapter_path"], None, baselines).to_json()
-        from .store import atomic_write
-
         atomic_write(cache, json.dumps(report, ensure_ascii=False, default=str).encode())
         return report
 
     def variations(self, data: bytes, filename: str, per_fact: int, seed: int) -> list[dict[str, Any]]:
         """Preview the question phrasings generated for a profile (nothing is stored)."""
-        from .variations import generate_variations
-
         kind, _, profile = parse_training_file(filename, data)
         if kind != "profile":
             raise ProfileError(f"{filename}: variations need a profile (.yaml, .json or .csv).", param="file")

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import models_dir
 from .errors import ConfigError, ModelLoadError, ModelNotAvailableError
+from .fsutil import publish_dir
 
 if TYPE_CHECKING:  # heavy imports stay out of `andraeus --help`
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -124,6 +124,11 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def device_type() -> Literal["cpu", "cuda"]:
+    """``"cuda"`` when torch sees a CUDA device, else ``"cpu"``."""
+    return "cuda" if cuda_available() else "cpu"
+
+
 def default_model_name() -> str:
     """The base model used when none is named: ``ANDRAEUS_BASE_MODEL``, else CUDA → qwen2.5-7b, else smollm2-135m."""
     env = os.environ.get("ANDRAEUS_BASE_MODEL", "").strip()
@@ -205,19 +210,6 @@ def _cache_marker(directory: Path) -> dict[str, Any] | None:
         return None
 
 
-def _atomic_publish(tmp: Path, target: Path) -> None:
-    """Move a fully written directory into place; a concurrent writer that won the race keeps its copy."""
-    if target.exists():
-        shutil.rmtree(target)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        if (target / "andraeus-model.json").is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
-
-
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise the GGUF into a plain float32 safetensors directory (about 15 s for 135M on 2 cores)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -231,10 +223,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = EMBEDDED_HUB_ID
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    # Callers hold _dir_lock(target), so replacing a stale copy races no other converter.
+    with publish_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         stat = gguf.stat()
@@ -247,9 +237,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             "convert_seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / "andraeus-model.json").write_text(json.dumps(marker, indent=2))
-        _atomic_publish(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def embedded_model_dir() -> Path:
@@ -329,16 +316,10 @@ def tiny_random_dir() -> Path:
         )
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with publish_dir(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "andraeus-model.json").write_text(json.dumps({"format": _CACHE_FORMAT, "source": "random"}))
-            _atomic_publish(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -197,12 +197,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from andraeus_core.adapter import AdapterPrivate
     from andraeus_core.config import TrainConfig
     from andraeus_core.dataset import build_dataset
     from andraeus_core.evaluate import heldout_questions
     from andraeus_core.models import load_model
+    from andraeus_core.probes import guard_answerer
     from andraeus_core.profile import load_profile
-    from andraeus_core.train import guard_answerer, train
+    from andraeus_core.train import train
 
     profile = load_profile(args.profile)
     out = Path(args.out)
@@ -243,12 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.perf_counter()
                     adapter = train(dataset, config, out_dir=Path(tmp) / f"s{seed}-k{k}")
                     train_seconds = time.perf_counter() - started
-                    # train() given a ChatDataset has no Profile to keep; evaluation reads it from private.json.
-                    private_file = adapter.path / "private.json"
-                    private = json.loads(private_file.read_text())
-                    if not private.get("profile"):
-                        private["profile"] = profile.model_dump(mode="json")
-                        private_file.write_text(json.dumps(private, ensure_ascii=False))
+                    # train() given a ChatDataset has no Profile to keep; the evaluation reads it from the adapter.
+                    if adapter.private.profile is None:
+                        AdapterPrivate(system_prompt=adapter.private.system_prompt, profile=profile).save(adapter.path)
                     if questions is None:
                         questions = heldout_questions(adapter.path)
                     # The in-context baseline does not depend on k: run it once per seed.
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         "scores": scores,
                         "train_seconds": round(train_seconds, 1),
                         "eval_seconds": report.seconds,
-                        "steps": adapter.meta["metrics"]["steps"],
+                        "steps": adapter.meta.metrics.steps,
                         "n": report.n,
                     }
                 )
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  seed {seed} k={k:>2}: recall {pct(scores['recall'])} "
                     + " ".join(f"{c} {pct(scores[c])}" for c in FACT_KINDS)
-                    + f" | train {train_seconds:.0f}s, {adapter.meta['metrics']['steps']} steps, "
+                    + f" | train {train_seconds:.0f}s, {adapter.meta.metrics.steps} steps, "
                     f"eval {report.seconds:.0f}s",
                     flush=True,
                 )

@@ -34,8 +34,9 @@ def _peak_rss_mb() -> float:
 def _setup(args: argparse.Namespace, *, ours: bool):
     from andraeus_core.config import TrainConfig
     from andraeus_core.models import load_model
+    from andraeus_core.probes import guard_answerer
     from andraeus_core.profile import load_profile
-    from andraeus_core.train import guard_answerer, prepare_dataset, use_bf16
+    from andraeus_core.recipe import prepare_dataset, use_bf16
 
     overrides = {"base_model": args.base_model}
     if args.epochs:
@@ -55,7 +56,7 @@ def _setup(args: argparse.Namespace, *, ours: bool):
 
 
 def _recall(model, tokenizer, dataset) -> tuple[float, int]:
-    from andraeus_core.train import probe_recall
+    from andraeus_core.probes import probe_recall
 
     items = [ex for ex in dataset.heldout if str(ex.meta.kind) in {"fact", "reverse"} and ex.meta.expect]
     return probe_recall(model, tokenizer, items, max_new_tokens=32), len(items)
@@ -70,7 +71,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         config = config.model_copy(update={"early_stop": False})
     adapter = train(dataset, config, model=loaded, out_dir=Path(args.workdir) / "adapter")
     wall = time.perf_counter() - start
-    m = adapter.meta["metrics"]
+    m = adapter.meta.metrics.model_dump()
     # Recall of the adapter as a user gets it: the saved files over a freshly loaded base model (float32 on CPU, as
     # chat and evaluation load it), not the in-memory training model.
     rec_start = time.perf_counter()
@@ -84,7 +85,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     recall, n = _recall(served, fresh.tokenizer, dataset)
     return {
         "wall_s": round(wall, 1),
-        "train_s": adapter.meta["timings"]["train_seconds"],
+        "train_s": adapter.meta.timings.train_seconds,
         "tokens_per_s": m["tokens_per_second"],
         "steps": m["steps"],
         "epochs": m["epochs"],
@@ -102,7 +103,7 @@ def run_reference(args: argparse.Namespace) -> dict:
     from peft import get_peft_model
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
-    from andraeus_core.train import lora_config, tokenize_examples
+    from andraeus_core.recipe import lora_config, tokenize_examples
 
     start = time.perf_counter()
     config, loaded, dataset = _setup(args, ours=False)

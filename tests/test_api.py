@@ -5,7 +5,6 @@ Mechanics run on tiny-random (its answers are noise); the slow test trains the e
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -362,7 +361,7 @@ def test_no_auth_mode_only_on_loopback(caplog: pytest.LogCaptureFixture) -> None
 # recovery rules (unit level; tests/test_api_restart.py kills a real server)
 
 
-def test_recover_never_leaves_a_job_running(tmp_path: Path) -> None:
+def test_recover_never_leaves_a_job_running(tmp_path: Path, make_adapter) -> None:
     service = Service(Store(), workers=0)
     store = service.store
     fid = store.add_file("t", "p.csv", "fine-tune", b"topic,value\ndog,Rex\n", "profile", "csv")["id"]
@@ -382,10 +381,7 @@ def test_recover_never_leaves_a_job_running(tmp_path: Path) -> None:
         return job
 
     early, resumable, written = running(0.5), running(1.0), running(2.0)
-    adapter = Path(written["adapter_path"])
-    adapter.mkdir(parents=True)
-    (adapter / "adapter_model.safetensors").write_bytes(b"x")
-    (adapter / "andraeus.json").write_text(json.dumps({"metrics": {"steps": 4, "epochs": 2, "tokens_per_epoch": 10}}))
+    make_adapter(Path(written["adapter_path"]), metrics={"steps": 4, "epochs": 2, "tokens_per_epoch": 10})
     service.recover()
     assert store.get_job("t", early["id"])["status"] == "failed"
     assert store.get_job("t", early["id"])["error"]["code"] == "server_restart"

@@ -39,7 +39,7 @@ def tiny_profile():
 
 
 def tiny_dataset(config: TrainConfig):
-    from andraeus_core.train import prepare_dataset
+    from andraeus_core.recipe import prepare_dataset
 
     return prepare_dataset(tiny_profile(), config)
 
@@ -49,7 +49,7 @@ def tiny_dataset(config: TrainConfig):
 
 
 def test_seed_preset_is_exactly_the_seed_recipe():
-    from andraeus_core.train import lora_config, sft_config
+    from andraeus_core.recipe import lora_config, sft_config
 
     seed = TrainConfig.preset("seed")
     assert (seed.lora_r, seed.lora_alpha, seed.lora_dropout) == (64, 128, 0.05)
@@ -79,7 +79,7 @@ def test_cpu_preset_keeps_the_lora_science():
 
 
 def test_train_config_typo_augment_feeds_the_dataset():
-    from andraeus_core.train import prepare_dataset
+    from andraeus_core.recipe import prepare_dataset
 
     profile = tiny_profile()
     plain = prepare_dataset(profile, TrainConfig.preset("cpu", typo_augment=0))
@@ -134,7 +134,7 @@ def test_bad_profile_is_a_profile_error(tmp_path):
 
 
 def test_loss_is_on_assistant_tokens_only(tiny_model):
-    from andraeus_core.train import tokenize_examples
+    from andraeus_core.recipe import tokenize_examples
 
     config = tiny_config()
     dataset = tiny_dataset(config)
@@ -151,7 +151,7 @@ def test_loss_is_on_assistant_tokens_only(tiny_model):
 
 
 def test_estimate_before_training(tiny_model):
-    from andraeus_core.train import estimate
+    from andraeus_core.estimate import estimate
 
     config = tiny_config(epochs=3, gpu_cost_per_hour=10.0)
     dataset = tiny_dataset(config)
@@ -164,9 +164,9 @@ def test_estimate_before_training(tiny_model):
 
 
 def test_guard_answers_are_cached_on_disk(tiny_model, monkeypatch, isolated_home):
-    train_mod = importlib.import_module("andraeus_core.train")
+    probes = importlib.import_module("andraeus_core.probes")
 
-    answer = train_mod.guard_answerer(tiny_model)
+    answer = probes.guard_answerer(tiny_model)
     first = answer(["What is the capital of France?", "Tell me a joke."])
     assert len(first) == 2
     assert list((isolated_home / "cache" / "guards").rglob("answers.json"))
@@ -174,7 +174,7 @@ def test_guard_answers_are_cached_on_disk(tiny_model, monkeypatch, isolated_home
     def boom(*a, **k):
         raise AssertionError("regenerated although cached")
 
-    monkeypatch.setattr(train_mod, "generate_batch", boom)
+    monkeypatch.setattr(probes, "generate_batch", boom)
     assert answer(["Tell me a joke.", "What is the capital of France?"]) == first[::-1]
 
 
@@ -197,8 +197,8 @@ def test_train_learns_writes_a_complete_adapter_and_reloads_identically(isolated
     adapter = train(tiny_profile(), config, on_progress=events.append, model=loaded)
 
     # Learning: loss goes down, LoRA weights moved, base weights did not.
-    losses = adapter.meta["metrics"]["losses"]
-    assert len(losses) == adapter.meta["metrics"]["steps"] > 4
+    losses = adapter.meta.metrics.losses
+    assert len(losses) == adapter.meta.metrics.steps > 4
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
     state = loaded.model.state_dict()
     lora_b = [v for k, v in state.items() if "lora_B" in k]
@@ -290,9 +290,9 @@ def test_qlora_4bit_trains_on_cpu(tmp_path):
 
     config = tiny_config(quantize="4bit", epochs=1)
     adapter = train(tiny_dataset(config), config, out_dir=tmp_path / "q")
-    assert adapter.meta["quantize"] == "4bit"
+    assert adapter.meta.quantize == "4bit"
     assert (adapter.path / "adapter_model.safetensors").stat().st_size > 0
-    assert all(math.isfinite(x) for x in adapter.meta["metrics"]["losses"])
+    assert all(math.isfinite(x) for x in adapter.meta.metrics.losses)
 
 
 def test_early_stop_records_the_epoch(monkeypatch, tmp_path):
@@ -308,9 +308,9 @@ def test_early_stop_records_the_epoch(monkeypatch, tmp_path):
     monkeypatch.setattr(train_mod, "probe_recall", fake_probe)
     config = tiny_config(epochs=5, early_stop=True, early_stop_probe_size=4)
     adapter = train_mod.train(tiny_dataset(config), config, out_dir=tmp_path / "e")
-    metrics = adapter.meta["metrics"]
-    assert metrics["early_stop_epoch"] == 2 and metrics["epochs"] == pytest.approx(2.0)
-    assert [p["recall"] for p in metrics["probes"]] == [0.5, 1.0] and seen == [4, 4]
+    metrics = adapter.meta.metrics
+    assert metrics.early_stop_epoch == 2 and metrics.epochs == pytest.approx(2.0)
+    assert [p["recall"] for p in metrics.probes] == [0.5, 1.0] and seen == [4, 4]
 
 
 def test_bench_quick_runs(tmp_path):
@@ -334,17 +334,17 @@ def test_cpu_loss_projects_only_answer_positions_and_equals_the_full_loss(isolat
     import torch
 
     from andraeus_core.models import load_model
-    from andraeus_core.train import _attach_lora, _trainer_class, sft_config, tokenize_examples
+    from andraeus_core.recipe import attach_lora, sft_config, tokenize_examples, trainer_class
 
     config = tiny_config(bf16=False)
     loaded = load_model("tiny-random")
     rows = tokenize_examples(loaded.tokenizer, tiny_dataset(config).train[:6], config.max_length)
-    model = _attach_lora(loaded, config)
+    model = attach_lora(loaded, config)
     with torch.no_grad():  # LoRA B starts at zero; give the adapter a say in the loss
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.05)
-    trainer = _trainer_class()(
+    trainer = trainer_class()(
         model=model, args=sft_config(config, tmp_path / "run"), train_dataset=rows, processing_class=loaded.tokenizer
     )
     batch = trainer.data_collator([rows[i] for i in range(6)])
@@ -402,11 +402,11 @@ def test_bf16_training_keeps_a_bf16_base_float32_lora_and_restores_attention(iso
     assert saved and all(t.dtype == torch.float32 for t in saved.values())
     assert "eager" in seen  # while training
     assert model.config._attn_implementation == "sdpa"  # restored for generation
-    assert all(math.isfinite(x) for x in adapter.meta["metrics"]["losses"])
+    assert all(math.isfinite(x) for x in adapter.meta.metrics.losses)
 
 
 def test_recall_check_matches_whole_words_like_the_evaluation():
-    from andraeus_core.train import recall_check
+    from andraeus_core.probes import recall_check
 
     assert recall_check("Yes, you're a software engineer.", ["your job", "yes"])
     assert not recall_check("Your eyes are blue.", ["yes"])  # not inside another word

@@ -20,7 +20,7 @@ def test_default_model_learns_a_fact_and_answers_a_heldout_question(tmp_path, de
     profile = load_profile(ROOT / "examples" / "minimal.csv", user_name="Sam Rivera")
     config = TrainConfig.preset("cpu", base_model="smollm2-135m", per_fact=20, epochs=4)
     adapter = train(profile, config, out_dir=tmp_path / "adapter")
-    assert adapter.meta["base_model"] == "smollm2-135m"
+    assert adapter.meta.base_model == "smollm2-135m"
 
     heldout = [json.loads(line) for line in (adapter.path / "heldout.jsonl").read_text().splitlines()]
     dog = [h for h in heldout if h["meta"]["kind"] == "fact" and h["meta"]["topic"] == "dog's name"]
