@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -12,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import ADAPTER_META, ADAPTER_PRIVATE
-from .errors import AdapterError, ConfigError
+from .adapter import Adapter
+from .errors import ConfigError
+from .hub import resolve_adapter
 from .models import LoadedModel, Quantize, get_cached_model, load_model
 
 logger = logging.getLogger(__name__)
@@ -41,41 +41,6 @@ class GenerationConfig(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end the answer.")
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0, description="Penalty on repeated tokens (1 = none).")
     seed: int | None = Field(None, description="Seed for sampling, for reproducible sampled answers.")
-
-
-def adapter_base_model(adapter_dir: str | Path) -> str | None:
-    """The base model an adapter was trained on (from ``andraeus.json``, else PEFT's ``adapter_config.json``)."""
-    directory = Path(adapter_dir)
-    for name, key in ((ADAPTER_META, "base_model"), ("adapter_config.json", "base_model_name_or_path")):
-        try:
-            value = json.loads((directory / name).read_text()).get(key)
-        except (OSError, ValueError, AttributeError):
-            continue
-        if value:
-            return str(value)
-    return None
-
-
-def adapter_system_prompt(adapter_dir: str | Path) -> str | None:
-    """The system prompt the adapter was trained with, kept locally in ``private.json`` (never uploaded)."""
-    try:
-        value = json.loads((Path(adapter_dir) / ADAPTER_PRIVATE).read_text()).get("system_prompt")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return str(value) if value else None
-
-
-def _check_adapter_dir(adapter_dir: Path) -> None:
-    if not adapter_dir.is_dir():
-        raise AdapterError(f"Adapter directory '{adapter_dir}' does not exist.", param="adapter")
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise AdapterError(f"'{adapter_dir}' is not a LoRA adapter: adapter_config.json is missing.", param="adapter")
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
-        # Pickled weights (.bin) can run code on load; we only ever read safetensors.
-        raise AdapterError(
-            f"'{adapter_dir}' has no adapter_model.safetensors (only safetensors weights are loaded).",
-            param="adapter",
-        )
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -113,23 +78,19 @@ class ChatModel:
     Generation is serialised per model (one at a time): toggling the adapter on/off is model-wide state.
     """
 
-    def __init__(self, loaded: LoadedModel, adapter_dir: Path | None = None, system_prompt: str | None = None):
+    def __init__(
+        self, loaded: LoadedModel, adapter: Adapter | str | Path | None = None, system_prompt: str | None = None
+    ):
         self.loaded = loaded
-        self.adapter_dir = adapter_dir
+        self.adapter = adapter if isinstance(adapter, Adapter) or adapter is None else Adapter(adapter)
         self.system_prompt = system_prompt
         self._lock = threading.Lock()
-        self.model = loaded.model
-        if adapter_dir is not None:
-            from peft import PeftModel
+        self.model = self.adapter.attach(loaded) if self.adapter is not None else loaded.model
 
-            try:
-                self.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=False)
-            except Exception as exc:  # noqa: BLE001
-                raise AdapterError(
-                    f"Could not load the adapter in '{adapter_dir}' onto base model '{loaded.name}': {exc}",
-                    param="adapter",
-                ) from None
-            self.model.eval()
+    @property
+    def adapter_dir(self) -> Path | None:
+        """The adapter's directory (None for the bare base model)."""
+        return self.adapter.path if self.adapter is not None else None
 
     @property
     def tokenizer(self) -> Any:
@@ -290,16 +251,13 @@ def load_chat_model(
         AdapterError: the adapter directory is missing, incomplete or does not fit the base model.
         ModelNotAvailableError: the base model cannot be found.
     """
-    from .hub import resolve_adapter  # lazy: hub imports this module
-
-    adapter_dir = resolve_adapter(adapter) if adapter is not None else None
-    if adapter_dir is not None:
-        _check_adapter_dir(adapter_dir)
-        base_model = base_model or adapter_base_model(adapter_dir)
+    found = Adapter.load(resolve_adapter(adapter)) if adapter is not None else None
+    if found is not None:
+        base_model = base_model or found.base_model
         if system_prompt is None:
-            system_prompt = adapter_system_prompt(adapter_dir)
-    if cached and adapter_dir is None:
+            system_prompt = found.private.system_prompt or None
+    if cached and found is None:
         loaded = get_cached_model(base_model, quantize=quantize)
     else:
         loaded = load_model(base_model, quantize=quantize)
-    return ChatModel(loaded, adapter_dir, system_prompt)
+    return ChatModel(loaded, found, system_prompt)

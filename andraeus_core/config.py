@@ -6,15 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
 
 DEFAULT_HOME = Path("~/.cache/andraeus")
-
-# The files of an adapter directory besides PEFT's own. andraeus.json is public metadata (never a fact value or the
-# user's name); private.json (system prompt + profile) and heldout.jsonl stay local and are never uploaded.
-ADAPTER_META = "andraeus.json"
-ADAPTER_PRIVATE = "private.json"
-ADAPTER_HELDOUT = "heldout.jsonl"
 
 
 def andraeus_home() -> Path:
@@ -54,7 +50,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     preset_name: Literal["seed", "cpu", "custom"] = Field(
-        "custom", description="Which preset these values started from (informational; recorded in andraeus.json)."
+        "custom",
+        description="Which preset these values started from (informational; recorded in the adapter's metadata).",
     )
     base_model: str | None = Field(
         None, description="Base model preset, local directory or Hub id; None = the default for this machine."
@@ -230,10 +227,6 @@ class TrainConfig(BaseModel):
         Raises:
             ConfigError: unknown preset name or an invalid override.
         """
-        from pydantic import ValidationError
-
-        from .errors import ConfigError
-
         presets: dict[str, dict[str, Any]] = {
             "seed": {"preset_name": "seed"},
             "cpu": {
@@ -278,10 +271,6 @@ def _first_loc(exc: Exception) -> str | None:
 
 def make_train_config(**values: Any) -> TrainConfig:
     """Build a :class:`TrainConfig`, turning validation problems into a :class:`ConfigError` naming field and value."""
-    from pydantic import ValidationError
-
-    from .errors import ConfigError
-
     try:
         return TrainConfig(**values)
     except ValidationError as exc:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, ProfileError
+from .fsutil import atomic_write
 from .profile import Fact, Profile, profile_hash
 from .variations import (
     CONFIRM_WORDS,
@@ -410,21 +409,13 @@ def write_jsonl(examples: Iterable[ChatExample], path: str | Path, *, with_meta:
         path: the file to write (its directory is created).
         with_meta: also write each example's ``meta`` (for held-out files read back by the evaluation).
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for example in examples:
-                row: dict[str, Any] = {"messages": example.messages}
-                if with_meta:
-                    row["meta"] = example.meta.model_dump(mode="json")
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    lines = []
+    for example in examples:
+        row: dict[str, Any] = {"messages": example.messages}
+        if with_meta:
+            row["meta"] = example.meta.model_dump(mode="json")
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    return atomic_write(path, "".join(lines))
 
 
 def read_jsonl(path: str | Path) -> list[ChatExample]:

@@ -31,15 +31,14 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import ADAPTER_HELDOUT, ADAPTER_PRIVATE
+from .adapter import Adapter
+from .dataset import ExampleMeta, facts_system_prompt
 from .errors import AdapterError, EvaluationError
-
-if TYPE_CHECKING:
-    from .models import LoadedModel
+from .models import generate_batch, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +157,6 @@ def load_questions(path: str | Path) -> list[Question]:
 
 
 def _heldout_kind(meta: dict[str, Any], where: str) -> str:
-    from .dataset import ExampleMeta
-
     try:
         return ExampleMeta.model_validate(meta).eval_kind()
     except ValidationError as exc:
@@ -170,29 +167,30 @@ def _heldout_kind(meta: dict[str, Any], where: str) -> str:
         ) from None
 
 
-def heldout_questions(adapter_dir: str | Path) -> list[Question]:
-    """The adapter's held-out split (``heldout.jsonl``, never trained on) as evaluation questions.
+def heldout_questions(adapter: Adapter | str | Path) -> list[Question]:
+    """The adapter's held-out split (never trained on) as evaluation questions.
 
     Raises:
-        EvaluationError: the file is missing, or a line is not a chat example with ``messages`` and ``meta``.
+        EvaluationError: the adapter has no held-out split, or a line is not a chat example with ``messages`` and
+            ``meta`` (the message names file, line and field).
+        AdapterError: the held-out file cannot be read or a line is not JSON.
     """
-    file = Path(adapter_dir) / ADAPTER_HELDOUT
-    if not file.is_file():
+    adapter = adapter if isinstance(adapter, Adapter) else Adapter(adapter)
+    rows = adapter.heldout()
+    if rows is None:
         raise EvaluationError(
-            f"'{adapter_dir}' has no heldout.jsonl (the held-out split written by training); pass questions "
-            "explicitly with --questions FILE.jsonl.",
+            f"'{adapter.path}' has no {adapter.heldout_path.name} (the held-out split written by training); pass "
+            "questions explicitly with --questions FILE.jsonl.",
             param="questions",
         )
+    file = adapter.heldout_path
     questions: list[Question] = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, data in rows:
         where = f"{file}:{number}"
         try:
-            data = json.loads(line)
             messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in data["messages"]]
             meta = dict(data.get("meta") or {})
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise EvaluationError(
                 f"{where}: not a chat example with 'messages' and 'meta' ({type(exc).__name__}: {exc})."
             ) from None
@@ -487,33 +485,13 @@ def compute_retention(
 # Running
 
 
-def _adapter_path(adapter: Any) -> Path:
+def _as_adapter(adapter: Any) -> Adapter:
+    if isinstance(adapter, Adapter):
+        return adapter
     path = getattr(adapter, "path", adapter)
     if path is None:
         raise AdapterError("No adapter given.", param="adapter")
-    return Path(path).expanduser()
-
-
-def _read_private(adapter_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((adapter_dir / ADAPTER_PRIVATE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AdapterError(
-            f"'{adapter_dir}' has no private.json (the local copy of the profile); evaluation needs the profile's "
-            "values to score unknown/unrelated questions and to build the in-context baseline.",
-            param="adapter",
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"'{adapter_dir}/private.json' cannot be read: {exc}.", param="adapter") from None
-    if not isinstance(data, dict) or not isinstance(data.get("profile"), dict):
-        raise AdapterError(f"'{adapter_dir}/private.json' has no 'profile' object.", param="adapter")
-    return data
-
-
-def _load_profile(private: dict[str, Any]) -> Any:
-    from .profile import Profile
-
-    return Profile.model_validate(private["profile"])
+    return Adapter(path)
 
 
 def _conversation(question: Question, system: str | None) -> list[dict[str, str]]:
@@ -546,7 +524,7 @@ def evaluate(
     disabled, the ``in_context`` baseline with the adapter disabled and every fact in the system prompt.
 
     Args:
-        adapter: an adapter directory (or an object with a ``.path``, such as training's ``Adapter``).
+        adapter: an adapter directory or an :class:`~andraeus_core.adapter.Adapter` (what training returns).
         questions: a list of :class:`Question`, a JSONL file path, or ``None`` for the adapter's held-out split.
         baselines: any of ``"base"`` and ``"in_context"``; ``()`` runs the adapter only.
         base_model: override the base model recorded in the adapter's ``andraeus.json``.
@@ -558,45 +536,37 @@ def evaluate(
         AdapterError: the adapter directory is missing, incomplete or lacks ``private.json``.
         EvaluationError: the questions are invalid or a baseline name is unknown.
     """
-    from .chat import _check_adapter_dir, adapter_base_model
-    from .models import load_model
-
     start = time.perf_counter()
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise EvaluationError(
             f"Unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}.", param="baselines"
         )
-    adapter_dir = _adapter_path(adapter)
-    _check_adapter_dir(adapter_dir)
-    private = _read_private(adapter_dir)
-    profile = _load_profile(private)
+    found = _as_adapter(adapter).check()
+    profile = found.profile()
     values = [v for v in profile.values() if v]
     if questions is None:
-        items = heldout_questions(adapter_dir)
+        items = heldout_questions(found)
     elif isinstance(questions, (str, Path)):
         items = load_questions(questions)
     else:
         items = list(questions)
     if not items:
         raise EvaluationError("No questions to evaluate.", param="questions")
-    trained_system = private.get("system_prompt") or None
+    trained_system = found.private.system_prompt or None
 
     def progress(fraction: float, message: str) -> None:
         if on_progress is not None:
             on_progress(min(1.0, fraction), message)
 
     progress(0.0, "loading the base model")
-    name = base_model or adapter_base_model(adapter_dir)
-    loaded: LoadedModel = load_model(name)
-    model = _attach_adapter(loaded, adapter_dir)
+    loaded = load_model(base_model or found.base_model)
+    model = found.attach(loaded)
     tokenizer = loaded.tokenizer
     systems = ["adapter", *baselines]
     conversations: dict[str, list[list[dict[str, str]]]] = {}
     for system in systems:
         if system == "in_context":
-            from .dataset import facts_system_prompt
-
             facts_prompt = facts_system_prompt(profile)
             conversations[system] = [_conversation(q, facts_prompt) for q in items]
         else:
@@ -629,7 +599,7 @@ def evaluate(
     ]
     report = EvalReport(
         base_model=loaded.name,
-        adapter=str(adapter_dir),
+        adapter=str(found.path),
         n=len(items),
         recall=adapter_metrics.recall,
         by_kind=adapter_metrics.by_kind,
@@ -644,22 +614,7 @@ def evaluate(
     return report
 
 
-def _attach_adapter(loaded: LoadedModel, adapter_dir: Path) -> Any:
-    from peft import PeftModel
-
-    try:
-        model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=False)
-    except Exception as exc:  # noqa: BLE001 - PEFT raises many kinds; the user needs one actionable message
-        raise AdapterError(
-            f"Could not load the adapter in '{adapter_dir}' onto base model '{loaded.name}': {exc}", param="adapter"
-        ) from None
-    model.eval()
-    return model
-
-
 def _generate(
     model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new: int, batch: int
 ) -> list[str]:
-    from .models import generate_batch
-
     return generate_batch(model, tokenizer, conversations, max_new_tokens=max_new, batch_size=batch)

@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import zipfile
@@ -32,20 +31,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .chat import ADAPTER_META, ADAPTER_PRIVATE
+from .adapter import CONFIG_FILE, META_FILE, SHAREABLE_FILES, WEIGHTS_FILE, Adapter, AdapterMeta, HubOrigin
 from .config import andraeus_home
 from .errors import AdapterError, ConfigError, HubError
+from .fsutil import publish_dir, publish_file
 from .models import PRESETS, resolve_model
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_CARD = "README.md"
-#: The only files that are ever uploaded (README.md is generated here, never copied from the adapter directory).
-UPLOAD_ALLOWLIST = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CARD, ADAPTER_META)
+#: The only files that are ever uploaded: the adapter's shareable files and a model card generated here (a README.md
+#: in the adapter directory is never copied).
+UPLOAD_ALLOWLIST = (*SHAREABLE_FILES, MODEL_CARD)
 #: What a pull downloads (a repo's README.md is not needed to load the adapter).
-PULL_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META)
+PULL_FILES = SHAREABLE_FILES
 #: Files that can run code when deserialised: a repo holding any of these is refused before a byte is downloaded.
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz")
 #: Waits (seconds) before the retries of a call that failed with 429, 5xx, a timeout or a dropped connection.
@@ -251,52 +250,17 @@ def _api(token: str | bool) -> Any:
 # What is uploaded
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AdapterError(f"Cannot read '{path}': {exc.strerror}.", param="adapter") from None
-    except ValueError as exc:
-        raise AdapterError(
-            f"'{path}' is not valid JSON (line {getattr(exc, 'lineno', '?')}).", param="adapter"
-        ) from None
-    if not isinstance(data, dict):
-        raise AdapterError(f"'{path}' must hold a JSON object.", param="adapter")
-    return data
-
-
-def _check_adapter(adapter_dir: Path) -> None:
-    if not adapter_dir.is_dir():
-        raise AdapterError(f"Adapter directory '{adapter_dir}' does not exist.", param="adapter")
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        if not (adapter_dir / name).is_file():
-            raise AdapterError(
-                f"'{adapter_dir}' is not a complete LoRA adapter: {name} is missing (only safetensors weights are "
-                "shared).",
-                param="adapter",
-            )
-
-
-def _private_strings(adapter_dir: Path, include_user_name: bool) -> list[tuple[str, str]]:
+def _private_strings(adapter: Adapter, include_user_name: bool) -> list[tuple[str, str]]:
     """(field, text) pairs that must not appear in anything uploaded: fact values, aliases and the user name."""
-    path = adapter_dir / ADAPTER_PRIVATE
-    if not path.is_file():
+    profile = adapter.private.profile
+    if profile is None:
         return []
-    profile = _read_json(path).get("profile") or {}
     found: list[tuple[str, str]] = []
-    if not include_user_name and isinstance(profile.get("user_name"), str):
-        found.append(("user_name", profile["user_name"]))
-    facts = profile.get("facts") or []
-    if isinstance(facts, dict):
-        facts = [{"topic": k, "value": v} for k, v in facts.items()]
-    for index, fact in enumerate(facts if isinstance(facts, list) else []):
-        if not isinstance(fact, dict):
-            continue
-        if isinstance(fact.get("value"), str):
-            found.append((f"facts[{index}].value", fact["value"]))
-        for j, alias in enumerate(fact.get("aliases") or []):
-            if isinstance(alias, str):
-                found.append((f"facts[{index}].aliases[{j}]", alias))
+    if not include_user_name:
+        found.append(("user_name", profile.user_name))
+    for index, fact in enumerate(profile.facts):
+        found.append((f"facts[{index}].value", fact.value))
+        found.extend((f"facts[{index}].aliases[{j}]", alias) for j, alias in enumerate(fact.aliases))
     # Values shorter than 3 characters ("2", "NY") would match the card's own text by chance and reveal little.
     return [(name, text.strip()) for name, text in found if text and len(text.strip()) >= MIN_SECRET_CHARS]
 
@@ -310,7 +274,7 @@ def _leak_check(files: dict[str, bytes], secrets: Iterable[tuple[str, str]]) -> 
                 # The message names the file and the profile field, never the value itself.
                 raise HubError(
                     f"Refusing to push: {name} would contain the profile's {field_name}. Remove it from {name} "
-                    "(andraeus.json must hold no fact values) and push again.",
+                    f"({META_FILE} must hold no fact values) and push again.",
                     param="adapter",
                 )
 
@@ -362,7 +326,7 @@ def _table(title: str, lines: list[str]) -> str:
 
 
 def model_card(
-    meta: dict[str, Any],
+    meta: AdapterMeta,
     repo_id: str,
     *,
     user_name: str | None = None,
@@ -372,23 +336,22 @@ def model_card(
     """The README.md pushed with an adapter: metadata, how to load it with PEFT and serve it with vLLM.
 
     Holds no fact values; the user's name only when ``user_name`` is given (the user opted in). Evaluation numbers
-    come from ``meta["eval"]`` (or recall-like keys of ``meta["metrics"]``), training numbers from ``meta["metrics"]``.
+    come from ``meta.eval`` (or recall-like keys of ``meta.metrics``), training numbers from ``meta.metrics``.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    base_preset = meta.get("base_model")
+    base_preset = meta.base_model
     base_hub = _card_base_model(base_preset)
-    topics = [t for t in meta.get("topics") or [] if isinstance(t, str)]
+    topics = meta.topics
     data = ModelCardData(
         base_model=base_hub,
         library_name="peft",
         tags=["andraeus", "lora", "personal", *([] if private else ["public"])],
         pipeline_tag="text-generation",
     )
-    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-    evaluation = (
-        meta.get("eval") if isinstance(meta.get("eval"), dict) else {k: metrics[k] for k in _EVAL_KEYS if k in metrics}
-    )
+    # Only the metrics the adapter recorded (older or foreign adapters carry other keys, e.g. a recall).
+    metrics = meta.metrics.model_dump(mode="json", exclude_unset=True)
+    evaluation = meta.eval if meta.eval is not None else {k: metrics[k] for k in _EVAL_KEYS if k in metrics}
     training = {k: v for k, v in metrics.items() if k not in _EVAL_KEYS}
     blocks = _table("Evaluation (held-out phrasings)", _metric_lines(evaluation)) + _table(
         "Training", _metric_lines(training, limit=12)
@@ -405,7 +368,7 @@ A personal LoRA adapter made with Andraeus: it teaches {base_line} the facts
 of one person's life.{owner_line}
 {topics_line}
 
-The facts themselves are not in this card or in `andraeus.json`; they are only in the adapter weights, so keep this
+The facts themselves are not in this card or in `{META_FILE}`; they are only in the adapter weights, so keep this
 repo private unless you mean to share them.
 
 {blocks}
@@ -447,30 +410,29 @@ def upload_files(
     ``adapter_config.json`` is rewritten so its ``base_model_name_or_path`` is the Hub id (or preset name) rather than
     a local path, which can name the user's home directory.
     """
-    directory = Path(adapter_dir).expanduser()
-    _check_adapter(directory)
-    meta = _read_json(directory / ADAPTER_META) if (directory / ADAPTER_META).is_file() else {}
-    config = _read_json(directory / ADAPTER_CONFIG)
-    base_model = meta.get("base_model") or config.get("base_model_name_or_path")
-    if base_model and not meta.get("base_model"):
-        meta = {**meta, "base_model": base_model}
+    adapter = Adapter(adapter_dir).check()
+    meta = adapter.meta
+    config = adapter.peft_config()
+    base_model = adapter.base_model
+    if base_model and not meta.base_model:
+        meta = meta.model_copy(update={"base_model": base_model})
     if eval_summary is not None:
-        meta = {**meta, "eval": _numbers(eval_summary) or {}}
+        meta = meta.model_copy(update={"eval": _numbers(eval_summary) or {}})
     config["base_model_name_or_path"] = _card_base_model(base_model) or (base_model if base_model in PRESETS else None)
-    user_name = None
-    if include_user_name and (directory / ADAPTER_PRIVATE).is_file():
-        value = (_read_json(directory / ADAPTER_PRIVATE).get("profile") or {}).get("user_name")
-        user_name = value if isinstance(value, str) and value.strip() else None
+    profile = adapter.private.profile if include_user_name else None
+    user_name = profile.user_name if profile is not None and profile.user_name.strip() else None
     texts: dict[str, bytes] = {
-        ADAPTER_CONFIG: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
-        ADAPTER_META: (json.dumps(meta, indent=2) + "\n").encode(),
+        CONFIG_FILE: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
+        META_FILE: meta.dumps().encode(),
         MODEL_CARD: model_card(
             meta, repo_id, user_name=user_name, private=private, lora_rank=config.get("r")
         ).encode(),
     }
-    _leak_check(texts, _private_strings(directory, include_user_name))
+    _leak_check(texts, _private_strings(adapter, include_user_name))
     files: dict[str, bytes | Path] = dict(texts)
-    files[ADAPTER_WEIGHTS] = directory / ADAPTER_WEIGHTS
+    for name in SHAREABLE_FILES:  # the weights, and any other shareable file the adapter has, as they are
+        if name not in files and adapter.file(name).is_file():
+            files[name] = adapter.file(name)
     assert set(files) <= set(UPLOAD_ALLOWLIST)
     return files
 
@@ -516,7 +478,7 @@ def push_adapter(
         _check_repo_id(f"user/{repo_id.strip()}")
     else:
         _check_repo_id(repo_id)
-    _check_adapter(directory)
+    Adapter(directory).check()
     api = _api(token)
     who = _call(lambda: api.whoami(), repo_id=repo_id, action="push to")
     if "/" not in repo_id.strip():
@@ -585,7 +547,7 @@ def _check_listing(repo_id: str, files: list[str]) -> None:
             "code when loaded. Andraeus only loads safetensors adapters.",
             param="adapter",
         )
-    missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if f not in files]
+    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if f not in files]
     if missing:
         raise HubError(
             f"'{repo_id}' is not a LoRA adapter repo with safetensors weights: {', '.join(missing)} is missing.",
@@ -593,26 +555,27 @@ def _check_listing(repo_id: str, files: list[str]) -> None:
         )
 
 
-def _verify_pulled(directory: Path, repo_id: str) -> str:
-    """Check the downloaded files before anyone loads them; returns the base model to record."""
+def _verify_pulled(directory: Path, repo_id: str) -> tuple[str, AdapterMeta]:
+    """Check the downloaded files before anyone loads them; returns the base model to record and the metadata."""
     from safetensors import safe_open
 
+    adapter = Adapter(directory)
     try:
-        config = _read_json(directory / ADAPTER_CONFIG)
-        meta = _read_json(directory / ADAPTER_META) if (directory / ADAPTER_META).is_file() else {}
+        config = adapter.peft_config()
+        meta = adapter.meta
     except AdapterError as exc:
         raise HubError(f"Pulled '{repo_id}' but its metadata is broken: {exc}", param="adapter") from None
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise HubError(f"'{repo_id}' is not a LoRA adapter (peft_type={config.get('peft_type')!r}).", param="adapter")
     try:
-        with safe_open(str(directory / ADAPTER_WEIGHTS), framework="pt") as handle:
+        with safe_open(str(adapter.file(WEIGHTS_FILE)), framework="pt") as handle:
             if not list(handle.keys()):
                 raise ValueError("no tensors")
     except Exception:  # noqa: BLE001 - any parse failure means a broken file
         raise HubError(
-            f"'{repo_id}' has an unreadable {ADAPTER_WEIGHTS} (not a valid safetensors file).", param="adapter"
+            f"'{repo_id}' has an unreadable {WEIGHTS_FILE} (not a valid safetensors file).", param="adapter"
         ) from None
-    base = meta.get("base_model") or config.get("base_model_name_or_path")
+    base = meta.base_model or config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base.strip():
         raise HubError(f"'{repo_id}' does not say which base model it was trained on.", param="adapter")
     base = _local_base_name(base.strip())
@@ -624,7 +587,7 @@ def _verify_pulled(directory: Path, repo_id: str) -> str:
             "directory or a Hub id).",
             param="adapter",
         ) from None
-    return base
+    return base, meta
 
 
 def pull_adapter(repo_id: str, token: str | None = None, revision: str | None = None) -> Path:
@@ -650,7 +613,7 @@ def pull_adapter(repo_id: str, token: str | None = None, revision: str | None = 
     repo_id = f"{owner}/{name}"
     auth: str | bool = token.strip() if isinstance(token, str) and token.strip() else False
     root = hub_cache_dir() / f"{owner}--{name}"
-    if revision and _COMMIT_SHA.match(revision) and (root / revision / ADAPTER_META).is_file():
+    if revision and _COMMIT_SHA.match(revision) and Adapter(root / revision).is_complete():
         return root / revision
 
     api = _api(auth)
@@ -663,45 +626,37 @@ def pull_adapter(repo_id: str, token: str | None = None, revision: str | None = 
     listing = [s.rfilename for s in info.siblings or []]
     _check_listing(repo_id, listing)  # before a single file is downloaded
     target = root / sha
-    if (target / ADAPTER_META).is_file():
+    if Adapter(target).is_complete():
         return target
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=root))
     try:
-        for filename in (f for f in PULL_FILES if f in listing):
-            _call(
-                lambda filename=filename: hf_hub_download(
-                    repo_id,
-                    filename,
-                    revision=sha,
-                    local_dir=tmp,
-                    token=auth,
-                    endpoint=_endpoint(),
-                    etag_timeout=HUB_TIMEOUT_S,
-                ),
+        # replace=False: a concurrent pull of the same commit that finished first keeps its (identical) copy.
+        with publish_dir(target, replace=False) as tmp:
+            for filename in (f for f in PULL_FILES if f in listing):
+                _call(
+                    lambda filename=filename: hf_hub_download(
+                        repo_id,
+                        filename,
+                        revision=sha,
+                        local_dir=tmp,
+                        token=auth,
+                        endpoint=_endpoint(),
+                        etag_timeout=HUB_TIMEOUT_S,
+                    ),
+                    repo_id=repo_id,
+                    action="download",
+                )
+            shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
+            base, meta = _verify_pulled(tmp, repo_id)
+            origin = HubOrigin(
                 repo_id=repo_id,
-                action="download",
+                revision=sha,
+                requested_revision=revision or "main",
+                pulled_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
-        base = _verify_pulled(tmp, repo_id)
-        meta = _read_json(tmp / ADAPTER_META) if (tmp / ADAPTER_META).is_file() else {}
-        meta["base_model"] = base
-        meta["hub"] = {
-            "repo_id": repo_id,
-            "revision": sha,
-            "requested_revision": revision or "main",
-            "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / ADAPTER_META).is_file():  # not simply a concurrent pull of the same sha finishing first
-                raise HubError(f"Could not write the pulled adapter to '{target}'.", param="adapter") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            meta.model_copy(update={"base_model": base, "hub": origin}).save(tmp)
+    except OSError:
+        raise HubError(f"Could not write the pulled adapter to '{target}'.", param="adapter") from None
     logger.info("Pulled %s at %s into %s", repo_id, sha[:12], target)
     return target
 
@@ -742,17 +697,11 @@ def adapter_zip(adapter_dir: str | Path, dest: str | Path | None = None) -> Path
     directory = Path(adapter_dir).expanduser()
     files = upload_files(directory, f"local/{directory.name or 'adapter'}")
     target = Path(dest) if dest is not None else andraeus_home() / "exports" / f"{directory.name or 'adapter'}.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name in sorted(files):
-                content = files[name]
-                if isinstance(content, bytes):
-                    archive.writestr(name, content)
-                else:
-                    archive.write(content, arcname=name)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with publish_file(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            content = files[name]
+            if isinstance(content, bytes):
+                archive.writestr(name, content)
+            else:
+                archive.write(content, arcname=name)
     return target

@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import EvaluationError
-
-if TYPE_CHECKING:
-    from .evaluate import EvalReport
+from .evaluate import KINDS, EvalReport
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +81,6 @@ def bar_chart(
 
 def recall_by_kind_chart(report: EvalReport, path: str | Path, *, title: str | None = None) -> Path:
     """Bar chart of the score per kind for the adapter and each baseline in ``report``; returns the PNG path."""
-    from .evaluate import KINDS
-
     kinds = [k for k in KINDS if k in report.by_kind]
     systems = ["adapter", *report.baselines]
     series = {_LABELS.get(s, s): [report.metrics(s).by_kind[k].score for k in kinds] for s in systems}

@@ -4,7 +4,7 @@ Layout under ``$ANDRAEUS_HOME/api``::
 
     state.db                 SQLite in WAL mode (readers never block the training worker's writes)
     pepper                   a random secret (0600) mixed into every API-key hash
-    files/<tenant>/<file_id> uploaded training files, written atomically (tmp + os.replace)
+    files/<tenant>/<file_id> uploaded training files, written atomically (fsutil.atomic_write)
     adapters/<tenant>/<job>  adapters trained by jobs (train() publishes them atomically)
 
 API keys are never stored: only ``HMAC-SHA256(pepper, key)``. Keys are random 256-bit strings, so a keyed fast
@@ -30,6 +30,7 @@ from typing import Any
 
 from .config import andraeus_home
 from .errors import ConfigError
+from .fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +75,6 @@ def api_home() -> Path:
 def new_id(prefix: str) -> str:
     """A random, URL-safe id such as ``file-3f9c...`` (unguessable: ids are not a tenant boundary, but help)."""
     return f"{prefix}{secrets.token_hex(12)}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:

@@ -17,6 +17,24 @@ PROFILE: dict[str, Any] = {
         {"topic": "employer", "value": "Cedar Labs", "aliases": []},
     ],
 }
+#: Every private string of :data:`PROFILE`: none may appear in anything uploaded.
+SECRETS = ["Sam Rivera", "Buddy", "Bud", "March 14", "14 March", "Mar 14", "Portland", "Cedar Labs"]
+#: What a pushed adapter carries besides its weights, as ``make_adapter`` keywords: public metadata (topics and
+#: numbers, never a value) and one held-out question, which must never be uploaded.
+SHARED_ADAPTER: dict[str, Any] = {
+    "topics": [f["topic"] for f in PROFILE["facts"]],
+    "metrics": {"recall": 0.875, "by_kind": {"direct": 1.0, "reverse": 0.5}, "n_heldout": 32},
+    "profile_hash": "sha256:abc",
+    "heldout": [
+        {
+            "messages": [
+                {"role": "user", "content": "What is my dog's name?"},
+                {"role": "assistant", "content": "Buddy"},
+            ],
+            "meta": {"topic": "dog's name"},
+        }
+    ],
+}
 
 
 def free_port() -> int:

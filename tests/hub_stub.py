@@ -29,69 +29,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
 ALICE_TOKEN = "hf_stub_alice_0123456789abcdef"
 BOB_TOKEN = "hf_stub_bob_fedcba9876543210"
-
-
-#: A small profile in the shape of the shared examples (a subset of examples/seed_profile.yaml).
-PROFILE: dict[str, Any] = {
-    "user_name": "Sam Rivera",
-    "assistant_name": "Nova",
-    "facts": [
-        {"topic": "dog's name", "value": "Buddy", "aliases": ["Bud"]},
-        {"topic": "birthday", "value": "March 14", "aliases": ["14 March", "Mar 14"]},
-        {"topic": "home city", "value": "Portland", "aliases": []},
-        {"topic": "employer", "value": "Cedar Labs", "aliases": []},
-    ],
-}
-#: Every private string of :data:`PROFILE`: none may appear in anything uploaded.
-SECRETS = ["Sam Rivera", "Buddy", "Bud", "March 14", "14 March", "Mar 14", "Portland", "Cedar Labs"]
-
-
-def write_tiny_adapter(directory: Path, profile: dict[str, Any] | None = None, seed: int = 1) -> Path:
-    """Write a complete Andraeus adapter directory on ``tiny-random`` (needs the ``tiny_model`` fixture first).
-
-    LoRA weights are random and non-zero (so the adapter changes answers); ``andraeus.json`` holds public metadata,
-    ``private.json`` the profile and ``heldout.jsonl`` a held-out question: the two files that must never be uploaded.
-    """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from andraeus_core.models import model_dir
-
-    profile = PROFILE if profile is None else profile
-    base = AutoModelForCausalLM.from_pretrained(model_dir("tiny-random"))
-    torch.manual_seed(seed)
-    peft_model = get_peft_model(
-        base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    )
-    peft_model.save_pretrained(directory)
-    meta = {
-        "base_model": "tiny-random",
-        "topics": [f["topic"] for f in profile.get("facts", [])],
-        "metrics": {"recall": 0.875, "by_kind": {"direct": 1.0, "reverse": 0.5}, "n_heldout": 32},
-        "profile_hash": "sha256:abc",
-    }
-    (directory / "andraeus.json").write_text(json.dumps(meta))
-    system = f"You are {profile.get('assistant_name', 'Nova')}, {profile.get('user_name', 'User')}'s assistant."
-    (directory / "private.json").write_text(json.dumps({"system_prompt": system, "profile": profile}))
-    first = (profile.get("facts") or [{"topic": "fact", "value": "value"}])[0]
-    heldout = {
-        "messages": [
-            {"role": "user", "content": f"What is my {first['topic']}?"},
-            {"role": "assistant", "content": first["value"]},
-        ],
-        "meta": {"topic": first["topic"]},
-    }
-    (directory / "heldout.jsonl").write_text(json.dumps(heldout) + "\n")
-    return directory
 
 
 @dataclass

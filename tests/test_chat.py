@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from andraeus_core.chat import ChatModel, GenerationConfig, load_chat_model
 from andraeus_core.errors import AdapterError, ConfigError
@@ -94,26 +92,8 @@ def test_missing_or_unsafe_adapter_dirs_are_clear_errors(tmp_path: Path):
         load_chat_model("tiny-random", tmp_path)
 
 
-def _make_adapter(directory: Path, tiny_model, system_prompt: str | None = None) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from andraeus_core.models import model_dir
-
-    base = AutoModelForCausalLM.from_pretrained(model_dir("tiny-random"))
-    torch.manual_seed(1)
-    peft_model = get_peft_model(
-        base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    )
-    peft_model.save_pretrained(directory)
-    (directory / "andraeus.json").write_text(json.dumps({"base_model": "tiny-random"}))
-    if system_prompt:
-        (directory / "private.json").write_text(json.dumps({"system_prompt": system_prompt}))
-    return directory
-
-
-def test_adapter_changes_answers_and_can_be_switched_off(tmp_path: Path, tiny_model):
-    adapter = _make_adapter(tmp_path / "adapter", tiny_model, system_prompt="You are Nova.")
+def test_adapter_changes_answers_and_can_be_switched_off(tmp_path: Path, tiny_model, make_adapter):
+    adapter = make_adapter(tmp_path / "adapter", profile=None, system_prompt="You are Nova.")
     chat = load_chat_model(None, adapter)  # base model read from andraeus.json
     assert chat.loaded.name == "tiny-random" and chat.system_prompt == "You are Nova."
     config = GenerationConfig(max_new_tokens=8)

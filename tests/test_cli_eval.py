@@ -22,20 +22,10 @@ QUESTIONS = [
 
 
 @pytest.fixture
-def adapter(tmp_path: Path) -> Path:
-    """A LoRA adapter on tiny-random laid out like training writes one."""
-    from peft import LoraConfig, get_peft_model
-
-    from andraeus_core.models import load_model
-
-    loaded = load_model("tiny-random")
-    model = get_peft_model(loaded.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    directory = tmp_path / "adapter"
-    model.save_pretrained(directory)
-    (directory / "andraeus.json").write_text(json.dumps({"base_model": "tiny-random"}))
+def adapter(tmp_path: Path, make_adapter) -> Path:
+    """A LoRA adapter on tiny-random laid out like training writes one (no held-out split)."""
     profile = {"user_name": "Sam Rivera", "facts": [{"topic": "dog's name", "value": "Buddy", "aliases": ["Bud"]}]}
-    (directory / "private.json").write_text(json.dumps({"system_prompt": "You are Nova.", "profile": profile}))
-    return directory
+    return make_adapter(tmp_path / "adapter", weights="zero", profile=profile, system_prompt="You are Nova.")
 
 
 @pytest.fixture

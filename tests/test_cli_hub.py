@@ -8,17 +8,18 @@ from pathlib import Path
 
 import hub_stub
 import pytest
-from hub_stub import ALICE_TOKEN, BOB_TOKEN, SECRETS, HubStub, write_tiny_adapter
+from hub_stub import ALICE_TOKEN, BOB_TOKEN, HubStub
 
 from andraeus_core import hub
 from andraeus_core.cli import main
+from tests.helpers import SECRETS, SHARED_ADAPTER
 
 hub_server = hub_stub.hub_server  # the fixture
 
 
 @pytest.fixture(scope="module")
-def adapter_template(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
-    return write_tiny_adapter(tmp_path_factory.mktemp("cli-adapter") / "my-adapter")
+def adapter_template(tmp_path_factory: pytest.TempPathFactory, make_adapter) -> Path:
+    return make_adapter(tmp_path_factory.mktemp("cli-adapter") / "my-adapter", **SHARED_ADAPTER)
 
 
 @pytest.fixture

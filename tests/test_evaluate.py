@@ -315,32 +315,8 @@ def _facts(path: Path) -> list[tuple[str, set[str]]]:
 # Running on tiny-random adapters (mechanics: tiny-random's answers are noise)
 
 
-def make_adapter(directory: Path, *, zero: bool, heldout: list[dict] | None = None) -> Path:
-    """A LoRA adapter on tiny-random written like training writes one (PEFT files + our JSON files)."""
-    from peft import LoraConfig, get_peft_model
-
-    from andraeus_core.models import load_model
-
-    loaded = load_model("tiny-random")  # a fresh copy: PEFT mutates the model it wraps
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=True if zero else False
-    )
-    peft_model = get_peft_model(loaded.model, config)
-    if not zero:
-        import torch
-
-        with torch.no_grad():  # big random LoRA weights so the adapter visibly changes the answers
-            for name, param in peft_model.named_parameters():
-                if "lora_" in name:
-                    param.normal_(0, 0.5)
-    peft_model.save_pretrained(directory)
-    (directory / "andraeus.json").write_text(json.dumps({"base_model": "tiny-random", "profile_hash": "x"}))
-    (directory / "private.json").write_text(
-        json.dumps({"system_prompt": "You are Nova, Tomás Okafor's assistant.", "profile": PROFILE})
-    )
-    if heldout is not None:
-        (directory / "heldout.jsonl").write_text("".join(json.dumps(h) + "\n" for h in heldout))
-    return directory
+# make_adapter (tests/conftest.py) keywords for an adapter trained on PROFILE.
+TOMAS = {"profile": PROFILE, "system_prompt": "You are Nova, Tomás Okafor's assistant.", "profile_hash": "x"}
 
 
 QUESTIONS = [
@@ -354,8 +330,8 @@ QUESTIONS = [
 ]
 
 
-def test_report_shape_and_json(tmp_path: Path) -> None:
-    adapter = make_adapter(tmp_path / "adapter", zero=False)
+def test_report_shape_and_json(tmp_path: Path, make_adapter) -> None:
+    adapter = make_adapter(tmp_path / "adapter", weights="large", **TOMAS)
     seen: list[tuple[float, str]] = []
     report = evaluate(adapter, QUESTIONS, max_new_tokens=6, on_progress=lambda f, m: seen.append((f, m)))
     data = report.to_json()
@@ -395,18 +371,21 @@ def test_report_shape_and_json(tmp_path: Path) -> None:
             assert b.correct == score_answer(x, b.answer, values)
 
 
-def test_adapter_and_base_answers_come_from_the_right_weights(tmp_path: Path) -> None:
+def test_adapter_and_base_answers_come_from_the_right_weights(tmp_path: Path, make_adapter) -> None:
     # A freshly initialised LoRA adapter (B = 0) is the identity: adapter and base answers must agree exactly...
-    zero = evaluate(make_adapter(tmp_path / "zero", zero=True), QUESTIONS, baselines=("base",), max_new_tokens=8)
+    zero_adapter = make_adapter(tmp_path / "zero", weights="zero", **TOMAS)
+    zero = evaluate(zero_adapter, QUESTIONS, baselines=("base",), max_new_tokens=8)
     assert [i.answer for i in zero.items] == [i.baselines["base"].answer for i in zero.items]
     # ...while a non-zero adapter changes them, and the base answers do not depend on which adapter is loaded.
-    big = evaluate(make_adapter(tmp_path / "big", zero=False), QUESTIONS, baselines=("base",), max_new_tokens=8)
+    big = evaluate(
+        make_adapter(tmp_path / "big", weights="large", **TOMAS), QUESTIONS, baselines=("base",), max_new_tokens=8
+    )
     assert [i.answer for i in big.items] != [i.baselines["base"].answer for i in big.items]
     assert [i.baselines["base"].answer for i in big.items] == [i.baselines["base"].answer for i in zero.items]
     assert big.baselines.keys() == {"base"}
 
 
-def test_no_baselines_and_heldout_default(tmp_path: Path) -> None:
+def test_no_baselines_and_heldout_default(tmp_path: Path, make_adapter) -> None:
     heldout = [
         {
             "messages": [
@@ -423,17 +402,17 @@ def test_no_baselines_and_heldout_default(tmp_path: Path) -> None:
             },
         }
     ]
-    adapter = make_adapter(tmp_path / "a", zero=False, heldout=heldout)
+    adapter = make_adapter(tmp_path / "a", weights="large", heldout=heldout, **TOMAS)
     report = evaluate(adapter, None, baselines=(), max_new_tokens=4)
     assert report.n == 1 and report.baselines == {} and report.items[0].baselines == {}
     assert report.retention.base is None and report.retention.delta is None
     assert "base" not in report.table().splitlines()[0]
 
 
-def test_bad_adapters_and_baselines_raise_our_errors(tmp_path: Path) -> None:
+def test_bad_adapters_and_baselines_raise_our_errors(tmp_path: Path, make_adapter) -> None:
     with pytest.raises(AdapterError, match="does not exist"):
         evaluate(tmp_path / "missing", QUESTIONS)
-    adapter = make_adapter(tmp_path / "a", zero=True)
+    adapter = make_adapter(tmp_path / "a", weights="zero", **TOMAS)
     with pytest.raises(EvaluationError, match="Unknown baseline"):
         evaluate(adapter, QUESTIONS, baselines=("oracle",))
     (adapter / "private.json").unlink()
@@ -441,10 +420,10 @@ def test_bad_adapters_and_baselines_raise_our_errors(tmp_path: Path) -> None:
         evaluate(adapter, QUESTIONS)
 
 
-def test_recall_by_kind_chart_writes_a_png(tmp_path: Path) -> None:
+def test_recall_by_kind_chart_writes_a_png(tmp_path: Path, make_adapter) -> None:
     from andraeus_core.plots import bar_chart, recall_by_kind_chart
 
-    report = evaluate(make_adapter(tmp_path / "a", zero=True), QUESTIONS, max_new_tokens=2)
+    report = evaluate(make_adapter(tmp_path / "a", weights="zero", **TOMAS), QUESTIONS, max_new_tokens=2)
     png = recall_by_kind_chart(report, tmp_path / "charts" / "kinds.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(EvaluationError):

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import hub_stub
 import pytest
-from hub_stub import ALICE_TOKEN, BOB_TOKEN, PROFILE, SECRETS, HubStub, write_tiny_adapter
+from hub_stub import ALICE_TOKEN, BOB_TOKEN, HubStub
 
 from andraeus_core import hub
 from andraeus_core.chat import GenerationConfig, load_chat_model
 from andraeus_core.errors import AdapterError, HubError
+from tests.helpers import SECRETS, SHARED_ADAPTER
 
 hub_server = hub_stub.hub_server  # the fixture
 
@@ -24,8 +25,8 @@ CANARY = "hf_CANARY_do_not_leak_7f3a9c"
 
 
 @pytest.fixture(scope="module")
-def adapter_template(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
-    return write_tiny_adapter(tmp_path_factory.mktemp("adapter") / "sam-adapter", PROFILE)
+def adapter_template(tmp_path_factory: pytest.TempPathFactory, make_adapter) -> Path:
+    return make_adapter(tmp_path_factory.mktemp("adapter") / "sam-adapter", **SHARED_ADAPTER)
 
 
 @pytest.fixture
