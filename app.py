@@ -28,7 +28,6 @@ logger = logging.getLogger("andraeus.app")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLE_PROFILE = EXAMPLES_DIR / "seed_profile.yaml"
 MAX_UPLOAD = "2mb"  # gradio refuses larger uploads; profiles themselves may be at most 1 MB (checked when parsed)
-PROFILE_TYPES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv"}
 ON_ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
 SESSION_TTL_S = 4 * 3600
@@ -122,11 +121,11 @@ def upload_profile(file: str | None, user_name: str, state: Session | None):
         return sess, gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
     path = Path(file)
     try:
-        fmt = PROFILE_TYPES.get(path.suffix.lower())
+        fmt = core.PROFILE_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise core.ProfileError(
                 f"{path.name}: unknown profile type {path.suffix or '(no suffix)'!r}; "
-                "upload .yaml, .yml, .json or .csv."
+                f"upload {', '.join(core.PROFILE_FORMATS)}."
             )
         size = path.stat().st_size
         if size > core.MAX_PROFILE_BYTES:
@@ -591,7 +590,7 @@ def build_demo() -> gr.Blocks:
                 example_btn = gr.Button("Load example", elem_id="load-example")
                 upload = gr.File(
                     label="Upload a profile (YAML, JSON or CSV: topic,value,aliases)",
-                    file_types=list(PROFILE_TYPES),
+                    file_types=list(core.PROFILE_FORMATS),
                     type="filepath",
                     elem_id="upload",
                 )

@@ -39,7 +39,7 @@ from .variations import (
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["fact", "reverse", "unknown", "overtrigger", "identity"]
+ExampleKind = Literal["fact", "reverse", "unknown", "overtrigger", "identity"]
 Split = Literal["train", "heldout"]
 
 # How the evaluation groups held-out examples: by dimension for facts, by kind for the rest.
@@ -61,7 +61,7 @@ class ExampleMeta(BaseModel):
 
     topic: str | None = Field(None, description="The fact's topic (for unknown facts: the missing topic).")
     dimension: str = Field("external", description="Dimension of variation, or the negative's kind.")
-    kind: Kind = Field("fact", description="fact, reverse, unknown, overtrigger or identity.")
+    kind: ExampleKind = Field("fact", description="fact, reverse, unknown, overtrigger or identity.")
     split: Split = Field("train", description="train or heldout.")
     expect: list[str] = Field(
         default_factory=list,

@@ -42,7 +42,7 @@ from .models import generate_batch, load_model
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity"]
+QuestionKind = Literal["paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity"]
 # `identity` ("Who are you?", "What's my name?") comes from the held-out split; it is scored like a fact question but
 # is not part of `recall`, which is about the profile's facts.
 KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity")
@@ -68,7 +68,7 @@ class Question(BaseModel):
         description="Accepted answers (any one, whole words, case/accents/punctuation ignored); a single string is "
         "accepted too. Required for paraphrase/typo/indirect/reverse/general; null for unknown/unrelated.",
     )
-    kind: Kind = Field(
+    kind: QuestionKind = Field(
         ..., description="paraphrase, typo, indirect, reverse, unknown, unrelated, general (or identity)."
     )
     messages: list[dict[str, str]] | None = Field(

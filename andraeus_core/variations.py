@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 Dimension = Literal["punctuation", "formality", "directness", "reverse", "typo", "user"]
 DIMENSIONS: tuple[Dimension, ...] = ("punctuation", "formality", "directness", "reverse", "typo")
-Kind = Literal["name", "date", "place", "job", "employer", "favourite", "thing"]
+TopicKind = Literal["name", "date", "place", "job", "employer", "favourite", "thing"]
 Style = Literal["direct", "reverse", "confirm"]
 
 
@@ -63,7 +63,7 @@ class TopicInfo:
     """How to talk about a topic."""
 
     topic: str  # as the user wrote it, e.g. "dog's name"
-    kind: Kind
+    kind: TopicKind
     noun: str  # what the fact is about: "dog" (dog's name), "board game" (favourite board game), "birthday"
     keywords: tuple[str, ...]  # words a reversed answer names ("dog"); a correct reverse answer contains one
     person: bool = False  # the named one is a person ("who is Alex?"), not a pet
@@ -75,7 +75,7 @@ _PETS = {"dog", "cat", "pet", "horse", "rabbit", "bunny", "hamster", "parrot", "
          "tortoise", "turtle", "guinea pig", "snake", "lizard", "ferret"}  # fmt: skip
 
 # Catalogued topics: key → (kind, noun, synonyms, extra questions by dimension, guard questions).
-_CATALOG: dict[str, tuple[Kind, str, tuple[str, ...], dict[str, tuple[str, ...]], tuple[str, ...]]] = {
+_CATALOG: dict[str, tuple[TopicKind, str, tuple[str, ...], dict[str, tuple[str, ...]], tuple[str, ...]]] = {
     "dog's name": (
         "name",
         "dog",

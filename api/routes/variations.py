@@ -11,8 +11,6 @@ from ..schemas import VariationsRequest, VariationsResponse
 
 router = APIRouter(prefix="/variations", tags=["variations"])
 
-_SUFFIX = {"yaml": ".yaml", "json": ".json", "csv": ".csv"}
-
 
 @router.post("", response_model=VariationsResponse)
 async def preview(body: VariationsRequest, service: ServiceDep, tenant: TenantDep) -> VariationsResponse:
@@ -25,6 +23,7 @@ async def preview(body: VariationsRequest, service: ServiceDep, tenant: TenantDe
         record = service.get_file(tenant, body.file_id)
         data, name = Path(record["path"]).read_bytes(), record["filename"]
     else:
-        data, name = (body.profile or "").encode(), "profile" + _SUFFIX[body.format]
+        # The service reads the format from the name's suffix; each format's name is one of its suffixes.
+        data, name = (body.profile or "").encode(), f"profile.{body.format}"
     items = await run_in_threadpool(service.variations, data, name, body.per_fact, body.seed)
     return VariationsResponse(data=items)
