@@ -23,9 +23,9 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
-# The web app (app.py, importable from the repo root) at http://127.0.0.1:7860/ with the REST API at /v1.
+# The web app (the andraeus_web package) at http://127.0.0.1:7860/ with the REST API at /v1.
 demo: install
-	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) $(BIN)/andraeus serve --host 127.0.0.1 --port 7860
+	HF_HUB_OFFLINE=1 $(BIN)/andraeus serve --host 127.0.0.1 --port 7860
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

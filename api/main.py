@@ -1,7 +1,7 @@
 """The FastAPI app factory: OpenAI-compatible routes under ``/v1``, health checks, errors, limits.
 
 ``create_app()`` builds the app; its lifespan starts the job workers (recovering jobs a previous process left) and
-stops them on shutdown. ``andraeus serve`` runs it with uvicorn and mounts the Gradio UI at ``/`` when app.py exists.
+stops them on shutdown. ``andraeus serve`` runs it with uvicorn and mounts the web app (``andraeus_web``) at ``/``.
 """
 
 from __future__ import annotations

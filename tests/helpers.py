@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
+import urllib.request
 from typing import Any
 
 #: A small profile in the shape of the shared examples (a subset of examples/seed_profile.yaml): the default of the
@@ -42,3 +45,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    """Status and text of a GET (127.0.0.1 only in tests)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - 127.0.0.1 only
+        return response.status, response.read().decode("utf-8", "replace")
+
+
+def wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str] | None:
+    """GET ``url`` until the server started as ``proc`` answers; None if it died or did not answer in time."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            return http_get(url)
+        except OSError:
+            time.sleep(0.5)
+    return None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server started by a test, killing it if it does not exit."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

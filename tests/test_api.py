@@ -321,7 +321,7 @@ def test_tenant_isolation_matrix() -> None:
 
 
 def test_keys_are_stored_hashed_and_checked(capsys: pytest.CaptureFixture[str], isolated_home: Path) -> None:
-    from andraeus_core.cli import main
+    from andraeus_cli import main
 
     assert main(["keys", "create", "--name", "laptop"]) == 0
     key = capsys.readouterr().out.strip()

@@ -23,7 +23,7 @@ H = {"Authorization": f"Bearer {KEY}"}
 def _start(port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "ANDRAEUS_API_KEYS": KEY, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "andraeus_core.cli", "serve", "--port", str(port), "--no-ui"],
+        [sys.executable, "-m", "andraeus_cli", "serve", "--port", str(port), "--no-ui"],
         cwd=ROOT,
         env=env,
         stdout=log.open("ab"),

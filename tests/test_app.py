@@ -1,4 +1,4 @@
-"""The web app over real HTTP: gradio_client against app.py's ``demo`` launched on 127.0.0.1, tiny-random model.
+"""The web app over real HTTP: gradio_client against the Space's ``app.demo`` on 127.0.0.1, tiny-random model.
 
 One module-scoped server; each Client is a separate browser session with its own gr.State.
 """
@@ -244,6 +244,7 @@ def test_space_front_matter_and_defaults(monkeypatch: pytest.MonkeyPatch):
     import yaml
 
     import app
+    from andraeus_web import ui
 
     text = (ROOT / "README.md").read_text()
     assert text.startswith("---\n")
@@ -253,43 +254,41 @@ def test_space_front_matter_and_defaults(monkeypatch: pytest.MonkeyPatch):
 
     assert meta["sdk_version"] == gradio.__version__
     assert meta["hf_oauth_scopes"] == ["contribute-repos"]
-    assert app.default_base_model() == ("smollm2-135m", False)  # no CUDA here
-    monkeypatch.setattr(app, "ON_ZERO_GPU", True)
-    assert app.default_base_model() == ("qwen2.5-7b", True)  # a GPU Space: the seed's model with QLoRA
+    assert ui.default_base_model() == ("smollm2-135m", False)  # no CUDA here
+    monkeypatch.setattr(ui, "ON_ZERO_GPU", True)
+    assert ui.default_base_model() == ("qwen2.5-7b", True)  # a GPU Space: the seed's model with QLoRA
     assert app.demo._queue.max_size == 32
     limits = {fn.api_name: fn.concurrency_limit for fn in app.demo.fns.values()}
     assert limits["train"] == 1 and limits["evaluate"] == 1 and limits["chat"] == 2
     assert app.demo.max_file_size == 2 * 1024 * 1024
     # No user data at module level: sessions live in gr.State only.
-    assert not [k for k, v in vars(app).items() if isinstance(v, app.Session)]
-    assert app.LAUNCH_KWARGS["max_file_size"] == app.MAX_UPLOAD
+    assert not [k for module in (app, ui) for k, v in vars(module).items() if isinstance(v, ui.Session)]
+    assert app.LAUNCH_KWARGS["max_file_size"] == ui.MAX_UPLOAD
 
 
 def test_zero_gpu_duration_follows_the_job_and_gpu_functions_take_plain_values():
     import inspect
     import pickle
 
-    import app
     from andraeus_core import load_profile
+    from andraeus_web import ui
 
     profile_json = load_profile(ROOT / "examples" / "seed_profile.yaml").model_dump_json()
     args = (profile_json, "/tmp/x", *FAST.values())
     # spaces calls the duration function with the GPU function's own arguments, and pickles them for the worker.
     # (off ZeroGPU, spaces.GPU returns the function itself)
-    assert list(inspect.signature(app._gpu_seconds).parameters) == list(
-        inspect.signature(app._train_on_gpu).parameters
-    )
+    assert list(inspect.signature(ui._gpu_seconds).parameters) == list(inspect.signature(ui._train_on_gpu).parameters)
     pickle.dumps(args)
-    short = app._gpu_seconds(*args)
-    long = app._gpu_seconds(profile_json, "/tmp/x", *{**FAST, "epochs": 10, "per_fact": 60}.values())
+    short = ui._gpu_seconds(*args)
+    long = ui._gpu_seconds(profile_json, "/tmp/x", *{**FAST, "epochs": 10, "per_fact": 60}.values())
     assert 120 <= short <= long <= 1500
 
 
 def test_gpu_quota_and_duration_errors_are_explained():
-    import app
+    from andraeus_web import ui
 
-    quota = app._explain_gpu_error(RuntimeError("You have exceeded your GPU quota (60s requested vs. 10s left)."))
+    quota = ui._explain_gpu_error(RuntimeError("You have exceeded your GPU quota (60s requested vs. 10s left)."))
     assert "quota" in quota and "andraeus train" in quota
-    aborted = app._explain_gpu_error(RuntimeError("GPU task aborted"))
+    aborted = ui._explain_gpu_error(RuntimeError("GPU task aborted"))
     assert "ran out" in aborted and "epochs" in aborted
-    assert app._explain_gpu_error(RuntimeError("something else")) == "something else"
+    assert ui._explain_gpu_error(RuntimeError("something else")) == "something else"

@@ -9,13 +9,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, http_get, stop, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,11 +23,6 @@ def _demo_command() -> list[str]:
     recipe = re.search(r"^demo:.*\n\t(.+)$", text, re.M)
     assert recipe, "the Makefile has a demo target"
     return shlex.split(recipe.group(1))
-
-
-def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - 127.0.0.1 only
-        return response.status, response.read().decode("utf-8", "replace")
 
 
 @pytest.mark.timeout(180)
@@ -50,25 +43,15 @@ def test_make_demo_serves_the_app_and_the_api(tmp_path: Path):
     argv = [andraeus, *command[1:-1], str(port)]
     proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                status, _ = _get(f"http://127.0.0.1:{port}/")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail(f"andraeus serve did not come up: {proc.stdout.read()[-2000:]}")
-                time.sleep(0.5)
-        assert status == 200
-        status, config = _get(f"http://127.0.0.1:{port}/config")
-        assert status == 200 and '"Facts"' in config and '"Share"' in config  # the app's tabs, so app.py is mounted
+        first = wait_for_server(f"http://127.0.0.1:{port}/", proc)
+        if first is None:
+            proc.kill()
+            pytest.fail(f"andraeus serve did not come up: {proc.stdout.read()[-2000:]}")
+        assert first[0] == 200
+        status, config = http_get(f"http://127.0.0.1:{port}/config")
+        assert status == 200 and '"Facts"' in config and '"Share"' in config  # the app's tabs, so the UI is mounted
         assert '"max_file_size": 2097152' in config.replace('"max_file_size":2097152', '"max_file_size": 2097152')
-        status, _ = _get(f"http://127.0.0.1:{port}/v1/models")
+        status, _ = http_get(f"http://127.0.0.1:{port}/v1/models")
         assert status == 200
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from andraeus_core.cli import main
+from andraeus_cli import main
 
 
 def _run(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "andraeus_core.cli", *args],
+        [sys.executable, "-m", "andraeus_cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -24,7 +24,7 @@ def _run(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess
 
 def test_help_imports_no_heavy_library():
     code = (
-        "import sys; from andraeus_core import cli; cli.build_parser().format_help();"
+        "import sys; import andraeus_cli; andraeus_cli.build_parser().format_help();"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'gradio') if m in sys.modules];"
         "print(heavy)"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from andraeus_core.cli import main
+from andraeus_cli import main
 
 QUESTIONS = [
     {"question": "What's my dog's name?", "expect": ["Buddy", "Bud"], "kind": "paraphrase"},
@@ -43,7 +43,7 @@ def test_eval_json_prints_exactly_one_object_on_stdout(adapter: Path, questions:
         [
             sys.executable,
             "-m",
-            "andraeus_core.cli",
+            "andraeus_cli",
             "eval",
             str(adapter),
             "--questions",

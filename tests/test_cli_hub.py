@@ -10,8 +10,8 @@ import hub_stub
 import pytest
 from hub_stub import ALICE_TOKEN, BOB_TOKEN, HubStub
 
+from andraeus_cli import main
 from andraeus_core import hub
-from andraeus_core.cli import main
 from tests.helpers import SECRETS, SHARED_ADAPTER
 
 hub_server = hub_stub.hub_server  # the fixture

@@ -15,7 +15,7 @@ MINIMAL = ROOT / "examples" / "minimal.csv"
 
 
 def test_cli_train_prints_estimate_progress_and_the_adapter_last(tmp_path, capsys):
-    from andraeus_core.cli import main
+    from andraeus_cli import main
 
     out = tmp_path / "adapter"
     argv = ["train", str(MINIMAL), "--base-model", "tiny-random", "--epochs", "1", "--rank", "4", "--out", str(out)]
@@ -31,7 +31,7 @@ def test_cli_train_prints_estimate_progress_and_the_adapter_last(tmp_path, capsy
 
 
 def test_cli_train_bad_input_is_one_clear_line(tmp_path, capsys):
-    from andraeus_core.cli import main
+    from andraeus_cli import main
 
     assert main(["train", str(MINIMAL), "--base-model", "tiny-random", "--epochs", "0"]) == 1
     err = capsys.readouterr().err
@@ -42,7 +42,7 @@ def test_cli_train_bad_input_is_one_clear_line(tmp_path, capsys):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "andraeus_core.cli", "train", str(MINIMAL), "--base-model", "tiny-random", *args]
+    return [sys.executable, "-m", "andraeus_cli", "train", str(MINIMAL), "--base-model", "tiny-random", *args]
 
 
 def test_kill_mid_run_then_resume_finishes(tmp_path, isolated_home):

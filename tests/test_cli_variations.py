@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from andraeus_core.cli import main
+from andraeus_cli import main
 from andraeus_core.dataset import read_jsonl
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -1,19 +1,47 @@
-"""`andraeus ...` — thin: parse arguments, call one public function, print.
+"""`andraeus ...` — thin: parse arguments, call one public ``andraeus_core`` function, print.
 
-Heavy libraries (torch, transformers) are imported inside the command functions so `andraeus --help` is instant.
+The CLI is a front end like the web app and the REST API, so it lives outside the core and uses only its public
+names. ``andraeus_core`` itself imports no heavy library at module level; torch, transformers, uvicorn, gradio and
+the API/web packages are imported inside the command that needs them, so `andraeus --help` is instant.
 Each subcommand is registered by an ``_add_<name>`` function next to its ``_cmd_<name>`` handler.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import random
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from .errors import AndraeusError
+from pydantic import ValidationError
+
+from andraeus_core import (
+    DIMENSIONS,
+    AndraeusError,
+    GenerationConfig,
+    ProgressEvent,
+    Store,
+    TrainConfig,
+    build_dataset,
+    default_model_name,
+    default_preset,
+    estimate_training,
+    evaluate_adapter,
+    generate_variations,
+    list_presets,
+    load_chat_model,
+    load_profile,
+    pull_adapter,
+    push_adapter,
+    resolve_adapter,
+    train_adapter,
+    write_jsonl,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -47,18 +75,12 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from .chat import GenerationConfig, load_chat_model
-
     try:
         config = GenerationConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     except ValidationError as exc:
         raise AndraeusError(_pydantic_message(exc)) from None
     adapter = args.adapter
     if adapter is not None:
-        from .hub import resolve_adapter
-
         adapter = resolve_adapter(adapter, token=_cli_token(None))  # a repo id is pulled with your token
     chat = load_chat_model(args.base_model, adapter, quantize=args.quantize, system_prompt=args.system)
     if args.once is not None:
@@ -114,8 +136,6 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import default_model_name, list_presets
-
     default = default_model_name()
     for preset in list_presets():
         mark = "*" if preset.name == default else " "
@@ -151,8 +171,6 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push_adapter
-
     url = push_adapter(
         args.adapter,
         args.repo_id,
@@ -174,8 +192,6 @@ def _add_pull(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    from .hub import pull_adapter
-
     print(pull_adapter(args.repo_id, token=_cli_token(args.token), revision=args.revision))
     return 0
 
@@ -185,16 +201,17 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the OpenAI-compatible REST API at /v1 (and the web app at / if present)")
+    p = sub.add_parser("serve", help="run the OpenAI-compatible REST API at /v1 and the web app at /")
     p.add_argument("--host", default="127.0.0.1", help="bind address (no-auth mode only on 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--workers", type=int, default=None, help="training worker threads (default 1)")
     p.add_argument("--max-queued", type=int, default=None, help="queued jobs before new ones get 429 (default 16)")
-    p.add_argument("--no-ui", action="store_true", help="serve the API only, even when app.py exists")
+    p.add_argument("--no-ui", action="store_true", help="serve the API only, without the web app")
     p.set_defaults(handler=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    # Front ends load their heavy stacks (FastAPI, uvicorn, gradio) only for the command that serves them.
     import uvicorn
 
     from api.deps import ApiSettings
@@ -211,18 +228,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _mount_ui(app: object) -> object:
-    """Mount the Gradio web app at / when app.py exists and imports; the API works without it."""
+    """Mount the Gradio web app at /; the API works without it (say why it is missing)."""
     try:
-        import gradio as gr
-
-        import app as web  # the web app module, next to the package
-    except Exception as exc:  # noqa: BLE001 - the UI is optional; say why it is missing
+        from andraeus_web import mount
+    except Exception as exc:  # noqa: BLE001 - the UI is optional (gradio may not be installed)
         logging.getLogger("andraeus").warning(
             "Web app not mounted (%s: %s); serving the API only", type(exc).__name__, exc
         )
         return app
-    # LAUNCH_KWARGS carries the app's upload limit (max_file_size); mounting would otherwise reset it to none.
-    return gr.mount_gradio_app(app, web.demo, path="/", **getattr(web, "LAUNCH_KWARGS", {}))
+    return mount(app, path="/")
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
@@ -239,8 +253,6 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from .store import Store
-
     store = Store()
     try:
         if args.keys_command == "create":
@@ -280,12 +292,6 @@ def _add_variations(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_variations(args: argparse.Namespace) -> int:
-    import random
-
-    from .dataset import build_dataset, write_jsonl
-    from .profile import load_profile
-    from .variations import DIMENSIONS, generate_variations
-
     if not 1 <= args.per_fact <= 500:
         raise AndraeusError(f"--per-fact must be between 1 and 500 (got {args.per_fact}).", param="per_fact")
     profile = load_profile(args.profile, user_name=args.user_name)
@@ -343,13 +349,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import signal
-
-    from .config import TrainConfig
-    from .estimate import estimate
-    from .recipe import ProgressEvent, default_preset
-    from .train import train
-
     overrides: dict[str, object] = {}
     if args.base_model is not None:
         overrides["base_model"] = args.base_model
@@ -365,11 +364,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.no_early_stop:
         overrides["early_stop"] = False
     config = TrainConfig.preset(args.preset or default_preset(), **overrides)
-
-    from .profile import load_profile
-
     profile = load_profile(args.profile, user_name=args.user_name) if args.user_name else load_profile(args.profile)
-    print("Estimate: " + estimate(profile, config).summary(), flush=True)
+    print("Estimate: " + estimate_training(profile, config).summary(), flush=True)
 
     stop = {"requested": False}
 
@@ -409,7 +405,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        adapter = train(
+        adapter = train_adapter(
             profile,
             config,
             on_progress=on_progress,
@@ -453,18 +449,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
-    from .evaluate import BASELINES, evaluate
-
     def progress(fraction: float, message: str) -> None:
         if not args.json or args.verbose:
             print(f"[{100 * fraction:3.0f}%] {message}", file=sys.stderr)
 
-    report = evaluate(
+    report = evaluate_adapter(
         args.adapter,
         args.questions,
-        () if args.no_baselines else BASELINES,
+        **({"baselines": ()} if args.no_baselines else {}),
         base_model=args.base_model,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,

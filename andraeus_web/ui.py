@@ -1,0 +1,738 @@
+"""Andraeus web app (Gradio): facts in, trained assistant out. ``build_demo()`` makes the Blocks.
+
+UI only: every callback calls a public ``andraeus_core`` name and turns an ``AndraeusError`` into a message shown in
+place. Everything a user gives or makes (facts, adapter, chat) lives in per-session state (``gr.State``) and in a
+per-session directory deleted when the session ends; nothing user-specific is kept at module level.
+
+The app runs three ways: as a Hugging Face Space (the repo's ``app.py`` builds it), mounted at ``/`` by
+``andraeus serve``, and from an installed package (``pip install .``), so it reads nothing from the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import spaces  # before torch is imported (lazily, by andraeus_core): on ZeroGPU it patches CUDA; else a no-op
+
+import andraeus_core as core
+
+logger = logging.getLogger("andraeus.app")
+
+_HERE = Path(__file__).resolve().parent
+# The example profile: packaged next to this module in an installed wheel (pyproject maps examples/ there), at the
+# repository root in a checkout or an editable install.
+EXAMPLE_PROFILE = next(
+    (d / "seed_profile.yaml" for d in (_HERE / "examples", _HERE.parent / "examples") if d.is_dir()),
+    _HERE.parent / "examples" / "seed_profile.yaml",
+)
+MAX_UPLOAD = "2mb"  # gradio refuses larger uploads; profiles themselves may be at most 1 MB (checked when parsed)
+ON_ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+ON_SPACE = bool(os.environ.get("SPACE_ID"))
+SESSION_TTL_S = 4 * 3600
+TABLE_HEADERS = ["topic", "value", "aliases"]
+ITEM_HEADERS = ["kind", "question", "expected", "answer", "✓/✗", "base", "facts in prompt"]
+
+
+def default_base_model() -> tuple[str, bool]:
+    """(base model, QLoRA?) for this machine: qwen2.5-7b in 4-bit on a GPU Space, else the CPU default."""
+    if ON_ZERO_GPU:
+        return "qwen2.5-7b", True
+    name = core.default_model_name()
+    return name, name == "qwen2.5-7b"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-session state
+
+
+@dataclass
+class Session:
+    """One browser session's data. Lives in ``gr.State``; its directory is removed when the session ends."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    profile: Any = None  # andraeus_core.Profile
+    adapter: str | None = None
+    chat_model: Any = None  # andraeus_core.ChatModel for ``adapter``
+    chat_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def dir(self) -> Path:
+        path = core.andraeus_home() / "sessions" / self.id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def cancel_flag(self) -> Path:
+        # A file, not a threading.Event: on ZeroGPU training runs in a forked worker that shares the disk only.
+        return self.dir / "cancel"
+
+
+def _session(state: Session | None) -> Session:
+    return state if isinstance(state, Session) else Session()
+
+
+def _drop_session(state: Any) -> None:
+    if isinstance(state, Session):
+        state.chat_model = None
+        shutil.rmtree(core.andraeus_home() / "sessions" / state.id, ignore_errors=True)
+
+
+def _ok(text: str) -> str:
+    return f"✅ {text}"
+
+
+def _err(exc: Exception) -> str:
+    # Server paths (the per-session directory) are nobody's business in the browser.
+    text = str(exc).replace(str(core.andraeus_home()), "~")
+    return f"❌ {text}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Facts
+
+
+def _rows(profile: Any) -> list[list[str]]:
+    return [[f.topic, f.value, " | ".join(f.aliases)] for f in profile.facts]
+
+
+def _facts_summary(profile: Any) -> str:
+    return _ok(
+        f"{len(profile.facts)} facts for {profile.user_name} (assistant: {profile.assistant_name}). "
+        "Next: preview the phrasings, then train."
+    )
+
+
+def load_example(state: Session | None):
+    sess = _session(state)
+    try:
+        sess.profile = core.load_profile(EXAMPLE_PROFILE)
+    except core.AndraeusError as exc:
+        return sess, gr.skip(), gr.skip(), gr.skip(), _err(exc)
+    p = sess.profile
+    return sess, p.user_name, p.assistant_name, _rows(p), _facts_summary(p)
+
+
+def upload_profile(file: str | None, user_name: str, state: Session | None):
+    """Parse an uploaded profile, then delete the upload whatever happened."""
+    sess = _session(state)
+    if not file:
+        return sess, gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
+    path = Path(file)
+    try:
+        fmt = core.PROFILE_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise core.ProfileError(
+                f"{path.name}: unknown profile type {path.suffix or '(no suffix)'!r}; "
+                f"upload {', '.join(core.PROFILE_FORMATS)}."
+            )
+        size = path.stat().st_size
+        if size > core.MAX_PROFILE_BYTES:
+            raise core.ProfileError(
+                f"{path.name}: the file is {size:,} bytes; a profile may be at most {core.MAX_PROFILE_BYTES:,} bytes."
+            )
+        profile = core.parse_profile(
+            path.read_bytes(), fmt=fmt, source=path.name, user_name=(user_name or None) if fmt == "csv" else None
+        )
+    except core.AndraeusError as exc:
+        return sess, gr.skip(), gr.skip(), gr.skip(), _err(exc), None
+    finally:
+        path.unlink(missing_ok=True)
+    sess.profile = profile
+    return sess, profile.user_name, profile.assistant_name, _rows(profile), _facts_summary(profile), None
+
+
+def apply_table(rows: Any, user_name: str, assistant_name: str, state: Session | None):
+    sess = _session(state)
+    try:
+        sess.profile = core.profile_from_rows(_table_rows(rows), user_name=user_name, assistant_name=assistant_name)
+    except core.AndraeusError as exc:
+        sess.profile = None
+        return sess, _err(exc)
+    return sess, _facts_summary(sess.profile)
+
+
+def _table_rows(rows: Any) -> list[list[Any]]:
+    if rows is None:
+        return []
+    if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame
+        return [list(r) for r in rows.values.tolist()]
+    if isinstance(rows, dict) and "data" in rows:
+        return list(rows["data"])
+    return [list(r) for r in rows]
+
+
+def _need_profile(sess: Session) -> Any:
+    if sess.profile is None:
+        raise gr.Error("No facts yet: load the example, upload a profile or fill in the table and press Apply.")
+    return sess.profile
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Phrasings
+
+
+def preview(state: Session | None, per_fact: int, heldout: float, topic: str, dimension: str):
+    """The dataset training would use: every example with its fact, dimension and split, and the counts."""
+    sess = _session(state)
+    profile = _need_profile(sess)
+    try:
+        dataset = core.build_dataset(profile, per_fact=int(per_fact), heldout_share=float(heldout), seed=0)
+    except (core.AndraeusError, ValueError) as exc:
+        raise gr.Error(_err(exc)) from None
+    examples = [*dataset.train, *dataset.heldout]
+    rows = [
+        [e.meta.topic or "—", e.meta.dimension, e.meta.split, e.question, e.messages[-1]["content"]]
+        for e in examples
+        if topic in ("", "all", e.meta.topic) and dimension in ("", "all", e.meta.dimension)
+    ]
+    order = {t: i for i, t in enumerate(profile.topics())}  # the user's facts first, in their order; negatives after
+    rows.sort(key=lambda r: (order.get(r[0], len(order)), r[0] == "—", r[0], r[1], r[2] != "train"))
+    facts = [e for e in examples if e.meta.kind in ("fact", "reverse")]
+    per_dim: dict[str, list[int]] = {}
+    for e in facts:
+        per_dim.setdefault(e.meta.dimension, [0, 0])[e.meta.split == "heldout"] += 1
+    table = "\n".join(f"| {d} | {n[0]} | {n[1]} |" for d, n in sorted(per_dim.items()))
+    share = sum(n[1] for n in per_dim.values()) / max(1, len(facts))
+    summary = (
+        f"**{len(facts)} phrasings** of {len(profile.facts)} facts ({len(facts) / len(profile.facts):.0f} per fact) "
+        f"plus {len(examples) - len(facts)} negatives (unknown topics, general questions, identity). "
+        f"Dataset: **{len(dataset.train)} training** and **{len(dataset.heldout)} held-out** examples; "
+        f"held-out share of the phrasings: {share:.0%}.\n\n| dimension | train | held out |\n|---|---|---|\n{table}"
+    )
+    topics = gr.update(choices=["all", *profile.topics()])
+    dimensions = gr.update(choices=["all", *sorted({e.meta.dimension for e in examples})])
+    return sess, summary, rows, topics, dimensions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Train
+
+
+def _config(
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+    out_dir: Path | None = None,
+) -> Any:
+    try:
+        return core.TrainConfig.preset(
+            preset,
+            base_model=base_model,
+            epochs=int(epochs),
+            lora_r=int(rank),
+            lora_alpha=2 * int(rank),
+            quantize="4bit" if qlora else None,
+            per_fact=int(per_fact),
+            heldout_share=float(heldout),
+            out_dir=str(out_dir) if out_dir else None,
+        )
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+
+
+def estimate(
+    state: Session | None,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+):
+    sess = _session(state)
+    profile = _need_profile(sess)
+    config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
+    try:
+        est = core.estimate_training(profile, config)
+    except core.AndraeusError as exc:
+        return sess, _err(exc)
+    return sess, est.summary()
+
+
+def _gpu_seconds(
+    profile_json: str,
+    session_dir: str,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+) -> int:
+    """ZeroGPU duration for this job: the estimate plus headroom for loading, capped at 25 minutes."""
+    try:
+        config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
+        profile = core.parse_profile(profile_json, fmt="json", source="session")
+        seconds = core.estimate_training(profile, config).expected_seconds
+    except Exception:  # noqa: BLE001 - a failed estimate must not block the request; the run reports real errors
+        return 600
+    return int(min(1500, max(120, 1.5 * seconds + 90)))
+
+
+@spaces.GPU(duration=_gpu_seconds)
+def _train_on_gpu(
+    profile_json: str,
+    session_dir: str,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+):
+    """Train in a thread and yield progress dicts; the last one has ``adapter`` or ``error``/``cancelled``.
+
+    Only plain, picklable values go in and out: on ZeroGPU this runs in a forked GPU worker, and errors other than
+    gr.Error lose their message on the way back, so they travel as data. The cancel flag is a file in the session
+    directory because the disk is all the two processes share.
+    """
+    directory = Path(session_dir)
+    cancel_flag = directory / "cancel"
+    config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout, out_dir=directory / "adapter")
+    # Handed over as a file: train() then keeps the profile in the adapter's private.json (given a Profile object
+    # it currently records none). The file is in the session directory and removed right after.
+    profile_file = directory / "profile.json"
+    profile_file.write_text(profile_json)
+    events: queue.Queue[Any] = queue.Queue()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["adapter"] = core.train_adapter(str(profile_file), config, events.put, cancel_flag.exists)
+        except BaseException as exc:  # noqa: BLE001 - handed to the generator below
+            result["error"] = exc
+        finally:
+            events.put(None)
+
+    thread = threading.Thread(target=run, daemon=True, name="train")
+    thread.start()
+    losses: list[dict[str, float]] = []
+    try:
+        while True:
+            event = events.get()
+            if event is None:
+                break
+            if event.loss is not None and event.phase == "train":
+                losses.append({"step": event.step, "loss": float(event.loss)})
+            eta = f", ~{event.eta_seconds:.0f}s left" if event.eta_seconds else ""
+            status = f"{event.phase}: {event.message or ''} step {event.step}/{event.total_steps}{eta}".strip()
+            fraction = event.step / event.total_steps if event.total_steps else 0.0
+            yield {"fraction": fraction, "status": status, "losses": list(losses)}
+    finally:
+        # The browser went away (or the generator was closed): stop the run rather than train for nobody.
+        if thread.is_alive():
+            cancel_flag.touch()
+        thread.join()
+        profile_file.unlink(missing_ok=True)
+    error = result.get("error")
+    if isinstance(error, core.TrainingCancelled):
+        yield {"cancelled": str(error), "losses": losses}
+    elif isinstance(error, core.AndraeusError):
+        yield {"error": str(error), "losses": losses}
+    elif error is not None:
+        raise error
+    else:
+        adapter = result["adapter"]
+        done = f"done in {adapter.meta.timings.total_seconds:.0f}s"
+        yield {"fraction": 1.0, "status": done, "losses": losses, "adapter": str(adapter.path)}
+
+
+def _explain_gpu_error(exc: Exception) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "quota" in low:
+        return (
+            "The free ZeroGPU quota of this Space is used up for now. Sign in (logged-in users get more), wait for "
+            "the quota to refill, lower the epochs, or train locally with `andraeus train` and push the adapter."
+        )
+    if "duration" in low or "aborted" in low or "timed out" in low:
+        return (
+            "The GPU time slot ran out before training finished. Lower the epochs or phrasings per fact, or train "
+            "locally with `andraeus train`."
+        )
+    return text
+
+
+def start_training(
+    state: Session | None,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+    progress=gr.Progress(),  # noqa: B008 - gradio's idiom
+):
+    sess = _session(state)
+    profile = _need_profile(sess)
+    sess.adapter, sess.chat_model = None, None
+    sess.cancel_flag.unlink(missing_ok=True)
+    losses: list[dict[str, float]] = []
+    progress(0.0, desc="starting")
+    try:
+        for update in _train_on_gpu(
+            profile.model_dump_json(), str(sess.dir), base_model, preset, epochs, rank, qlora, per_fact, heldout
+        ):
+            losses = update.get("losses", losses)
+            if "cancelled" in update:
+                yield sess, f"⏹️ {update['cancelled']}", _loss_frame(losses)
+                return
+            if "error" in update:
+                yield sess, _err(core.TrainingError(update["error"])), _loss_frame(losses)
+                return
+            progress(update["fraction"], desc=update["status"])
+            status = update["status"]
+            if update.get("adapter"):
+                sess.adapter = update["adapter"]
+                status = _ok(f"Adapter trained ({status}). Evaluate it, chat with it or download it.")
+            yield sess, status, _loss_frame(losses)
+    except gr.Error as exc:
+        raise gr.Error(_explain_gpu_error(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - shown to the user; the traceback goes to the server log only
+        logger.exception("training failed")
+        yield sess, _err(RuntimeError(_explain_gpu_error(exc))), _loss_frame(losses)
+    finally:
+        # Also reached when the browser goes away mid-run: the flag stops the training thread (or GPU worker).
+        # A new run clears it first.
+        sess.cancel_flag.touch()
+
+
+def cancel_training(state: Session | None) -> str:
+    if isinstance(state, Session):
+        state.cancel_flag.touch()
+        return "⏹️ Cancelling… training stops after the current step."
+    return "Nothing is training."
+
+
+def _loss_frame(losses: list[dict[str, float]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(losses or [], columns=["step", "loss"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluate
+
+
+def _need_adapter(sess: Session) -> str:
+    if not sess.adapter:
+        raise gr.Error("No trained adapter in this session yet: train one on the Train tab first.")
+    return sess.adapter
+
+
+@spaces.GPU(duration=180)
+def _evaluate_on_gpu(adapter: str) -> Any:
+    """Held-out evaluation (adapter, base, facts-in-prompt); plain values in and out for the ZeroGPU worker."""
+    try:
+        return core.evaluate_adapter(adapter)
+    except core.AndraeusError as exc:
+        return {"error": str(exc)}
+
+
+def run_evaluation(state: Session | None, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
+    sess = _session(state)
+    adapter = _need_adapter(sess)
+    progress(0.1, desc="answering the held-out questions with the adapter, the base model and facts-in-prompt")
+    try:
+        report = _evaluate_on_gpu(adapter)
+        if isinstance(report, dict):
+            return sess, _err(core.EvaluationError(report["error"])), None, []
+        chart = core.recall_by_kind_chart(report, sess.dir / f"recall-{int(time.time() * 1000)}.png")
+    except core.AndraeusError as exc:
+        return sess, _err(exc), None, []
+    except gr.Error as exc:
+        raise gr.Error(_explain_gpu_error(exc)) from None
+    rows = []
+    for item in report.items:
+        base = item.baselines.get("base")
+        ctx = item.baselines.get("in_context")
+        rows.append(
+            [
+                item.kind,
+                item.question,
+                " / ".join(item.expect or []) or "—",
+                item.answer,
+                "✓" if item.correct else "✗",
+                (("✓ " if base.correct else "✗ ") + base.answer) if base else "",
+                (("✓ " if ctx.correct else "✗ ") + ctx.answer) if ctx else "",
+            ]
+        )
+    summary = "```\n" + report.table() + "\n```"
+    return sess, summary, str(chart), rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chat
+
+
+def _chat_model(sess: Session) -> Any:
+    adapter = _need_adapter(sess)
+    with sess.chat_lock:
+        if sess.chat_model is None or str(sess.chat_model.adapter_dir) != adapter:
+            sess.chat_model = core.load_chat_model(adapter=adapter)
+        return sess.chat_model
+
+
+@spaces.GPU(duration=90)
+def _stream_on_gpu(adapter: str, messages: list[dict[str, str]], use_adapter: bool):
+    """ZeroGPU: a forked GPU worker cannot keep the session's model, so it loads base + adapter for the answer."""
+    model = core.load_chat_model(adapter=adapter)
+    yield from model.stream(messages, core.GenerationConfig(max_new_tokens=128), use_adapter=use_adapter)
+
+
+def _stream(sess: Session, messages: list[dict[str, str]], use_adapter: bool):
+    if ON_ZERO_GPU:
+        yield from _stream_on_gpu(_need_adapter(sess), messages, use_adapter)
+        return
+    model = _chat_model(sess)  # kept in this session's state: loaded once, not per message
+    yield from model.stream(messages, core.GenerationConfig(max_new_tokens=128), use_adapter=use_adapter)
+
+
+def chat(message: str, history: list[dict[str, Any]], use_base: bool, state: Session | None):
+    sess = _session(state)
+    history = list(history or [])
+    if not (message or "").strip():
+        yield sess, history, ""
+        return
+    _need_adapter(sess)
+    turns = [
+        {"role": m["role"], "content": _text(m["content"])} for m in history if m.get("role") in ("user", "assistant")
+    ]
+    turns.append({"role": "user", "content": message})
+    reply: dict[str, Any] = {"role": "assistant", "content": ""}
+    if use_base:  # labelled, so a base-model answer is never mistaken for the trained assistant's
+        reply["metadata"] = {"title": "base model (adapter off)"}
+    history = [*history, {"role": "user", "content": message}, reply]
+    answer = ""
+    try:
+        for piece in _stream(sess, turns, not use_base):
+            answer += piece
+            history[-1]["content"] = answer
+            yield sess, history, ""
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    history[-1]["content"] = answer.strip() or "…"
+    yield sess, history, ""
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # gradio 6 may hand back [{"type": "text", "text": ...}]
+        return " ".join(str(c.get("text", "")) if isinstance(c, dict) else str(c) for c in content)
+    return str(content)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Share
+
+
+def download_zip(state: Session | None):
+    sess = _session(state)
+    adapter = _need_adapter(sess)
+    try:
+        path = core.adapter_zip(adapter, sess.dir / "andraeus-adapter.zip")
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    return sess, str(path)
+
+
+def push(
+    state: Session | None, repo_id: str, private: bool, pasted_token: str, oauth_token: gr.OAuthToken | None = None
+):
+    sess = _session(state)
+    adapter = _need_adapter(sess)
+    # Only the .token string is used; the OAuthToken object itself is never logged or formatted (its repr has it).
+    token = (pasted_token or "").strip() or (oauth_token.token if oauth_token is not None else "")
+    if not token:
+        return sess, "❌ Sign in with Hugging Face (on the Space) or paste a token with write access."
+    if not (repo_id or "").strip():
+        return sess, "❌ Give a repo name, e.g. `my-andraeus-adapter` (created under your account)."
+    try:
+        url = core.push_adapter(adapter, repo_id.strip(), token, private=bool(private))
+    except core.AndraeusError as exc:
+        return sess, _err(exc)
+    return sess, _ok(f"Pushed ({'private' if private else 'public'}): [{url}]({url})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layout
+
+
+def build_demo() -> gr.Blocks:
+    """The Gradio app (six tabs), with its upload limit set; launch or mount it with :data:`LAUNCH_KWARGS`."""
+    base_default, qlora_default = default_base_model()
+    presets = [p.name for p in core.list_presets()]
+    if base_default not in presets:
+        presets.insert(0, base_default)
+    with gr.Blocks(title="Andraeus") as blocks:
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_drop_session)
+        gr.Markdown(
+            "# Andraeus\nTeach an open LLM the facts of your life: facts → 30+ phrasings per fact → a LoRA adapter "
+            "→ recall measured on phrasings it never saw → chat → your own Hub repo. Your data stays in this browser "
+            "session and is deleted when you leave."
+        )
+        with gr.Tab("Facts", id="facts"):
+            with gr.Row():
+                user_name = gr.Textbox(label="Your name", value="User", max_length=80, elem_id="user-name")
+                assistant_name = gr.Textbox(label="Assistant name", value="Andraeus", max_length=80)
+            with gr.Row():
+                example_btn = gr.Button("Load example", elem_id="load-example")
+                upload = gr.File(
+                    label="Upload a profile (YAML, JSON or CSV: topic,value,aliases)",
+                    file_types=list(core.PROFILE_FORMATS),
+                    type="filepath",
+                    elem_id="upload",
+                )
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS,
+                datatype=["str", "str", "str"],
+                row_count=(3, "dynamic"),
+                column_count=(3, "fixed"),
+                interactive=True,
+                label="Facts (aliases separated by |)",
+                elem_id="facts-table",
+            )
+            apply_btn = gr.Button("Apply table", variant="primary", elem_id="apply-table")
+            facts_status = gr.Markdown(elem_id="facts-status")
+        with gr.Tab("Phrasings", id="phrasings"):
+            with gr.Row():
+                per_fact = gr.Slider(5, 60, value=30, step=1, label="Phrasings per fact", elem_id="per-fact")
+                heldout = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Held-out share")
+                topic = gr.Dropdown(["all"], value="all", label="Fact", allow_custom_value=True)
+                dimension = gr.Dropdown(
+                    ["all", *core.DIMENSIONS], value="all", label="Dimension", allow_custom_value=True
+                )
+            preview_btn = gr.Button("Preview phrasings", elem_id="preview")
+            preview_stats = gr.Markdown(elem_id="preview-stats")
+            preview_table = gr.Dataframe(
+                headers=["topic", "dimension", "split", "question", "answer"],
+                interactive=False,
+                label="Training data (held-out rows are never trained on)",
+                wrap=True,
+            )
+        with gr.Tab("Train", id="train"):
+            with gr.Row():
+                base_model = gr.Dropdown(
+                    presets, value=base_default, label="Base model", allow_custom_value=True, elem_id="base-model"
+                )
+                preset = gr.Radio(["cpu", "seed"], value="seed" if qlora_default else "cpu", label="Preset")
+                qlora = gr.Checkbox(value=qlora_default, label="QLoRA (4-bit base; needs a GPU)")
+            with gr.Row():
+                epochs = gr.Slider(
+                    1, 10, value=5, step=1, label="Epochs (upper bound with early stop)", elem_id="epochs"
+                )
+                rank = gr.Slider(4, 128, value=64, step=4, label="LoRA rank r (α = 2r)")
+            with gr.Row():
+                estimate_btn = gr.Button("Estimate time and cost")
+                train_btn = gr.Button("Train", variant="primary", elem_id="train")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            train_status = gr.Markdown(elem_id="train-status")
+            loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", elem_id="loss-plot")
+        with gr.Tab("Evaluate", id="evaluate"):
+            eval_btn = gr.Button("Evaluate on held-out phrasings", variant="primary", elem_id="evaluate")
+            eval_summary = gr.Markdown(elem_id="eval-summary")
+            eval_chart = gr.Image(
+                label="Recall by kind: adapter vs base vs facts-in-prompt", type="filepath", elem_id="eval-chart"
+            )
+            eval_items = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, label="Held-out questions", wrap=True)
+        with gr.Tab("Chat", id="chat"):
+            chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=380)
+            with gr.Row():
+                message = gr.Textbox(
+                    placeholder="Ask about yourself, e.g. What's my dog's name?",
+                    scale=4,
+                    show_label=False,
+                    elem_id="chat-input",
+                )
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            use_base = gr.Checkbox(label="Ask the base model instead (adapter off)", value=False)
+            clear = gr.Button("Clear")
+        with gr.Tab("Share", id="share"):
+            zip_btn = gr.Button("Download adapter (.zip)", elem_id="zip")
+            zip_file = gr.File(label="Adapter zip (no personal files inside)", interactive=False, elem_id="zip-file")
+            gr.Markdown("### Push to your Hugging Face account")
+            if ON_SPACE:
+                gr.LoginButton()
+            repo = gr.Textbox(label="Repo name", value="andraeus-adapter", elem_id="repo")
+            private = gr.Checkbox(value=True, label="Private repo (recommended: it encodes personal facts)")
+            token = gr.Textbox(
+                label="Hugging Face token (write access; only when not signed in)",
+                type="password",
+                visible=not ON_SPACE,
+                elem_id="token",
+            )
+            push_btn = gr.Button("Push to the Hub", variant="primary", elem_id="push")
+            push_status = gr.Markdown(elem_id="push-status")
+
+        names = [user_name, assistant_name, table, facts_status]
+        example_btn.click(load_example, [state], [state, *names], api_name="load_example")
+        upload.upload(upload_profile, [upload, user_name, state], [state, *names, upload], api_name="upload")
+        apply_btn.click(
+            apply_table, [table, user_name, assistant_name, state], [state, facts_status], api_name="apply_table"
+        )
+        preview_btn.click(
+            preview,
+            [state, per_fact, heldout, topic, dimension],
+            [state, preview_stats, preview_table, topic, dimension],
+            api_name="preview",
+        )
+        settings = [state, base_model, preset, epochs, rank, qlora, per_fact, heldout]
+        estimate_btn.click(estimate, settings, [state, train_status], api_name="estimate")
+        train_btn.click(
+            start_training,
+            settings,
+            [state, train_status, loss_plot],
+            api_name="train",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+        )
+        cancel_btn.click(
+            cancel_training, [state], [train_status], api_name="cancel", concurrency_limit=None, queue=False
+        )
+        eval_btn.click(
+            run_evaluation,
+            [state],
+            [state, eval_summary, eval_chart, eval_items],
+            api_name="evaluate",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+        )
+        chat_inputs = [message, chatbot, use_base, state]
+        send.click(chat, chat_inputs, [state, chatbot, message], api_name="chat", concurrency_limit=2)
+        message.submit(chat, chat_inputs, [state, chatbot, message], api_visibility="private", concurrency_limit=2)
+        clear.click(lambda: [], None, [chatbot], api_visibility="private")
+        zip_btn.click(download_zip, [state], [state, zip_file], api_name="download_zip")
+        push_btn.click(push, [state, repo, private, token], [state, push_status], api_name="push")
+    blocks.queue(max_size=32, default_concurrency_limit=2)
+    # launch() sets the limit from LAUNCH_KWARGS; a mounted or not yet launched app needs it on the Blocks itself.
+    blocks.max_file_size = gr.utils._parse_file_size(MAX_UPLOAD)
+    return blocks
+
+
+# Read by launch() and by gr.mount_gradio_app (andraeus serve): uploads above this are refused before any handler.
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_UPLOAD}
+
+
+def mount(app: Any, path: str = "/") -> Any:
+    """Mount a new web app on a FastAPI ``app`` at ``path`` (what ``andraeus serve`` does); returns the app."""
+    # LAUNCH_KWARGS carries the upload limit (max_file_size); mounting would otherwise reset it to none.
+    return gr.mount_gradio_app(app, build_demo(), path=path, **LAUNCH_KWARGS)
