@@ -358,45 +358,6 @@ def test_no_auth_mode_only_on_loopback(caplog: pytest.LogCaptureFixture) -> None
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# recovery rules (unit level; tests/test_api_restart.py kills a real server)
-
-
-def test_recover_never_leaves_a_job_running(tmp_path: Path, make_adapter) -> None:
-    service = Service(Store(), workers=0)
-    store = service.store
-    fid = store.add_file("t", "p.csv", "fine-tune", b"topic,value\ndog,Rex\n", "profile", "csv")["id"]
-
-    def running(epoch: float) -> dict:
-        job = store.add_job(
-            {
-                "id": f"ftjob-{epoch}",
-                "tenant": "t",
-                "model": "tiny-random",
-                "training_file": fid,
-                "hyperparameters": {"n_epochs": 2},
-                "seed": 0,
-            }
-        )
-        store.update_job(job["id"], status="running", progress_epoch=epoch)
-        return job
-
-    early, resumable, written = running(0.5), running(1.0), running(2.0)
-    make_adapter(Path(written["adapter_path"]), metrics={"steps": 4, "epochs": 2, "tokens_per_epoch": 10})
-    service.recover()
-    assert store.get_job("t", early["id"])["status"] == "failed"
-    assert store.get_job("t", early["id"])["error"]["code"] == "server_restart"
-    again = store.get_job("t", resumable["id"])
-    assert again["status"] == "queued" and again["resume"] == 1 and again["restarts"] == 1
-    finished = store.get_job("t", written["id"])
-    assert finished["status"] == "succeeded" and finished["trained_tokens"] == 20
-    assert store.get_model("t", finished["fine_tuned_model"]) is not None
-    # A job the server keeps dying under is failed rather than retried forever.
-    store.update_job(resumable["id"], status="running", restarts=2)
-    service.recover()
-    assert store.get_job("t", resumable["id"])["error"]["code"] == "server_restart"
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # variations preview
 
 
