@@ -63,12 +63,17 @@ def generation_executor() -> ThreadPoolExecutor:
 
 
 class _StopFlag:
-    """A transformers StoppingCriteria that ends generation when the consumer goes away."""
+    """A transformers StoppingCriteria that ends generation when the consumer goes away.
+
+    It is called after every generated token, so it also records the sequence length (prompt + tokens so far).
+    """
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.length = 0
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+        self.length = int(input_ids.shape[-1])
         return self.event.is_set()
 
 
@@ -145,6 +150,7 @@ class ChatModel:
         *,
         system: str | None = None,
         use_adapter: bool = True,
+        usage: dict[str, int] | None = None,
     ) -> Iterator[str]:
         """Yield the answer piece by piece as it is generated.
 
@@ -153,6 +159,8 @@ class ChatModel:
             config: decoding settings (greedy by default).
             system: a system prompt overriding the adapter's/conversation's.
             use_adapter: ``False`` asks the bare base model (same weights, adapter disabled).
+            usage: when given, ``usage["completion_tokens"]`` is set to the number of tokens generated (at most
+                ``config.max_new_tokens``) once the generation ends.
         """
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
@@ -204,6 +212,8 @@ class ChatModel:
             finally:
                 stop_flag.event.set()
                 future.result()
+                if usage is not None:
+                    usage["completion_tokens"] = max(0, stop_flag.length - int(inputs["input_ids"].shape[-1]))
         if errors:
             raise errors[0]
 

@@ -161,11 +161,13 @@ class Completion:
         self.text = ""
 
     def __iter__(self) -> Iterator[str]:
-        for piece in self.chat.stream(self.messages, self.config):
+        usage: dict[str, int] = {}
+        for piece in self.chat.stream(self.messages, self.config, usage=usage):
             self.text += piece
             yield piece
-        ids = self.chat.tokenizer(self.text, add_special_tokens=False)["input_ids"]
-        self.completion_tokens = len(ids)
+        # The tokens generated, not the answer tokenised again: re-tokenising decoded text can give more tokens
+        # than were generated (and than max_tokens allowed).
+        self.completion_tokens = usage.get("completion_tokens", 0)
         stopped = any(s in self.text for s in self.config.stop)
         if self.completion_tokens >= self.config.max_new_tokens and not stopped:
             self.finish_reason = "length"

@@ -36,6 +36,21 @@ def test_max_new_tokens_bounds_the_answer(tiny_chat: ChatModel):
     assert len(tiny_chat.tokenizer(raw, add_special_tokens=False)["input_ids"]) <= 4
 
 
+def test_usage_counts_the_tokens_generated(tiny_chat: ChatModel):
+    import torch
+
+    messages = [{"role": "user", "content": "hello"}]
+    inputs = tiny_chat.prompt_ids(messages)
+    for limit in (1, 6):
+        usage: dict[str, int] = {}
+        list(tiny_chat.stream(messages, GenerationConfig(max_new_tokens=limit), usage=usage))
+        with torch.inference_mode():
+            out = tiny_chat.model.generate(
+                **inputs, max_new_tokens=limit, do_sample=False, pad_token_id=tiny_chat.tokenizer.pad_token_id
+            )
+        assert usage["completion_tokens"] == out.shape[-1] - inputs["input_ids"].shape[-1] <= limit
+
+
 def test_stop_string_cuts_the_answer(tiny_chat: ChatModel):
     full = tiny_chat.ask("hello", GenerationConfig(max_new_tokens=20))
     stop = full[4:7]
