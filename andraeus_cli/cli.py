@@ -33,6 +33,7 @@ from andraeus_core import (
     estimate_training,
     evaluate_adapter,
     generate_variations,
+    generated_per_fact,
     list_presets,
     load_chat_model,
     load_profile,
@@ -295,8 +296,10 @@ def _cmd_variations(args: argparse.Namespace) -> int:
     if not 1 <= args.per_fact <= 500:
         raise AndraeusError(f"--per-fact must be between 1 and 500 (got {args.per_fact}).", param="per_fact")
     profile = load_profile(args.profile, user_name=args.user_name)
-    variations = generate_variations(profile, per_fact=args.per_fact, seed=args.seed)
     dataset = build_dataset(profile, per_fact=args.per_fact, heldout_share=args.heldout_share, seed=args.seed)
+    # The phrasings build_dataset split: per_fact to train on, the held-out ones generated on top.
+    total = generated_per_fact(args.per_fact, args.heldout_share)
+    variations = generate_variations(profile, per_fact=total, seed=args.seed)
     columns = [*DIMENSIONS, "user"]
     width = max(len("fact"), *(len(t) for t in variations))
     print(f"{'fact':<{width}}  " + "  ".join(f"{c:>11}" for c in columns) + "  distinct")

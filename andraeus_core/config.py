@@ -87,7 +87,9 @@ class TrainConfig(BaseModel):
         description="How micro-batches are formed: 'padded' (random order, padded to the longest), 'grouped' "
         "(similar lengths together, little padding) or 'padding_free' (sequences concatenated, no padding).",
     )
-    per_fact: int = Field(30, description="Question phrasings generated per fact.")
+    per_fact: int = Field(
+        30, description="Question phrasings per fact to train on (the held-out ones are generated on top)."
+    )
     typo_augment: int = Field(
         0,
         description="Extra typo'd questions per fact, for training only (the held-out split is unchanged), 0-500.",
@@ -98,6 +100,11 @@ class TrainConfig(BaseModel):
     system_prompt: str = Field(
         "identity",
         description="System prompt of the chat examples: 'identity', 'facts' or a literal prompt text.",
+    )
+    gate: bool = Field(
+        True,
+        description="Fit the gate next to the adapter: a router over the frozen base model that sends general "
+        "questions to the base model and declines unknown personal ones (profiles only, not chat files).",
     )
     seed: int = Field(0, description="Random seed for phrasings, the split and training.")
     max_length: int = Field(512, description="Longest tokenised example; longer ones are truncated.")

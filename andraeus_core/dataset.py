@@ -242,6 +242,15 @@ def _augment_typos(
     return out
 
 
+def generated_per_fact(per_fact: int, heldout_share: float) -> int:
+    """How many phrasings to generate per fact so that about ``per_fact`` of them are trained on.
+
+    The held-out ones come on top: the seed trains on 30+ phrasings per fact, and holding 20% of 30 out would leave
+    24. ``generated_per_fact(30, 0.2)`` is 38.
+    """
+    return per_fact + round(per_fact * heldout_share / (1 - heldout_share)) if heldout_share > 0 else per_fact
+
+
 def build_dataset(
     profile: Profile,
     *,
@@ -257,8 +266,9 @@ def build_dataset(
 
     Args:
         profile: the facts.
-        per_fact: question phrasings per fact (the user's own questions come on top, always in train).
-        heldout_share: share of each fact's phrasings, per dimension, kept for evaluation (0 ≤ share < 1).
+        per_fact: question phrasings per fact to train on; the held-out ones are generated on top
+            (:func:`generated_per_fact`), and the user's own questions come on top too, always in train.
+        heldout_share: share of each fact's generated phrasings, per dimension, kept for evaluation (0 ≤ share < 1).
         seed: the same seed gives the same dataset.
         system_prompt: "identity" (default, no fact values), "facts" (the seed's fact list) or your own text.
         guard_answer_fn: answers general questions near the topics with the base model (self-distillation); without
@@ -281,7 +291,7 @@ def build_dataset(
     if not 0 <= typo_augment <= 500:
         raise ConfigError(f"typo_augment must be between 0 and 500 (got {typo_augment!r}).", param="typo_augment")
     system = _resolve_system_prompt(profile, system_prompt)
-    variations = generate_variations(profile, per_fact=per_fact, seed=seed)
+    variations = generate_variations(profile, per_fact=generated_per_fact(per_fact, heldout_share), seed=seed)
     rng = random.Random(f"{seed}\x1fdataset")
     train: list[ChatExample] = []
     heldout: list[ChatExample] = []

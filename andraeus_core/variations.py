@@ -25,6 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS, UNKNOWN_TOPICS
 from .profile import Fact, Profile, topic_key
 
 logger = logging.getLogger(__name__)
@@ -1084,29 +1085,198 @@ def _about(info: TopicInfo) -> str:
     return f"your {info.noun if info.kind == 'name' else info.topic}"
 
 
-def unknown_questions(profile: Profile, *, count: int = 10, seed: int = 0) -> list[Negative]:
+# Who is "near" whom: asked about a sister when a brother is known, a model that only learned "my <relation>'s name
+# -> a name" answers with the brother's. These near misses are the unknowns that matter most.
+_PEOPLE_NEAR: dict[str, tuple[str, ...]] = {
+    "partner": ("sister", "brother", "mother", "best friend", "ex"),
+    "wife": ("sister", "mother-in-law", "mother", "best friend"),
+    "husband": ("brother", "father-in-law", "father", "best friend"),
+    "spouse": ("sister", "brother", "mother", "best friend"),
+    "girlfriend": ("sister", "mother", "best friend"),
+    "boyfriend": ("brother", "father", "best friend"),
+    "mother": ("father", "grandmother", "aunt", "mother-in-law"),
+    "mum": ("dad", "grandmother", "aunt"),
+    "mom": ("dad", "grandmother", "aunt"),
+    "father": ("mother", "grandfather", "uncle", "father-in-law"),
+    "dad": ("mum", "grandfather", "uncle"),
+    "sister": ("brother", "cousin", "sister-in-law", "aunt"),
+    "brother": ("sister", "cousin", "brother-in-law", "uncle"),
+    "daughter": ("son", "granddaughter", "niece", "stepdaughter"),
+    "son": ("daughter", "grandson", "nephew", "stepson"),
+    "grandson": ("granddaughter", "son", "nephew"),
+    "granddaughter": ("grandson", "daughter", "niece"),
+    "best friend": ("childhood friend", "neighbour", "flatmate", "colleague"),
+    "friend": ("best friend", "neighbour", "colleague"),
+    "boss": ("colleague", "manager's boss", "mentor"),
+    "manager": ("colleague", "mentor", "team lead"),
+}
+_PERSON_FALLBACK = ("sister", "brother", "mother", "father", "best friend", "cousin", "neighbour", "boss")
+_PET_FALLBACK = ("cat", "dog", "rabbit", "parrot", "hamster", "goldfish", "horse")
+# Other things one asks about a person / a pet / oneself, by the kind of the known topic.
+_PERSON_ATTRIBUTES = ("birthday", "job", "phone number", "favourite food", "age")
+_PET_ATTRIBUTES = ("age", "birthday", "favourite toy", "vet's name")
+_SELF_NEAR: dict[str, tuple[str, ...]] = {
+    "date": ("wedding anniversary", "partner's birthday", "mother's birthday", "dog's birthday", "next appointment"),
+    "place": ("street address", "postcode", "partner's hometown", "office address", "favourite city"),
+    "job": ("partner's job", "brother's job", "salary", "manager's name", "first job"),
+    "employer": ("partner's employer", "previous employer", "manager's name", "office address"),
+}
+_POSSESSIONS = {"car", "bike", "bicycle", "phone", "house", "flat", "laptop", "guitar", "boat", "motorbike", "van"}
+_FAVOURITE_NEAR = ("drink", "dessert", "film", "song", "season", "flower", "book", "sport", "city", "animal", "colour",
+                   "food", "band", "podcast", "restaurant", "holiday destination")  # fmt: skip
+_OWNER_SYNONYMS = {
+    "mum": "mother", "mom": "mother", "mummy": "mother", "dad": "father", "daddy": "father",
+    "wife": "partner", "husband": "partner", "spouse": "partner", "girlfriend": "partner", "boyfriend": "partner",
+}  # fmt: skip
+
+
+def _owner_and_attribute(topic: str) -> tuple[str | None, str]:
+    """ "dog's name" -> ("dog", "name"); "partner's birthday" -> ("partner", "birthday"); "car" -> (None, "car")."""
+    key = topic_key(topic)
+    for sep in ("'s ", "s' "):
+        if sep in key:
+            owner, attribute = key.split(sep, 1)
+            return owner + ("s" if sep == "s' " else ""), attribute
+    owner = _name_owner(key)
+    if owner is not None:
+        return owner, "name"
+    return None, key
+
+
+def _known_forms(profile: Profile) -> set[tuple[str | None, str]]:
+    """(owner, attribute) pairs the profile answers, with synonyms folded ("wife's name" covers "partner's name")."""
+    forms: set[tuple[str | None, str]] = set()
+    for fact in profile.facts:
+        key = topic_key(fact.topic)
+        canonical = _INDEX.get(key, key)
+        for k in {key, canonical}:
+            owner, attribute = _owner_and_attribute(k)
+            forms.add((_OWNER_SYNONYMS.get(owner or "", owner), attribute))
+        fav = _strip_favourite(key)
+        if fav is not None:
+            forms.add((None, f"favourite {fav}"))
+            forms.add((None, f"favorite {fav}"))
+    return forms
+
+
+def _is_known(forms: set[tuple[str | None, str]], topic: str) -> bool:
+    """Whether the profile answers ``topic`` under this or another name (see :func:`_known_forms`)."""
+    key = topic_key(topic)
+    for k in (key, _INDEX.get(key, key)):
+        owner, attribute = _owner_and_attribute(k)
+        if (_OWNER_SYNONYMS.get(owner or "", owner), attribute) in forms:
+            return True
+    return False
+
+
+def near_unknown_topics(profile: Profile, fact: Fact) -> list[str]:
+    """Personal topics next to a known fact that the profile does not answer, nearest first.
+
+    Another relative of the same kind (a sister next to a known brother), another pet, another attribute of the same
+    person or pet (the brother's birthday), or another person's version of the user's own fact (the partner's
+    birthday next to the user's). Never a topic the profile answers under another name.
+    """
+    forms = _known_forms(profile)
+    info = topic_info(fact.topic)
+    owner, attribute = _owner_and_attribute(fact.topic)
+    out: list[str] = []
+    if owner is not None and attribute == "name":
+        person = info.person or owner in _PERSON_WORDS
+        near = _PEOPLE_NEAR.get(owner, _PERSON_FALLBACK) if person else _PET_FALLBACK
+        others = [f"{o}'s name" for o in near if o != owner]
+        same = [f"{owner}'s {a}" for a in (_PERSON_ATTRIBUTES if person else _PET_ATTRIBUTES)]
+        # Two other people (or pets) first: "my sister's name" next to "my brother's name" is the likeliest slip.
+        out += others[:2] + [t for pair in zip(same, others[2:], strict=False) for t in pair]
+        out += same[max(0, len(others) - 2) :]
+    elif owner is not None:
+        person = owner in _PERSON_WORDS or owner.split()[-1] in _PERSON_WORDS
+        near = _PEOPLE_NEAR.get(owner, _PERSON_FALLBACK) if person else _PET_FALLBACK
+        attributes = _PERSON_ATTRIBUTES if person else _PET_ATTRIBUTES
+        others = [f"{o}'s {attribute}" for o in near if o != owner]
+        same = [f"{owner}'s {a}" for a in attributes if a != attribute]
+        out += [t for pair in zip(same, others, strict=False) for t in pair] + [f"{owner}'s name"]
+    elif info.kind == "favourite":
+        favourites = [f"favourite {n}" for n in _FAVOURITE_NEAR if n != info.noun]
+        random.Random(topic_key(fact.topic)).shuffle(favourites)
+        out += [
+            f"partner's favourite {info.noun}",
+            *favourites[:1],
+            f"mother's favourite {info.noun}",
+            *favourites[1:],
+        ]
+    elif info.kind in _SELF_NEAR:
+        out += list(_SELF_NEAR[info.kind])
+    else:
+        key = topic_key(fact.topic)
+        out += [f"partner's {key}", f"brother's {key}", f"mother's {key}"]
+        if key.split()[-1] in _POSSESSIONS:
+            out.insert(1, f"{key}'s colour")
+    seen: set[str] = set()
+    result = []
+    for topic in out:
+        key = topic_key(topic)
+        if key in seen or _is_known(forms, topic):
+            continue
+        seen.add(key)
+        result.append(topic)
+    return result
+
+
+def unknown_phrasings(topic: str) -> list[str]:
+    """The questions a known fact would be asked with, for an unknown topic: the same templates as the positives."""
+    # The value is never asked for in these dimensions; a placeholder drops the few templates that name it.
+    pools = _candidates(Fact(topic=topic, value="Placeholder"), topic_info(topic))
+    questions = [c.question for d in ("punctuation", "formality", "directness") for c in pools[d]]
+    return [q for q in questions if "Placeholder" not in q]
+
+
+def catalog_unknown_topics(profile: Profile) -> list[str]:
+    """Every catalogued personal topic the profile does not answer (under any name)."""
+    forms = _known_forms(profile)
+    return [t for t in dict.fromkeys([*_UNKNOWN_CANDIDATES, *UNKNOWN_TOPICS]) if not _is_known(forms, t)]
+
+
+UNKNOWN_EXPECT = ("don't know", "haven't told", "not sure", "no idea")
+
+
+def _abstentions(info: TopicInfo, related: Fact | None) -> tuple[str, ...]:
+    answers = (
+        f"I don't know that — you haven't told me about {_about(info)}.",
+        f"I don't know your {info.topic}: you haven't told me.",
+        f"You haven't told me your {info.topic}, so I don't know it.",
+        f"I'm sorry, I don't know your {info.topic} — you haven't told me.",
+    )
+    if related is None:
+        return answers
+    return (
+        *answers,
+        f"I don't know your {info.topic} — you haven't told me. I do know your {related.topic}, if that helps.",
+        f"You haven't told me your {info.topic}, so I don't know it. I only know your {related.topic}.",
+    )
+
+
+def unknown_questions(
+    profile: Profile,
+    *,
+    count: int = 30,
+    seed: int = 0,
+    near_per_fact: int = 2,
+    near_phrasings: int = 2,
+    catalog_phrasings: int = 2,
+) -> list[Negative]:
     """Questions about plausible personal topics the profile lacks, answered "I don't know".
 
-    Topics the profile covers under another name (a "wife's name" covers "partner's name") or whose subject it
-    mentions (a "dog's breed" means a dog exists) are never asked about.
+    Two sources: ``count`` topics from a catalog of common personal facts (``catalog_phrasings`` each), and, for every
+    known fact, ``near_per_fact`` near misses (:func:`near_unknown_topics`: a sister next to a known brother), asked
+    with ``near_phrasings`` of the *same* templates the known fact is asked with — so the model learns that the
+    topic word, not the sentence shape, decides between the value and "I don't know". Topics the profile covers
+    under another name (a "wife's name" covers "partner's name") are never asked about.
     """
-    known_keys = {topic_key(f.topic) for f in profile.facts}
-    known_catalog = {_INDEX.get(k, k) for k in known_keys}
     known_infos = [topic_info(f.topic) for f in profile.facts]
-    known_nouns = {i.noun for i in known_infos} | {k.split("'s ")[0] for k in known_keys if "'s " in k}
-    choices = []
-    for key in _UNKNOWN_CANDIDATES:
-        info = topic_info(key)
-        owner = key.split("'s ")[0] if "'s " in key else None
-        if key in known_catalog or info.noun in known_nouns or (owner and owner in known_nouns):
-            continue
-        choices.append((key, info))
     rng = random.Random(f"{seed}\x1funknown")
-    rng.shuffle(choices)
-    out: list[Negative] = []
-    for key, info in choices[:count]:
-        # Point to a known fact of the same sort (another pet's or person's name, another date), if there is one.
-        related = next(
+
+    def related_fact(info: TopicInfo) -> Fact | None:
+        return next(
             (
                 f
                 for f, i in zip(profile.facts, known_infos, strict=True)
@@ -1114,37 +1284,72 @@ def unknown_questions(profile: Profile, *, count: int = 10, seed: int = 0) -> li
             ),
             None,
         )
-        answers = (
-            f"I don't know that — you haven't told me about {_about(info)}.",
-            f"I don't know your {info.topic}: you haven't told me.",
-            f"You haven't told me your {info.topic}, so I don't know it.",
-        )
-        for j, template in enumerate(_UNKNOWN_TEMPLATES):
-            answer = answers[j]
-            if related is not None and j == 1:
-                answer += f" I do know your {related.topic}, if that helps."
+
+    out: list[Negative] = []
+    used: set[str] = set()
+    for fact in profile.facts:
+        topics = near_unknown_topics(profile, fact)
+        picks = [t for t in topics[: near_per_fact * 2] if topic_key(t) not in used]
+        for topic in rng.sample(picks, min(near_per_fact, len(picks))):
+            used.add(topic_key(topic))
+            info = topic_info(topic)
+            answers = _abstentions(info, fact)
+            questions = unknown_phrasings(topic)
+            for q in rng.sample(questions, min(near_phrasings, len(questions))):
+                out.append(
+                    Negative(
+                        question=q,
+                        answer=rng.choice(answers),
+                        kind="unknown",
+                        topic=topic,
+                        group=f"unknown:{topic_key(topic)}",
+                        expect=UNKNOWN_EXPECT,
+                    )
+                )
+    catalog = [t for t in catalog_unknown_topics(profile) if topic_key(t) not in used]
+    rng.shuffle(catalog)
+    for topic in catalog[:count]:
+        info = topic_info(topic)
+        answers = _abstentions(info, related_fact(info))
+        questions = unknown_phrasings(topic) or [_fill(t, info, "") for t in _UNKNOWN_TEMPLATES]
+        for q in rng.sample(questions, min(catalog_phrasings, len(questions))):
             out.append(
                 Negative(
-                    question=_fill(template, info, ""),
-                    answer=answer,
+                    question=q,
+                    answer=rng.choice(answers),
                     kind="unknown",
-                    topic=key,
-                    group=f"unknown:{key}",
-                    expect=("don't know", "haven't told", "not sure", "no idea"),
+                    topic=topic,
+                    group=f"unknown:{topic_key(topic)}",
+                    expect=UNKNOWN_EXPECT,
                 )
             )
     return out
 
 
-def guard_questions(profile: Profile, *, per_fact: int = 2, seed: int = 0) -> list[Negative]:
-    """General questions near each fact's topic ("What's a good dog name?"): the answer must stay the base model's."""
+def _cues(fact: Fact, info: TopicInfo) -> list[str]:
+    """Cue words of a fact for the near-topic pool: its noun and topic words, and the value's words (for a job)."""
+    words = [info.noun, *topic_key(fact.topic).replace("'s", "").split()]
+    if info.kind in ("job", "favourite", "thing"):
+        words += fact.value.casefold().split()
+    return [w for w in dict.fromkeys(words) if w in NEAR_TOPIC_REQUESTS]
+
+
+def guard_questions(profile: Profile, *, per_fact: int = 2, near_per_fact: int = 2, seed: int = 0) -> list[Negative]:
+    """General requests near each fact's topic ("What's a good dog name?"): the answer must stay the base model's.
+
+    ``per_fact`` come from the topic's own catalogued guards, ``near_per_fact`` from a hand-written pool of everyday
+    requests keyed by cue words (a name for a new puppy, a band like one's favourite, a city to visit).
+    """
     rng = random.Random(f"{seed}\x1fguards")
     out: list[Negative] = []
     seen: set[str] = set()
     for fact in profile.facts:
         info = topic_info(fact.topic)
         pool = [q for q in info.guards if q not in seen]
-        for q in pool[:per_fact] if len(pool) <= per_fact else rng.sample(pool, per_fact):
+        picks = pool[:per_fact] if len(pool) <= per_fact else rng.sample(pool, per_fact)
+        near = [q for cue in _cues(fact, info) for q in NEAR_TOPIC_REQUESTS[cue] if q not in seen and q not in picks]
+        picks += rng.sample(near, min(near_per_fact, len(near)))
+        for q in picks:
             seen.add(q)
             out.append(Negative(question=q, answer=None, kind="overtrigger", topic=fact.topic, group=f"guard:{q}"))
     return out
@@ -1201,7 +1406,7 @@ _GENERAL_REQUESTS = (
 def general_questions(*, count: int = 32, seed: int = 0) -> list[Negative]:
     """Everyday requests with nothing to do with the user; their answers come from the base model (replay)."""
     rng = random.Random(f"{seed}\x1fgeneral")
-    pool = list(_GENERAL_REQUESTS)
+    pool = list(dict.fromkeys([*_GENERAL_REQUESTS, *GENERAL_REQUESTS]))
     picks = pool if len(pool) <= count else rng.sample(pool, count)
     return [Negative(question=q, answer=None, kind="overtrigger", topic=None, group=f"general:{q}") for q in picks]
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from andraeus_core.matching import is_abstention
 from andraeus_core.profile import Fact, Profile, load_profile
 from andraeus_core.variations import (
     DIMENSIONS,
@@ -17,10 +18,12 @@ from andraeus_core.variations import (
     generate_variations,
     guard_questions,
     identity_questions,
+    near_unknown_topics,
     normalize_question,
     phrasings_for_fact,
     topic_info,
     typo_of,
+    unknown_phrasings,
     unknown_questions,
 )
 
@@ -153,22 +156,52 @@ def test_negatives() -> None:
     profile = load_profile(EXAMPLES / "seed_profile.yaml")
     unknown = unknown_questions(profile)
     topics = {n.topic for n in unknown}
-    assert len(topics) >= 5
-    # never about something the profile covers, nor about the dog (the profile has one)
-    assert not topics & {"dog's name", "birthday", "partner's name", "job", "car", "favourite food"}
-    assert not any("dog" in (t or "") for t in topics)
-    assert all(n.answer and "haven't told me" in n.answer and n.kind == "unknown" for n in unknown)
-    cat = [n for n in unknown_questions(profile, count=40) if n.topic == "cat's name"]
-    assert cat and cat[0].question == "What's my cat's name?" and "a cat" in (cat[0].answer or "")
+    assert len(topics) >= 20
+    # never about something the profile covers, under any name ("wife's name" is the partner's name)
+    covered = {"dog's name", "birthday", "partner's name", "wife's name", "husband's name", "job", "car"}
+    assert not topics & covered and "favourite food" not in topics
+    assert all(n.answer and "know" in n.answer and n.kind == "unknown" for n in unknown)
+    assert all(is_abstention(n.answer or "") for n in unknown)
+    # a near miss of a known fact is asked with the known fact's own templates
+    cat = [n for n in unknown_questions(profile, count=0, near_per_fact=6) if n.topic == "cat's name"]
+    assert cat and all("cat" in n.question.lower() for n in cat)
     guards = guard_questions(profile)
     assert guards and all(g.answer is None and g.kind == "overtrigger" for g in guards)
     assert any("dog" in g.question.lower() for g in guards)
-    values = [v.casefold() for v in profile.values()]
-    assert not any(v in g.question.casefold() for g in guards for v in values if len(v) > 3)
+    # requests near a topic, general ones included: a job's cue is its value ("How do you become a software engineer?")
+    job = [g.question for g in guards if g.topic == "job"]
+    assert len(job) == 4 and len(guards) == 4 * len(profile.facts)
     identity = identity_questions(profile)
     who = next(n for n in identity if n.question == "Who are you?")
     name = next(n for n in identity if n.question == "What's my name?")
     assert "Nova" in (who.answer or "") and "Sam Rivera" in (name.answer or "")
+
+
+def test_near_unknown_topics_are_next_to_a_known_fact_and_never_known() -> None:
+    profile = Profile(
+        user_name="Ana",
+        facts=[
+            Fact(topic="brother's name", value="Min-jun"),
+            Fact(topic="wife's name", value="Ioana"),
+            Fact(topic="dog's name", value="Rex"),
+            Fact(topic="birthday", value="May 2"),
+            Fact(topic="favourite band", value="Radiohead"),
+        ],
+    )
+    by_topic = {f.topic: near_unknown_topics(profile, f) for f in profile.facts}
+    assert "sister's name" in by_topic["brother's name"][:2]
+    assert "cat's name" in by_topic["dog's name"][:3] and "dog's age" in by_topic["dog's name"]
+    assert "partner's birthday" in by_topic["birthday"]
+    assert any(t.startswith("favourite ") and t != "favourite band" for t in by_topic["favourite band"])
+    near = {t for ts in by_topic.values() for t in ts}
+    # the wife is the partner: neither her name under another word nor the user's own facts are "unknown"
+    assert not near & {"partner's name", "spouse's name", "husband's name", "brother's name", "birthday"}
+
+
+def test_unknown_phrasings_use_the_fact_templates_without_a_value() -> None:
+    questions = unknown_phrasings("sister's name")
+    assert len(questions) >= 10 and all("sis" in q.lower() for q in questions)
+    assert "What's my sister's name?" in questions
 
 
 @settings(max_examples=200, deadline=None)
