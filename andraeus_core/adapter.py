@@ -12,6 +12,8 @@ file                           holds                                            
                                                                                             no user name)
 ``private.json``               :class:`AdapterPrivate`: the system prompt and the profile   never
 ``heldout.jsonl``              the held-out split (chat JSONL with meta), never trained on  never
+``gate.safetensors``           the gate (:mod:`andraeus_core.gate`): a router over the      yes (optional)
+                               frozen base model's features; its meta in ``andraeus.json``
 =============================  ===========================================================  =====================
 
 More files join by adding an :class:`AdapterFile` to :data:`FILES` (say whether it is required and whether it may be
@@ -35,6 +37,7 @@ from .config import adapters_dir
 from .dataset import ChatExample, write_jsonl
 from .errors import AdapterError, ConfigError
 from .fsutil import atomic_write, publish_dir, safe_name
+from .gate import Gate, GateMeta, subject_keywords
 from .models import LoadedModel
 from .profile import Profile
 
@@ -45,6 +48,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 META_FILE = "andraeus.json"
 PRIVATE_FILE = "private.json"
 HELDOUT_FILE = "heldout.jsonl"
+GATE_FILE = "gate.safetensors"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ FILES: tuple[AdapterFile, ...] = (
     AdapterFile(META_FILE, False, True, "public metadata (AdapterMeta): no fact value, no user name"),
     AdapterFile(PRIVATE_FILE, False, False, "the system prompt and the profile (AdapterPrivate)"),
     AdapterFile(HELDOUT_FILE, False, False, "the held-out split, chat JSONL with meta"),
+    AdapterFile(GATE_FILE, False, True, "the gate's router weights (safetensors; GateMeta in andraeus.json)"),
 )
 REQUIRED_FILES: tuple[str, ...] = tuple(f.name for f in FILES if f.required)
 SHAREABLE_FILES: tuple[str, ...] = tuple(f.name for f in FILES if f.shareable)
@@ -183,6 +188,7 @@ class AdapterMeta(BaseModel):
     created: str | None = Field(None, description="UTC time the adapter was written (ISO 8601).")
     hub: HubOrigin | None = Field(None, description="Set by a pull: the repo and pinned commit.")
     eval: dict[str, Any] | None = Field(None, description="Evaluation numbers, in copies pushed to the Hub.")
+    gate: GateMeta | None = Field(None, description="The gate's layers, thresholds and held-out accuracy.")
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, source: str | Path = META_FILE) -> AdapterMeta:
@@ -418,6 +424,25 @@ class Adapter:
                 ) from None
         return rows
 
+    def gate(self) -> Gate | None:
+        """The adapter's gate, or None when it has none (older adapters, adapters made elsewhere).
+
+        Its known subjects come from the profile when ``private.json`` is here, else from the public topics.
+
+        Raises:
+            AdapterError: ``gate.safetensors`` is there but unreadable or does not match its metadata.
+        """
+        path = self.path / GATE_FILE
+        if not path.is_file() or self.meta.gate is None:
+            return None
+        has_profile = (self.path / PRIVATE_FILE).is_file() and self.private.profile is not None
+        topics = self.private.profile.topics() if has_profile else self.meta.topics
+        values = self.private.profile.values() if has_profile else []
+        try:
+            return Gate.load(path, self.meta.gate, subject_keywords(topics, values))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds; one actionable message
+            raise AdapterError(f"'{path}' cannot be read as a gate: {exc}.", param="adapter") from None
+
     # ------------------------------------------------------------------------------------------------------------
     # using
 
@@ -476,6 +501,7 @@ class Adapter:
         meta: AdapterMeta,
         private: AdapterPrivate | None = None,
         heldout: Sequence[ChatExample] | None = None,
+        gate: Gate | None = None,
     ) -> Adapter:
         """Write a whole adapter directory and publish it in one step: readers see the old adapter or the new one.
 
@@ -485,6 +511,7 @@ class Adapter:
             meta: the public metadata (``andraeus.json``).
             private: the system prompt and profile (``private.json``); None writes none.
             heldout: the held-out examples (``heldout.jsonl``, with their meta); None writes none.
+            gate: the fitted gate (``gate.safetensors``; ``meta.gate`` should hold its :class:`GateMeta`).
 
         Raises:
             ConfigError: ``path`` holds something that is not an adapter.
@@ -498,6 +525,8 @@ class Adapter:
                 private.save(tmp)
             if heldout is not None:
                 write_jsonl(heldout, tmp / HELDOUT_FILE, with_meta=True)
+            if gate is not None:
+                gate.save(tmp / GATE_FILE)
             missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
             if missing:
                 raise AdapterError(f"The model did not write {', '.join(missing)}; nothing was published.")
@@ -508,6 +537,7 @@ __all__ = [
     "COMPLETE_FILES",
     "CONFIG_FILE",
     "FILES",
+    "GATE_FILE",
     "HELDOUT_FILE",
     "META_FILE",
     "PRIVATE_FILE",

@@ -1,4 +1,8 @@
-"""Generation with a base model, optionally with a LoRA adapter: streaming, greedy or sampled, with history."""
+"""Generation with a base model, optionally with a LoRA adapter: streaming, greedy or sampled, with history.
+
+With an adapter that has a gate (:mod:`.gate`), every question is routed first: about the user -> the adapter;
+an unknown personal topic -> "I don't know ..."; anything else -> the base model with the adapter disabled.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .adapter import Adapter
 from .errors import ConfigError
+from .gate import ABSTENTION_PREFIX, Route, abstention
 from .hub import resolve_adapter
 from .models import LoadedModel, Quantize, get_cached_model, load_model
 
@@ -81,16 +86,28 @@ class ChatModel:
     """A base model with an optional LoRA adapter, for chatting.
 
     Generation is serialised per model (one at a time): toggling the adapter on/off is model-wide state.
+
+    Attributes:
+        gate: the adapter's gate, or None (no adapter, an adapter without one, or ``gate=False``).
     """
 
     def __init__(
-        self, loaded: LoadedModel, adapter: Adapter | str | Path | None = None, system_prompt: str | None = None
+        self,
+        loaded: LoadedModel,
+        adapter: Adapter | str | Path | None = None,
+        system_prompt: str | None = None,
+        *,
+        gate: bool = True,
     ):
         self.loaded = loaded
         self.adapter = adapter if isinstance(adapter, Adapter) or adapter is None else Adapter(adapter)
         self.system_prompt = system_prompt
         self._lock = threading.Lock()
         self.model = self.adapter.attach(loaded) if self.adapter is not None else loaded.model
+        self.gate = self.adapter.gate() if self.adapter is not None and gate else None
+        # Values the abstain route must never state (from private.json; a pulled adapter has none to leak).
+        profile = self.adapter.private.profile if self.adapter is not None else None
+        self._values = [v for v in profile.values() if v] if profile is not None else []
 
     @property
     def adapter_dir(self) -> Path | None:
@@ -151,6 +168,8 @@ class ChatModel:
         system: str | None = None,
         use_adapter: bool = True,
         usage: dict[str, int] | None = None,
+        gate: bool = True,
+        trace: dict[str, Any] | None = None,
     ) -> Iterator[str]:
         """Yield the answer piece by piece as it is generated.
 
@@ -161,6 +180,9 @@ class ChatModel:
             use_adapter: ``False`` asks the bare base model (same weights, adapter disabled).
             usage: when given, ``usage["completion_tokens"]`` is set to the number of tokens generated (at most
                 ``config.max_new_tokens``) once the generation ends.
+            gate: route the question through the adapter's gate (when it has one); ``False`` always asks the
+                adapter.
+            trace: when given, ``trace["route"]`` is set to who answered: ``adapter``, ``abstain`` or ``base``.
         """
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
@@ -171,13 +193,24 @@ class ChatModel:
         stop_flag = _StopFlag()
         kwargs = self._generate_kwargs(config)
         errors: list[BaseException] = []
+        gating = self.gate is not None and gate and use_adapter
+        question = str(self.build_messages(messages, system)[-1]["content"]) if gating else ""
 
         def run() -> None:
             try:
                 with torch.inference_mode():
+                    # The gate runs here, on the generation thread, like every other forward pass (one OpenMP team).
+                    route: Route = self.gate.route(self.model, self.tokenizer, [question])[0] if gating else "adapter"
+                    if trace is not None:
+                        trace["route"] = route if self.has_adapter and use_adapter else "base"
+                    if route == "abstain":
+                        text, n_tokens = self._abstain(messages, system, question, config.max_new_tokens)
+                        stop_flag.length = int(inputs["input_ids"].shape[-1]) + n_tokens
+                        streamer.on_finalized_text(text, stream_end=True)
+                        return
                     if config.seed is not None:
                         torch.manual_seed(config.seed)
-                    if self.has_adapter and not use_adapter:
+                    if self.has_adapter and (not use_adapter or route == "base"):
                         with self.model.disable_adapter():
                             self.model.generate(
                                 **inputs,
@@ -224,9 +257,32 @@ class ChatModel:
         *,
         system: str | None = None,
         use_adapter: bool = True,
+        gate: bool = True,
     ) -> str:
         """The whole answer as one string (see :meth:`stream`)."""
-        return "".join(self.stream(messages, config, system=system, use_adapter=use_adapter)).strip()
+        return "".join(self.stream(messages, config, system=system, use_adapter=use_adapter, gate=gate)).strip()
+
+    def _abstain(
+        self, messages: Sequence[Message | dict[str, str]], system: str | None, question: str, max_tokens: int
+    ) -> tuple[str, int]:
+        """The abstain route's answer: the adapter continues "I don't know" (it was trained to name the topic) and
+        the first sentence is kept unless it states a profile value. Returns the text and its token count."""
+        rendered = self.build_messages(messages, system)
+        prompt = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)
+        ids = self.tokenizer(prompt + ABSTENTION_PREFIX, add_special_tokens=False, return_tensors="pt")
+        out = self.model.generate(
+            **ids,
+            max_new_tokens=32,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        continuation = self.tokenizer.decode(out[0, ids["input_ids"].shape[-1] :], skip_special_tokens=True)
+        text = abstention(continuation, self._values, question=question)
+        tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+        return self.tokenizer.decode(tokens), len(tokens)
 
     def ask(self, question: str, config: GenerationConfig | None = None, **kwargs: Any) -> str:
         """One question, no history."""
@@ -245,6 +301,7 @@ def load_chat_model(
     quantize: Quantize = None,
     system_prompt: str | None = None,
     cached: bool = False,
+    gate: bool = True,
 ) -> ChatModel:
     """Load a model for chatting.
 
@@ -256,6 +313,7 @@ def load_chat_model(
         system_prompt: default system prompt; default: the one the adapter was trained with, if known.
         cached: reuse a process-wide copy of the base model (servers); the adapter is then loaded on top of it
             only when none is given, because PEFT mutates the base model it wraps.
+        gate: load the adapter's gate, if it has one (``False``: the adapter answers everything).
 
     Raises:
         AdapterError: the adapter directory is missing, incomplete or does not fit the base model.
@@ -270,4 +328,4 @@ def load_chat_model(
         loaded = get_cached_model(base_model, quantize=quantize)
     else:
         loaded = load_model(base_model, quantize=quantize)
-    return ChatModel(loaded, found, system_prompt)
+    return ChatModel(loaded, found, system_prompt, gate=gate)

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import math
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .adapter import Adapter
 from .dataset import ExampleMeta, facts_system_prompt
 from .errors import AdapterError, EvaluationError
+from .gate import ABSTENTION_PREFIX, abstention
+from .matching import contains_any, is_abstention, mentioned_values
 from .models import generate_batch, load_model
 
 logger = logging.getLogger(__name__)
@@ -221,86 +222,37 @@ def heldout_questions(adapter: Adapter | str | Path) -> list[Question]:
 # ----------------------------------------------------------------------------------------------------------------
 # Scoring
 
-_ORDINAL = re.compile(r"(\d+)\s*(?:st|nd|rd|th)\b")
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
+def score_answer(question: Question, answer: str, values: Sequence[str], *, base_answer: str | None = None) -> bool:
+    """Whether ``answer`` is correct for ``question`` under the module's rules.
 
-def normalize(text: str) -> str:
-    """Case-fold, fold accents (``é`` → ``e``), drop ordinal suffixes, turn punctuation into single spaces."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
-    folded = folded.replace("ß", "ss").replace("ø", "o").replace("æ", "ae").replace("œ", "oe").replace("ł", "l")
-    folded = _ORDINAL.sub(r"\1", folded)
-    # Apostrophes vanish inside words ("don't" → "dont", "Sam's" → "sams") so contractions match one way.
-    folded = re.sub(r"(?<=[0-9a-z])['’`](?=[a-z])", "", folded)
-    return " ".join(_NON_ALNUM.sub(" ", folded).split())
-
-
-def _word_pattern(normalized: str) -> re.Pattern[str]:
-    return re.compile(r"(?<![0-9a-z])" + re.escape(normalized) + r"(?:s|es)?(?![0-9a-z])")
-
-
-def contains_any(answer: str, candidates: Iterable[str]) -> bool:
-    """True when the answer contains any candidate as whole words (normalised; a plural ``s``/``es`` allowed)."""
-    text = normalize(answer)
-    for candidate in candidates:
-        norm = normalize(candidate)
-        if norm and _word_pattern(norm).search(text):
-            return True
-    return False
-
-
-def mentioned_values(answer: str, values: Iterable[str], *, question: str = "") -> list[str]:
-    """The profile values/aliases that the answer states (whole words), ignoring those the question contains."""
-    text = normalize(answer)
-    asked = normalize(question)
-    found = []
-    for value in values:
-        norm = normalize(value)
-        if not norm or (asked and _word_pattern(norm).search(asked)):
-            continue
-        if _word_pattern(norm).search(text):
-            found.append(value)
-    return found
-
-
-# Matched against the normalised answer (apostrophes removed: "don't" → "dont"). Broad on purpose: a small model
-# words "I don't know" in many ways, and a false abstention is still caught by the no-value rule for `unknown`.
-ABSTENTION_PATTERNS: tuple[str, ...] = (
-    r"\bi (?:really )?(?:dont|do not|didnt|did not|cant|cannot|can not|wont) (?:actually )?"
-    r"(?:know|recall|remember|say|tell|be sure|have (?:that|this|any|the|access|enough|information|info|a record|"
-    r"details|data)|possess|see)",
-    r"\b(?:i am|im) (?:not|un)(?: really| entirely| completely| 100 percent)? ?(?:sure|certain|aware|able)",
-    r"\b(?:you|u) (?:havent|have not|hasnt|never|didnt|did not|did nt)(?: yet| ever)? "
-    r"(?:told|tell|mentioned|mention|shared|share|said|say|given|give|provided|provide|informed)",
-    r"\b(?:not|never) (?:been )?(?:told|mentioned|shared|provided|given|specified|stated|said)\b",
-    r"\b(?:no|not any|dont have any|do not have any) (?:information|info|record|details|data|knowledge|idea|way)\b",
-    r"\bi have no (?:idea|way|information|info|record|knowledge|clue|details|data|access)",
-    r"\b(?:unknown|not known|unsure|unclear|not sure)\b",
-    r"\bi (?:dont|do not) (?:have )?(?:personal )?(?:access|knowledge|information)",
-    r"\bi (?:was|wasnt|was not|have not been|havent been) (?:never )?(?:not )?told",
-    r"\b(?:cant|cannot|can not|unable to) (?:know|tell|determine|say|answer|provide|access|recall|find)",
-    r"\bnot something (?:youve|you have|ive|i have)",
-    r"\bdont know\b",
-)
-_ABSTENTION = [re.compile(p) for p in ABSTENTION_PATTERNS]
-
-
-def is_abstention(answer: str) -> bool:
-    """True when the answer says the model does not know (see :data:`ABSTENTION_PATTERNS`)."""
-    text = normalize(answer)
-    return any(p.search(text) for p in _ABSTENTION)
-
-
-def score_answer(question: Question, answer: str, values: Sequence[str]) -> bool:
-    """Whether ``answer`` is correct for ``question`` under the module's rules (``values`` = every profile value and
-    alias, used by ``unknown`` and ``unrelated``)."""
+    Args:
+        question: the question.
+        answer: the answer to score.
+        values: every profile value and alias (used by ``unknown`` and ``unrelated``).
+        base_answer: the base model's answer to the same question. For ``unrelated`` items a value then counts as
+            over-triggered only when the base model's own answer does not state it too ("Name a famous city in
+            Oregon" -> "Portland" is fair when the base model says so as well).
+    """
     if question.kind in ("unknown", "unrelated"):
-        leaked = mentioned_values(answer, values, question=question.question)
+        leaked = set(mentioned_values(answer, values, question=question.question))
         if question.kind == "unrelated":
+            if base_answer is not None:
+                leaked -= set(mentioned_values(base_answer, values, question=question.question))
             return not leaked
         return is_abstention(answer) and not leaked
     return contains_any(answer, question.expect or ())
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval (95% by default) of a share ``successes / n``; None when n is 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,6 +266,7 @@ class KindScore(BaseModel):
 
     n: int = Field(..., description="Number of items of this kind.")
     score: float | None = Field(..., description="Share correct (0–1); null when n is 0.")
+    interval: tuple[float, float] | None = Field(None, description="Wilson 95% interval of the score.")
 
 
 class Retention(BaseModel):
@@ -338,8 +291,15 @@ class SystemMetrics(BaseModel):
     n: int = Field(..., description="Number of questions.")
     recall: float | None = Field(..., description="Share correct over paraphrase, typo, indirect and reverse.")
     by_kind: dict[str, KindScore] = Field(..., description="Score per kind present in the questions.")
-    over_trigger_rate: float | None = Field(..., description="Share of unrelated items that mention a fact value.")
+    over_trigger_rate: float | None = Field(
+        ...,
+        description="Share of unrelated items whose answer mentions a profile value that the base model's own answer "
+        "does not (for the base model itself, or without its answers: any profile value).",
+    )
     abstention_rate: float | None = Field(..., description="Share of unknown items answered with an abstention.")
+    intervals: dict[str, tuple[float, float] | None] = Field(
+        default_factory=dict, description="Wilson 95% intervals of recall, over_trigger_rate and abstention_rate."
+    )
 
 
 class SystemAnswer(BaseModel):
@@ -364,6 +324,24 @@ class EvalItem(BaseModel):
     baselines: dict[str, SystemAnswer] = Field(
         default_factory=dict, description="The baselines' answers to the same question."
     )
+    route: str | None = Field(None, description="Where the gate sent the question (adapter, abstain, base).")
+
+
+class Routing(BaseModel):
+    """How the gate routed the questions, against where each kind belongs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accuracy: float | None = Field(
+        ...,
+        description="Share routed as expected: fact kinds and identity to the adapter, unknown to abstain, "
+        "unrelated and general to the base model.",
+    )
+    by_kind: dict[str, dict[str, int]] = Field(..., description="Kind -> route -> count.")
+    known_sent_away: int = Field(
+        ...,
+        description="Fact questions (paraphrase/typo/indirect/reverse) not sent to the adapter: each costs recall.",
+    )
 
 
 class EvalReport(BaseModel):
@@ -373,13 +351,27 @@ class EvalReport(BaseModel):
 
     base_model: str = Field(..., description="The base model the adapter was evaluated on.")
     adapter: str = Field(..., description="The adapter directory.")
+    system: str = Field(
+        "adapter",
+        description="What the top-level metrics measure: 'adapter+gate' (the default when the adapter "
+        "has a gate) or 'adapter'.",
+    )
     n: int = Field(..., description="Number of questions.")
     recall: float | None = Field(..., description="Share correct over paraphrase, typo, indirect and reverse.")
     by_kind: dict[str, KindScore] = Field(..., description="Score per kind present in the questions.")
     over_trigger_rate: float | None = Field(..., description="Share of unrelated items that mention a fact value.")
     abstention_rate: float | None = Field(..., description="Share of unknown items answered with an abstention.")
+    intervals: dict[str, tuple[float, float] | None] = Field(
+        default_factory=dict, description="Wilson 95% intervals of recall, over_trigger_rate and abstention_rate."
+    )
     retention: Retention = Field(..., description="General-knowledge retention, base vs adapter.")
-    baselines: dict[str, SystemMetrics] = Field(..., description="The same metrics for each baseline run.")
+    baselines: dict[str, SystemMetrics] = Field(
+        ...,
+        description="The same metrics for each other system run: 'adapter_alone' (the adapter without its gate, "
+        "what a plain PEFT/vLLM/GGUF user gets), 'base' and 'in_context'.",
+    )
+    routing: Routing | None = Field(None, description="The gate's routing (when the adapter has a gate).")
+    retention_alone: Retention | None = Field(None, description="Retention of the adapter without its gate.")
     items: list[EvalItem] = Field(..., description="Every question with the adapter's (and baselines') answers.")
     seconds: float = Field(..., description="Wall time of the evaluation, model loading included.")
 
@@ -396,6 +388,7 @@ class EvalReport(BaseModel):
                 by_kind=self.by_kind,
                 over_trigger_rate=self.over_trigger_rate,
                 abstention_rate=self.abstention_rate,
+                intervals=self.intervals,
             )
         if system not in self.baselines:
             raise EvaluationError(f"Baseline '{system}' was not run (ran: {', '.join(self.baselines) or 'none'}).")
@@ -405,8 +398,8 @@ class EvalReport(BaseModel):
         """A readable text table: per kind, the adapter vs each baseline that was run."""
         systems = ["adapter", *self.baselines]
         metrics = {s: self.metrics(s) for s in systems}
-        names = {"adapter": "adapter", "base": "base", "in_context": "in-context"}
-        header = f"{'kind':<14}{'n':>5}" + "".join(f"{names.get(s, s):>12}" for s in systems)
+        names = {"adapter": self.system, "adapter_alone": "adapter only", "base": "base", "in_context": "in-context"}
+        header = f"{'kind':<14}{'n':>5}" + "".join(f"{names.get(s, s):>14}" for s in systems)
         lines = [header, "-" * len(header)]
 
         def pct(value: float | None) -> str:
@@ -416,7 +409,7 @@ class EvalReport(BaseModel):
             if kind not in self.by_kind:
                 continue
             row = f"{kind:<14}{self.by_kind[kind].n:>5}"
-            row += "".join(f"{pct(metrics[s].by_kind[kind].score):>12}" for s in systems)
+            row += "".join(f"{pct(metrics[s].by_kind[kind].score):>14}" for s in systems)
             lines.append(row)
         lines.append("-" * len(header))
         n_fact = sum(self.by_kind[k].n for k in FACT_KINDS if k in self.by_kind)
@@ -434,12 +427,29 @@ class EvalReport(BaseModel):
             ),
         ]
         for label, n, values in summary:
-            lines.append(f"{label:<14}{n:>5}" + "".join(f"{pct(values[s]):>12}" for s in systems))
+            lines.append(f"{label:<14}{n:>5}" + "".join(f"{pct(values[s]):>14}" for s in systems))
+        keys = {"recall": "recall", "over-trigger": "over_trigger_rate", "abstention": "abstention_rate"}
+        for label, n, _ in summary:
+            interval = self.intervals.get(keys[label])
+            if interval is not None:
+                lines.append(f"  {label} of {self.system}: 95% interval {pct(interval[0])}–{pct(interval[1])} (n={n})")
         if self.retention.delta is not None:
             lines.append(
-                f"retention: base {pct(self.retention.base)}, adapter {pct(self.retention.adapter)}, "
+                f"retention: base {pct(self.retention.base)}, {self.system} {pct(self.retention.adapter)}, "
                 f"drop {100 * -self.retention.delta:.1f} points (general items the base gets right)"
             )
+        if "adapter_alone" in self.baselines and self.retention_alone is not None:
+            if self.retention_alone.delta is not None:
+                lines.append(
+                    f"retention of the adapter alone: {pct(self.retention_alone.adapter)}, "
+                    f"drop {100 * -self.retention_alone.delta:.1f} points"
+                )
+        if self.routing is not None:
+            lines.append(
+                f"gate routing: {pct(self.routing.accuracy)} as expected; fact questions sent away from the adapter: "
+                f"{self.routing.known_sent_away}"
+            )
+        lines.append("over-trigger counts a profile value only when the base model's own answer does not state it")
         lines.append(f"{self.n} questions in {self.seconds:.1f}s on {self.base_model}")
         return "\n".join(lines)
 
@@ -454,7 +464,9 @@ def compute_metrics(questions: Sequence[Question], answers: Sequence[str], corre
     for kind in KINDS:
         flags = [c for q, c in zip(questions, correct, strict=True) if q.kind == kind]
         if flags:
-            by_kind[kind] = KindScore(n=len(flags), score=_share(flags))
+            by_kind[kind] = KindScore(
+                n=len(flags), score=_share(flags), interval=wilson_interval(sum(flags), len(flags))
+            )
     fact_flags = [c for q, c in zip(questions, correct, strict=True) if q.kind in FACT_KINDS]
     unrelated = [not c for q, c in zip(questions, correct, strict=True) if q.kind == "unrelated"]
     abstained = [is_abstention(a) for q, a in zip(questions, answers, strict=True) if q.kind == "unknown"]
@@ -464,7 +476,36 @@ def compute_metrics(questions: Sequence[Question], answers: Sequence[str], corre
         by_kind=by_kind,
         over_trigger_rate=_share(unrelated),
         abstention_rate=_share(abstained),
+        intervals={
+            "recall": wilson_interval(sum(fact_flags), len(fact_flags)),
+            "over_trigger_rate": wilson_interval(sum(unrelated), len(unrelated)),
+            "abstention_rate": wilson_interval(sum(abstained), len(abstained)),
+        },
     )
+
+
+# Where each kind of question belongs.
+EXPECTED_ROUTE = {
+    "paraphrase": "adapter",
+    "typo": "adapter",
+    "indirect": "adapter",
+    "reverse": "adapter",
+    "identity": "adapter",
+    "unknown": "abstain",
+    "unrelated": "base",
+    "general": "base",
+}
+
+
+def compute_routing(questions: Sequence[Question], routes: Sequence[str]) -> Routing:
+    """The gate's routing per kind, and the share of questions routed where their kind belongs."""
+    by_kind: dict[str, dict[str, int]] = {}
+    for q, r in zip(questions, routes, strict=True):
+        by_kind.setdefault(q.kind, {}).setdefault(r, 0)
+        by_kind[q.kind][r] += 1
+    hits = [EXPECTED_ROUTE[q.kind] == r for q, r in zip(questions, routes, strict=True)]
+    away = sum(q.kind in FACT_KINDS and r != "adapter" for q, r in zip(questions, routes, strict=True))
+    return Routing(accuracy=_share(hits), by_kind=by_kind, known_sent_away=away)
 
 
 def compute_retention(
@@ -517,26 +558,32 @@ def evaluate(
     max_new_tokens: int = 48,
     batch_size: int = 64,
     on_progress: ProgressCallback | None = None,
+    gate: bool = True,
 ) -> EvalReport:
     """Evaluate an adapter on held-out questions, against the base model and the in-context baseline.
 
     The base model is loaded once: the adapter answers through the PeftModel, the ``base`` baseline with the adapter
-    disabled, the ``in_context`` baseline with the adapter disabled and every fact in the system prompt.
+    disabled, the ``in_context`` baseline with the adapter disabled and every fact in the system prompt. When the
+    adapter has a gate (and ``gate`` is true), the top-level metrics are those of the adapter *with* its gate, as
+    chat serves it, and the adapter without its gate is reported as the ``adapter_alone`` baseline.
 
     Args:
         adapter: an adapter directory or an :class:`~andraeus_core.adapter.Adapter` (what training returns).
         questions: a list of :class:`Question`, a JSONL file path, or ``None`` for the adapter's held-out split.
-        baselines: any of ``"base"`` and ``"in_context"``; ``()`` runs the adapter only.
+        baselines: any of ``"base"`` and ``"in_context"``; ``()`` runs the adapter only (the base model still
+            answers the questions the gate sends to it, and the ``unrelated`` ones that over-trigger is relative to).
         base_model: override the base model recorded in the adapter's ``andraeus.json``.
         max_new_tokens: answer length limit (answers are short facts; 48 leaves room for a sentence).
         batch_size: conversations per forward pass (64: on 2 CPU cores fewer, fuller batches are faster).
         on_progress: called as ``on_progress(fraction, message)``.
+        gate: evaluate through the adapter's gate when it has one.
 
     Raises:
         AdapterError: the adapter directory is missing, incomplete or lacks ``private.json``.
         EvaluationError: the questions are invalid or a baseline name is unknown.
     """
     start = time.perf_counter()
+    baselines = list(dict.fromkeys(baselines))
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise EvaluationError(
@@ -554,6 +601,7 @@ def evaluate(
     if not items:
         raise EvaluationError("No questions to evaluate.", param="questions")
     trained_system = found.private.system_prompt or None
+    router = found.gate() if gate else None
 
     def progress(fraction: float, message: str) -> None:
         if on_progress is not None:
@@ -563,29 +611,56 @@ def evaluate(
     loaded = load_model(base_model or found.base_model)
     model = found.attach(loaded)
     tokenizer = loaded.tokenizer
-    systems = ["adapter", *baselines]
-    conversations: dict[str, list[list[dict[str, str]]]] = {}
-    for system in systems:
-        if system == "in_context":
-            facts_prompt = facts_system_prompt(profile)
-            conversations[system] = [_conversation(q, facts_prompt) for q in items]
-        else:
-            conversations[system] = [_conversation(q, _system_prompt_of(q, trained_system)) for q in items]
+    own = [_conversation(q, _system_prompt_of(q, trained_system)) for q in items]
+    routes: list[str] = ["adapter"] * len(items)
+    if router is not None:
+        progress(0.02, f"routing {len(items)} questions through the gate")
+        routes = list(router.route(model, tokenizer, [q.question for q in items]))
     answers: dict[str, list[str]] = {}
     progress(0.05, f"answering {len(items)} questions with the adapter")
-    answers["adapter"] = _generate(model, tokenizer, conversations["adapter"], max_new_tokens, batch_size)
-    if baselines:
-        progress(1 / len(systems), f"answering {len(items)} questions with {' and '.join(baselines)}")
-        # Both baselines run on the bare base model: one call, so that batches are full (fewer, larger batches are
-        # what makes CPU generation fast).
-        merged = [conv for b in baselines for conv in conversations[b]]
-        with model.disable_adapter():
-            outs = _generate(model, tokenizer, merged, max_new_tokens, batch_size)
-        for i, b in enumerate(baselines):
-            answers[b] = outs[i * len(items) : (i + 1) * len(items)]
+    answers["adapter"] = _generate(model, tokenizer, own, max_new_tokens, batch_size)
+    # The base model answers: the baselines asked for, and (always) what the gate sends to it and the unrelated
+    # items, whose over-trigger is measured against the base model's own answer.
+    needed = {i for i, q in enumerate(items) if q.kind == "unrelated" or routes[i] == "base"}
+    base_rows = list(range(len(items))) if "base" in baselines else sorted(needed)
+    jobs = [own[i] for i in base_rows]
+    if "in_context" in baselines:
+        facts_prompt = facts_system_prompt(profile)
+        jobs += [_conversation(q, facts_prompt) for q in items]
+    progress(0.4, f"answering {len(jobs)} questions with the base model")
+    with model.disable_adapter():
+        outs = _generate(model, tokenizer, jobs, max_new_tokens, batch_size)
+    base_answers: dict[int, str] = dict(zip(base_rows, outs[: len(base_rows)], strict=True))
+    if "base" in baselines:
+        answers["base"] = [base_answers[i] for i in range(len(items))]
+    if "in_context" in baselines:
+        answers["in_context"] = outs[len(base_rows) :]
+    systems = ["adapter", *baselines]
+    if router is not None:
+        abstain_rows = [i for i, r in enumerate(routes) if r == "abstain"]
+        progress(0.9, f"declining {len(abstain_rows)} questions")
+        continuations = _generate(
+            model, tokenizer, [own[i] for i in abstain_rows], 32, batch_size, prefix=ABSTENTION_PREFIX
+        )
+        declined = {
+            i: abstention(c, values, question=items[i].question)
+            for i, c in zip(abstain_rows, continuations, strict=True)
+        }
+        answers["adapter_alone"] = answers["adapter"]
+        answers["adapter"] = [
+            declined[i] if r == "abstain" else base_answers[i] if r == "base" else answers["adapter_alone"][i]
+            for i, r in enumerate(routes)
+        ]
+        systems.insert(1, "adapter_alone")
     progress(1.0, "scoring")
-    correct = {s: [score_answer(q, a, values) for q, a in zip(items, answers[s], strict=True)] for s in systems}
-    adapter_metrics = compute_metrics(items, answers["adapter"], correct["adapter"])
+
+    def score(system: str, i: int, q: Question) -> bool:
+        reference = None if system in ("base",) else base_answers.get(i)
+        return score_answer(q, answers[system][i], values, base_answer=reference)
+
+    correct = {s: [score(s, i, q) for i, q in enumerate(items)] for s in systems}
+    main = compute_metrics(items, answers["adapter"], correct["adapter"])
+    others = [s for s in systems if s != "adapter"]
     report_items = [
         EvalItem(
             question=q.question,
@@ -593,20 +668,27 @@ def evaluate(
             expect=q.expect,
             answer=answers["adapter"][i],
             correct=correct["adapter"][i],
-            baselines={b: SystemAnswer(answer=answers[b][i], correct=correct[b][i]) for b in baselines},
+            baselines={b: SystemAnswer(answer=answers[b][i], correct=correct[b][i]) for b in others},
+            route=routes[i] if router is not None else None,
         )
         for i, q in enumerate(items)
     ]
     report = EvalReport(
         base_model=loaded.name,
         adapter=str(found.path),
+        system="adapter+gate" if router is not None else "adapter",
         n=len(items),
-        recall=adapter_metrics.recall,
-        by_kind=adapter_metrics.by_kind,
-        over_trigger_rate=adapter_metrics.over_trigger_rate,
-        abstention_rate=adapter_metrics.abstention_rate,
+        recall=main.recall,
+        by_kind=main.by_kind,
+        over_trigger_rate=main.over_trigger_rate,
+        abstention_rate=main.abstention_rate,
+        intervals=main.intervals,
         retention=compute_retention(items, correct["adapter"], correct.get("base")),
-        baselines={b: compute_metrics(items, answers[b], correct[b]) for b in baselines},
+        baselines={b: compute_metrics(items, answers[b], correct[b]) for b in others},
+        routing=compute_routing(items, routes) if router is not None else None,
+        retention_alone=(
+            compute_retention(items, correct["adapter_alone"], correct.get("base")) if router is not None else None
+        ),
         items=report_items,
         seconds=round(time.perf_counter() - start, 2),
     )
@@ -615,6 +697,6 @@ def evaluate(
 
 
 def _generate(
-    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new: int, batch: int
+    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new: int, batch: int, prefix: str = ""
 ) -> list[str]:
-    return generate_batch(model, tokenizer, conversations, max_new_tokens=max_new, batch_size=batch)
+    return generate_batch(model, tokenizer, conversations, max_new_tokens=max_new, batch_size=batch, prefix=prefix)

@@ -554,6 +554,7 @@ def generate_batch(
     *,
     max_new_tokens: int = 48,
     batch_size: int = 16,
+    prefix: str = "",
 ) -> list[str]:
     """Greedy answers for many conversations at once (left padding), in input order.
 
@@ -566,13 +567,15 @@ def generate_batch(
         conversations: each a list of ``{"role", "content"}`` ending with the user's turn.
         max_new_tokens: upper bound on each answer's length.
         batch_size: conversations per forward pass.
+        prefix: text the assistant's answer starts with (it is given, not generated, and not returned).
     """
     import torch
 
     if not conversations:
         return []
     prompts = [
-        tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False) for conv in conversations
+        tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False) + prefix
+        for conv in conversations
     ]
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import andraeus_home
+from .fsutil import atomic_write, safe_name
 
 # The probe scores answers with the evaluation's own matching rule (whole words, accents and case folded), so that
 # "learned" means the same thing to the early stop as to the evaluation that follows it.
-from .evaluate import contains_any
-from .fsutil import atomic_write, safe_name
+from .matching import contains_any
 from .models import LoadedModel, generate_batch
 
 logger = logging.getLogger(__name__)

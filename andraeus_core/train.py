@@ -2,10 +2,10 @@
 
 Setup: seed → read the profile (a bad one fails before any model loads) → load the base model → build the dataset
 (over-trigger guard answers come from the base model before any LoRA is attached) → tokenise → find or make the run's
-checkpoint directory → attach LoRA. Train: TRL's ``SFTTrainer`` with our callback (progress, cancel, NaN guard, early
-stop). Save: the adapter directory, published atomically. What each step does lives in :mod:`.recipe` (the library
-configs, trainer and callback), :mod:`.probes` (guard answers, early-stop probe), :mod:`.estimate` and
-:mod:`.adapter`.
+checkpoint directory → fit the gate (:mod:`.gate`, on the bare base model) → attach LoRA. Train: TRL's
+``SFTTrainer`` with our callback (progress, cancel, NaN guard, early stop). Save: the adapter directory, published
+atomically. What each step does lives in :mod:`.recipe` (the library configs, trainer and callback), :mod:`.probes`
+(guard answers, early-stop probe), :mod:`.gate`, :mod:`.estimate` and :mod:`.adapter`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .adapter import Adapter, AdapterMeta, AdapterPrivate, Timings, TrainMetrics
 from .config import TrainConfig
 from .errors import ConfigError, TrainingCancelled
 from .estimate import record_throughput
+from .gate import fit_gate, gate_data
 from .models import LoadedModel, device_type, load_model
 from .probes import guard_answerer, probe_examples, probe_recall
 from .recipe import (
@@ -110,6 +111,12 @@ def train(
     tokens_per_epoch = sum(len(ids) for ids in train_ds["input_ids"])
     steps_per_epoch = math.ceil(len(train_ds) / (config.batch_size * config.grad_accum))
     run_dir, checkpoint = prepare_run_dir(base, config, train_ds, resume=resume)
+    gate = None
+    if config.gate and not is_chat_dataset(source):
+        # On the bare base model, before LoRA is attached: the gate reads questions through the frozen base.
+        emit("prepare", "fitting the gate")
+        data = gate_data(source, dataset, seed=config.seed)
+        gate = fit_gate(loaded.model, loaded.tokenizer, data, source, seed=config.seed)
     prepare_seconds = time.perf_counter() - started
     peft_model = attach_lora(loaded, config)
     probe_set = probe_examples(dataset.train, config.early_stop_probe_size, config.seed) if config.early_stop else []
@@ -167,10 +174,11 @@ def train(
             resumed_from_step=int(checkpoint.name.split("-")[1]) if checkpoint else None,
         ),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        gate=gate.meta if gate is not None else None,
     )
     # A ChatDataset does not carry its profile; private.json then holds only the system prompt.
     private = AdapterPrivate(system_prompt=dataset.system_prompt, profile=None if is_chat_dataset(source) else source)
-    adapter = Adapter.write(target, trainer.model, meta, private, dataset.heldout)
+    adapter = Adapter.write(target, trainer.model, meta, private, dataset.heldout, gate)
     shutil.rmtree(run_dir, ignore_errors=True)
     emit("done", "adapter written", step=state.global_step, total_steps=state.max_steps)
     logger.info("Adapter written to %s in %.1fs", target, time.perf_counter() - started)

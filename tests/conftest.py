@@ -75,6 +75,8 @@ def make_adapter(shared_models_dir: Path) -> Callable[..., Path]:
       training) and ``system_prompt`` (default: named after the profile's assistant and user) go to private.json;
       ``private=False`` writes no private.json at all;
     - ``heldout``: chat examples (dicts with ``messages`` and ``meta``) for heldout.jsonl (None: no file);
+    - ``gate``: None (no gate) or a route (``"adapter"``, ``"abstain"``, ``"base"``): a gate that sends every
+      question there (a constant router: zero weights, a large bias), to test what each route does;
     - ``meta``: fields of andraeus.json besides ``base_model`` (e.g. ``topics``, ``metrics``, ``profile_hash``).
     """
 
@@ -87,6 +89,7 @@ def make_adapter(shared_models_dir: Path) -> Callable[..., Path]:
         private: bool = True,
         heldout: list[dict[str, Any]] | None = None,
         seed: int = 1,
+        gate: str | None = None,
         **meta: Any,
     ) -> Path:
         import torch
@@ -108,16 +111,42 @@ def make_adapter(shared_models_dir: Path) -> Callable[..., Path]:
                 for name, param in model.named_parameters():
                     if "lora_" in name:
                         param.normal_(0, 0.5)
+        router = constant_gate(gate, model.config.hidden_size, model.config.num_hidden_layers) if gate else None
+        if router is not None:
+            meta["gate"] = router.meta
         Adapter.write(
             directory,
             model,
             AdapterMeta(base_model="tiny-random", **meta),
             AdapterPrivate(system_prompt=system_prompt, profile=profile) if private else None,
             [ChatExample.model_validate(h) for h in heldout] if heldout is not None else None,
+            router,
         )
         return Path(directory)
 
     return make
+
+
+def constant_gate(route: str, hidden_size: int, num_layers: int) -> Any:
+    """A gate that sends every question to ``route`` (zero weights, a decisive bias), for the routes' plumbing."""
+    import torch
+
+    from andraeus_core.gate import ROUTES, Gate, GateMeta, gate_layers
+
+    layers = gate_layers(num_layers)
+    features = hidden_size * len(layers)
+    bias = torch.full((len(ROUTES),), -10.0)
+    bias[ROUTES.index(route)] = 10.0
+    meta = GateMeta(
+        layers=layers,
+        threshold_base=0.8,
+        threshold_abstain=0.8,
+        train_counts={r: 0 for r in ROUTES},
+        heldout_accuracy={r: None for r in ROUTES},
+        heldout_counts={r: 0 for r in ROUTES},
+        fit_seconds=0.0,
+    )
+    return Gate(meta, torch.zeros(features), torch.ones(features), torch.zeros(features, len(ROUTES)), bias)
 
 
 @pytest.fixture(scope="module")

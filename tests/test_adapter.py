@@ -75,7 +75,12 @@ def test_file_names_and_what_may_be_shared() -> None:
     names = [f.name for f in FILES]
     assert len(names) == len(set(names))
     assert REQUIRED_FILES == ("adapter_config.json", "adapter_model.safetensors")
-    assert set(SHAREABLE_FILES) == {"adapter_config.json", "adapter_model.safetensors", "andraeus.json"}
+    assert set(SHAREABLE_FILES) == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "andraeus.json",
+        "gate.safetensors",
+    }
     # The Hub's lists follow the adapter's: nothing private is ever uploaded or expected.
     assert set(hub.UPLOAD_ALLOWLIST) == {*SHAREABLE_FILES, "README.md"}
     assert set(hub.PULL_FILES) == set(SHAREABLE_FILES)
@@ -90,7 +95,7 @@ def test_file_names_and_what_may_be_shared() -> None:
 
 def test_write_then_load_round_trip(tmp_path: Path, make_adapter) -> None:
     metrics = {"steps": 3, "losses": [1.0]}
-    path = make_adapter(tmp_path / "a", heldout=HELDOUT, topics=["dog's name"], metrics=metrics)
+    path = make_adapter(tmp_path / "a", heldout=HELDOUT, topics=["dog's name"], metrics=metrics, gate="base")
     # Every file of the layout (PEFT also writes its own README.md, which is never shared: the Hub gets ours).
     assert {p.name for p in path.iterdir()} == {*(f.name for f in FILES), "README.md"}
     adapter = Adapter.load(path)
@@ -106,8 +111,12 @@ def test_write_then_load_round_trip(tmp_path: Path, make_adapter) -> None:
     assert rows is not None and [n for n, _ in rows] == [1] and rows[0][1]["messages"] == HELDOUT[0]["messages"]
     # Only the fields that were set are written, the version first.
     written = json.loads((path / META_FILE).read_text())
-    assert list(written) == ["schema_version", "base_model", "topics", "metrics"]
+    assert list(written) == ["schema_version", "base_model", "topics", "metrics", "gate"]
     assert AdapterMeta.from_json(written) == adapter.meta
+    # The gate's tensors come back as written, its meta from andraeus.json, its known subjects from the profile.
+    gate = adapter.gate()
+    assert gate is not None and gate.meta == adapter.meta.gate and gate.bias.argmax().item() == 2
+    assert {"buddy", "dog"} <= gate.keywords
     private = json.loads((path / "private.json").read_text())
     assert AdapterPrivate.model_validate(private) == adapter.private
 
@@ -191,10 +200,10 @@ def test_unversioned_and_foreign_metadata(tmp_path: Path, make_adapter, caplog: 
     meta = Adapter.load(path).meta
     assert meta.schema_version == SCHEMA_VERSION and meta.metrics.model_dump(exclude_unset=True) == {"recall": 0.875}
     # A newer layout loads with a warning; what this code does not know is kept.
-    (path / META_FILE).write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "gate": {"experts": 4}}))
+    (path / META_FILE).write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "router_v9": {"experts": 4}}))
     with caplog.at_level(logging.WARNING, logger="andraeus_core.adapter"):
         newer = Adapter.load(path).meta
-    assert "newer Andraeus" in caplog.text and newer.to_json()["gate"] == {"experts": 4}
+    assert "newer Andraeus" in caplog.text and newer.to_json()["router_v9"] == {"experts": 4}
     # A LoRA adapter made elsewhere has no andraeus.json: PEFT's config names the base model.
     (path / META_FILE).unlink()
     config = json.loads((path / "adapter_config.json").read_text())

@@ -14,15 +14,12 @@ from andraeus_core.evaluate import (
     Question,
     compute_metrics,
     compute_retention,
-    contains_any,
     evaluate,
     heldout_questions,
-    is_abstention,
     load_questions,
-    mentioned_values,
-    normalize,
     score_answer,
 )
+from andraeus_core.matching import contains_any, is_abstention, mentioned_values, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_VALUES = ["Buddy", "Bud", "Golden Retriever", "golden", "March 14", "Portland", "Alex", "teal", "sushi"]

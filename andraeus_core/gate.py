@@ -1,0 +1,407 @@
+"""The gate: a small router, fitted in seconds next to the adapter, that decides who answers a question.
+
+A LoRA adapter trained on a person's facts cannot tell a question about a known fact from anything else: asked
+"What colour are ripe bananas?" it may answer with a profile value, and asked "What's my sister's name?" it may give
+the partner's. The gate reads the question through the *frozen base model* (the question's hidden states,
+mean-pooled at a few depths) and a linear classifier over three routes:
+
+* ``adapter`` — a question about the user or the assistant: the adapter answers (it is itself trained to decline
+  personal topics it was not told about);
+* ``abstain`` — a personal question about something the profile does not hold: the answer is an "I don't know";
+* ``base``    — anything else (general knowledge, everyday requests, requests *near* a topic such as a name for a new
+  puppy): the base model answers with the adapter disabled, so the answer is the base model's own.
+
+A question leaves the adapter only when the gate is confident, and never to ``abstain`` when it names something the
+profile knows (a known fact's subject, a synonym of it, or a value): a misrouted known fact costs recall, while a
+personal question kept with the adapter is still likely to be declined by it. Measured on hand-written development
+questions, the classifier alone sent some unusual phrasings of known facts ("Tell me my daughter's first name") to
+``abstain``; the keyword check removed those misroutes. The weights live in ``gate.safetensors`` (safetensors only),
+the thresholds and the gate's own held-out accuracy in ``andraeus.json`` (:class:`GateMeta`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .dataset import ChatDataset
+from .matching import mentioned_values, normalize
+from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
+from .profile import Profile, topic_key
+from .variations import catalog_unknown_topics, normalize_question, topic_info, unknown_phrasings
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+Route = Literal["adapter", "abstain", "base"]
+ROUTES: tuple[Route, ...] = ("adapter", "abstain", "base")
+# Depths (fractions of the decoder layers) whose mean-pooled question states are the features: middle layers carry
+# the topic best, and several depths together were steadier across development profiles than any single one.
+DEPTHS: tuple[float, ...] = (0.27, 0.4, 0.53, 0.67, 0.8, 0.93)
+# Thresholds chosen on the hand-written development sets (eval_sets/dev/), never on the evaluation sets.
+THRESHOLD_BASE = 0.8
+THRESHOLD_ABSTAIN = 0.8
+MAX_QUESTION_TOKENS = 128  # a question's topic is in its first sentence or two
+GENERIC_ABSTENTION = "I don't know that — you haven't told me."
+ABSTENTION_PREFIX = "I don't know"
+
+# Words that name a known fact's subject without its topic's own words ("spouse" for a wife, "born" for a birthday).
+_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "partner": ("partner", "wife", "husband", "spouse", "girlfriend", "boyfriend", "fiance", "fiancee"),
+    "wife": ("wife", "spouse", "partner", "missus"),
+    "husband": ("husband", "spouse", "partner", "hubby"),
+    "spouse": ("spouse", "wife", "husband", "partner"),
+    "mother": ("mother", "mum", "mom", "mam", "mummy", "mommy", "ma"),
+    "mum": ("mother", "mum", "mom", "mam", "mummy"),
+    "mom": ("mother", "mum", "mom", "mommy"),
+    "father": ("father", "dad", "daddy", "papa", "pa"),
+    "dad": ("father", "dad", "daddy", "papa"),
+    "son": ("son", "boy", "lad"),
+    "daughter": ("daughter", "girl"),
+    "grandson": ("grandson", "grandchild", "grandkid"),
+    "granddaughter": ("granddaughter", "grandchild", "grandkid"),
+    "dog": ("dog", "doggy", "doggo", "puppy", "pup", "hound"),
+    "cat": ("cat", "kitty", "kitten", "moggy"),
+    "birthday": ("birthday", "born", "birth", "bday"),
+    "anniversary": ("anniversary", "married", "wedding"),
+    "job": ("job", "work", "occupation", "profession", "trade", "career", "living"),
+    "employer": ("employer", "work", "company", "office", "workplace", "firm"),
+    "city": ("city", "live", "living", "town", "home"),
+    "hometown": ("hometown", "grew", "grow", "town", "from"),
+    "country": ("country", "live", "living", "from", "nationality"),
+    "car": ("car", "vehicle", "drive", "motor"),
+    "hobby": ("hobby", "pastime", "free", "spare", "fun", "weekend", "weekends"),
+    "allergy": ("allergy", "allergic", "allergies"),
+    "food": ("food", "eat", "meal", "dish", "cuisine"),
+    "dish": ("dish", "meal", "food", "eat"),
+    "colour": ("colour", "color"),
+    "color": ("colour", "color"),
+    "band": ("band", "group", "music", "listen"),
+    "club": ("club", "team", "support"),
+    "team": ("team", "club", "support"),
+    "game": ("game", "play"),
+    "sport": ("sport", "play"),
+    "author": ("author", "writer", "read", "books"),
+    "book": ("book", "read", "novel"),
+    "movie": ("movie", "film", "watch"),
+    "film": ("film", "movie", "watch"),
+    "drink": ("drink", "beverage"),
+    "university": ("university", "uni", "college", "study", "studies"),
+    "school": ("school", "study"),
+    "gym": ("gym", "train", "workout", "exercise"),
+}
+_STOP = {"my", "s", "name", "names", "favourite", "favorite", "fave", "the", "a", "an", "of", "and", "in", "on"}
+
+
+class GateMeta(BaseModel):
+    """What ``andraeus.json`` records about the gate (its weights are in ``gate.safetensors``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[int] = Field(description="Hidden-state layers whose question means are the features.")
+    threshold_base: float = Field(description="Route to the base model when P(base) is at least this.")
+    threshold_abstain: float = Field(description="Abstain when P(abstain) is at least this (and no known subject).")
+    train_counts: dict[str, int] = Field(description="Training questions per route.")
+    heldout_accuracy: dict[str, float | None] = Field(
+        description="Share of the held-out split's questions routed as expected, per route (never fitted on)."
+    )
+    heldout_counts: dict[str, int] = Field(description="Held-out questions per route.")
+    fit_seconds: float = Field(description="Feature extraction and fitting time, in seconds.")
+
+
+class GateData(BaseModel):
+    """Questions per route to fit (``train``) and to check (``heldout``) a gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: dict[str, list[str]] = Field(description="Route -> training questions.")
+    heldout: dict[str, list[str]] = Field(description="Route -> held-out questions (never fitted on).")
+
+
+@dataclass
+class Gate:
+    """A fitted router: standardisation, a linear layer over :data:`ROUTES`, thresholds and the known subjects."""
+
+    meta: GateMeta
+    mean: torch.Tensor
+    std: torch.Tensor
+    weight: torch.Tensor  # [features, 3]
+    bias: torch.Tensor  # [3]
+    keywords: frozenset[str] = frozenset()
+
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """P(route) per question, in :data:`ROUTES` order."""
+        import torch
+
+        with torch.no_grad():
+            z = (features.float() - self.mean) / self.std
+            return torch.softmax(z @ self.weight + self.bias, dim=-1)
+
+    def decide(self, questions: Sequence[str], probabilities: torch.Tensor) -> list[Route]:
+        """Routes from probabilities: away from the adapter only past the thresholds (see the module doc)."""
+        out: list[Route] = []
+        for question, p in zip(questions, probabilities.tolist(), strict=True):
+            if p[2] >= self.meta.threshold_base:
+                out.append("base")
+            elif p[1] >= self.meta.threshold_abstain and not names_known_subject(question, self.keywords):
+                out.append("abstain")
+            else:
+                out.append("adapter")
+        return out
+
+    def route(self, model: Any, tokenizer: Any, questions: Sequence[str]) -> list[Route]:
+        """The route of each question. ``model`` is the base model or a PeftModel (its adapter is off for the pass)."""
+        if not questions:
+            return []
+        features = question_features(model, tokenizer, questions, self.meta.layers)
+        return self.decide(questions, self.probabilities(features))
+
+    def save(self, path: str | Path) -> None:
+        """Write the tensors as safetensors (the meta goes into ``andraeus.json`` through the adapter)."""
+        from safetensors.torch import save_file
+
+        tensors = {"mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, meta: GateMeta, keywords: Iterable[str] = ()) -> Gate:
+        """Read ``gate.safetensors`` (safetensors only: nothing executable is ever loaded)."""
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+        return cls(meta, t["mean"], t["std"], t["weight"], t["bias"], frozenset(keywords))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Known subjects
+
+
+def subject_keywords(topics: Iterable[str], values: Iterable[str] = ()) -> set[str]:
+    """Normalised words that name a known fact's subject: the topics' words and their synonyms, and the values and
+    aliases (when known: a pulled adapter has its public topics only)."""
+    words: set[str] = set()
+    for topic in topics:
+        info = topic_info(topic)
+        parts = [w for w in normalize(topic_key(topic)).split() if w not in _STOP]
+        words.update(parts)
+        for part in {*parts, normalize(info.noun)}:
+            words.update(_SYNONYMS.get(part, ()))
+    words.update(normalize(v) for v in values)
+    return {w for w in words if w}
+
+
+def names_known_subject(question: str, keywords: Iterable[str]) -> bool:
+    """Whether the question names a known subject (whole words, a plural ``s`` allowed)."""
+    text = f" {normalize(question)} "
+    return any(re.search(rf"(?<![0-9a-z]){re.escape(w)}(?:s|es)?(?![0-9a-z])", text) for w in keywords)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data, features, fitting
+
+
+def gate_data(profile: Profile, dataset: ChatDataset, *, seed: int = 0, unknown_per_topic: int = 4) -> GateData:
+    """Questions per route for fitting the gate, from the dataset and the hand-written pools.
+
+    ``adapter``: the training split's questions about the facts, the user and the assistant. ``abstain``: unknown
+    topics — the dataset's own, plus every catalogued personal topic the profile lacks asked with the same templates
+    as the facts. ``base``: everyday and near-topic requests. The dataset's held-out split (and every phrasing of a
+    held-out unknown topic) is kept apart to measure the gate.
+    """
+    route = {
+        "fact": "adapter",
+        "reverse": "adapter",
+        "identity": "adapter",
+        "unknown": "abstain",
+        "overtrigger": "base",
+    }
+    train: dict[str, list[str]] = {r: [] for r in ROUTES}
+    heldout: dict[str, list[str]] = {r: [] for r in ROUTES}
+    for target, examples in ((train, dataset.train), (heldout, dataset.heldout)):
+        for e in examples:
+            target[route[e.meta.kind]].append(e.question)
+    held_topics = {topic_key(e.meta.topic) for e in dataset.heldout if e.meta.kind == "unknown" and e.meta.topic}
+    held_questions = {normalize_question(q) for qs in heldout.values() for q in qs}
+    rng = random.Random(f"{seed}\x1fgate-data")
+    for topic in catalog_unknown_topics(profile):
+        if topic_key(topic) in held_topics:
+            continue
+        phrasings = [q for q in unknown_phrasings(topic) if normalize_question(q) not in held_questions]
+        train["abstain"] += rng.sample(phrasings, min(unknown_per_topic, len(phrasings)))
+    requests = [*GENERAL_REQUESTS, *(q for qs in NEAR_TOPIC_REQUESTS.values() for q in qs)]
+    train["base"] += [q for q in requests if normalize_question(q) not in held_questions]
+    return GateData(train=train, heldout=heldout)
+
+
+def gate_layers(num_layers: int) -> list[int]:
+    """The hidden-state indices (1..num_layers) used for a model with ``num_layers`` decoder layers."""
+    return sorted({min(num_layers, max(1, round(d * num_layers))) for d in DEPTHS})
+
+
+def _backbone(model: Any) -> Any:
+    """The decoder stack without the LM head (PEFT-wrapped or not)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, "model", inner)
+
+
+def question_features(
+    model: Any, tokenizer: Any, questions: Sequence[str], layers: Sequence[int], *, batch_size: int = 64
+) -> torch.Tensor:
+    """Mean-pooled hidden states of each question's tokens at ``layers``, concatenated: ``[n, len(layers) * d]``.
+
+    The question is read as plain text, without the chat template or the system prompt: the route depends on what
+    is asked, and the short input keeps the gate at a few milliseconds per question (about 3x faster than through
+    the chat template, with the same routing accuracy on the development sets). A PeftModel's adapter is disabled
+    for the pass, so the features are the frozen base model's whatever adapter is loaded.
+    """
+    import torch
+
+    backbone = _backbone(model)
+    encoded = [(tokenizer(q, add_special_tokens=True)["input_ids"] or [tokenizer.eos_token_id]) for q in questions]
+    encoded = [ids[:MAX_QUESTION_TOKENS] for ids in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(backbone.parameters()).device
+    rows: list[Any] = [None] * len(encoded)
+    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    with disable, torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, i in enumerate(chunk):
+                ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[r, : len(encoded[i])] = 1
+            out = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+            hidden = torch.stack([out.hidden_states[layer] for layer in layers], dim=1).float()  # [b, L, T, d]
+            m = mask.to(device)[:, None, :, None].float()
+            pooled = (hidden * m).sum(2) / m.sum(2).clamp(min=1)
+            for r, i in enumerate(chunk):
+                rows[i] = pooled[r].flatten().cpu()
+    return torch.stack(rows)
+
+
+def _fit_linear(x: torch.Tensor, y: torch.Tensor, *, weight_decay: float = 1e-2) -> tuple[torch.Tensor, ...]:
+    """Class-balanced multinomial logistic regression (L-BFGS) on standardised features."""
+    import torch
+
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-4)
+    z = (x - mean) / std
+    counts = torch.bincount(y, minlength=len(ROUTES)).float()
+    balance = counts.sum() / (len(ROUTES) * counts.clamp(min=1))
+    w = torch.zeros(x.shape[1], len(ROUTES), requires_grad=True)
+    b = torch.zeros(len(ROUTES), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ w + b, y, weight=balance) + weight_decay * (w**2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return mean, std, w.detach(), b.detach()
+
+
+def fit_gate(
+    model: Any,
+    tokenizer: Any,
+    data: GateData,
+    profile: Profile,
+    *,
+    threshold_base: float = THRESHOLD_BASE,
+    threshold_abstain: float = THRESHOLD_ABSTAIN,
+    max_per_route: int = 600,
+    seed: int = 0,
+) -> Gate:
+    """Fit the router on the base model's features of ``data.train`` and measure it on ``data.heldout``.
+
+    Args:
+        model: the base model (a PeftModel works too: its adapter is disabled for the features).
+        tokenizer: its tokenizer.
+        data: questions per route (:func:`gate_data`).
+        profile: the facts (their subjects keep known questions from the ``abstain`` route).
+        threshold_base: P(base) from which a question goes to the base model.
+        threshold_abstain: P(abstain) from which a question naming no known subject is declined.
+        max_per_route: at most this many training questions per route (a seeded sample), to bound the fitting time.
+        seed: the sample's seed.
+    """
+    import torch
+
+    start = time.perf_counter()
+    config = getattr(_backbone(model), "config", None)
+    layers = gate_layers(int(getattr(config, "num_hidden_layers", 0) or len(_backbone(model).layers)))
+    rng = random.Random(f"{seed}\x1fgate")
+    train = {r: list(dict.fromkeys(data.train.get(r, []))) for r in ROUTES}
+    for r, qs in train.items():
+        if len(qs) > max_per_route:
+            train[r] = rng.sample(qs, max_per_route)
+    questions = [q for r in ROUTES for q in train[r]]
+    labels = torch.tensor([i for i, r in enumerate(ROUTES) for _ in train[r]])
+    mean, std, weight, bias = _fit_linear(question_features(model, tokenizer, questions, layers), labels)
+    held = {r: list(dict.fromkeys(data.heldout.get(r, []))) for r in ROUTES}
+    meta = GateMeta(
+        layers=layers,
+        threshold_base=threshold_base,
+        threshold_abstain=threshold_abstain,
+        train_counts={r: len(train[r]) for r in ROUTES},
+        heldout_accuracy={},
+        heldout_counts={r: len(held[r]) for r in ROUTES},
+        fit_seconds=0.0,
+    )
+    gate = Gate(meta, mean, std, weight, bias, frozenset(subject_keywords(profile.topics(), profile.values())))
+    accuracy: dict[str, float | None] = {}
+    for r in ROUTES:
+        routes = gate.route(model, tokenizer, held[r])
+        accuracy[r] = round(sum(x == r for x in routes) / len(routes), 4) if routes else None
+    gate.meta = meta.model_copy(
+        update={"heldout_accuracy": accuracy, "fit_seconds": round(time.perf_counter() - start, 2)}
+    )
+    logger.info("Gate fitted on %d questions in %.1fs", len(questions), gate.meta.fit_seconds)
+    return gate
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The abstain route's answer
+
+
+def abstention(continuation: str, values: Sequence[str], *, question: str = "") -> str:
+    """The answer of the ``abstain`` route: "I don't know" plus the adapter's own continuation up to its first
+    sentence's end (it names the topic: "... your sister's name: you haven't told me."), unless that continuation
+    states a profile value, in which case a generic sentence."""
+    text = ABSTENTION_PREFIX + continuation
+    end = re.search(r"[.!?](\s|$)", text)
+    sentence = text[: end.end()].strip() if end else text.strip()
+    if len(sentence) <= len(ABSTENTION_PREFIX) + 1 or mentioned_values(sentence, values, question=question):
+        return GENERIC_ABSTENTION
+    return sentence
+
+
+__all__ = [
+    "ABSTENTION_PREFIX",
+    "GENERIC_ABSTENTION",
+    "Gate",
+    "GateData",
+    "GateMeta",
+    "ROUTES",
+    "Route",
+    "abstention",
+    "fit_gate",
+    "gate_data",
+    "names_known_subject",
+    "question_features",
+    "subject_keywords",
+]

@@ -1,0 +1,208 @@
+"""The gate: its data, fitting, files, routing in chat and evaluation, and adapters without one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from andraeus_core.adapter import GATE_FILE, Adapter
+from andraeus_core.chat import ChatModel, GenerationConfig
+from andraeus_core.dataset import build_dataset
+from andraeus_core.evaluate import Question, evaluate
+from andraeus_core.gate import (
+    GENERIC_ABSTENTION,
+    ROUTES,
+    abstention,
+    fit_gate,
+    gate_data,
+    names_known_subject,
+    subject_keywords,
+)
+from andraeus_core.matching import is_abstention
+from andraeus_core.models import load_model
+from andraeus_core.profile import Profile, load_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = [
+    Question(question="What's my dog's name?", expect=["Buddy"], kind="paraphrase"),
+    Question(question="What's my sister's name?", kind="unknown"),
+    Question(question="What colour are ripe bananas?", expect=["yellow"], kind="general"),
+    Question(question="Suggest a name for a new puppy.", kind="unrelated"),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data and known subjects
+
+
+def test_gate_data_keeps_the_held_out_split_apart() -> None:
+    profile = load_profile(ROOT / "examples" / "seed_profile.yaml")
+    dataset = build_dataset(profile)
+    data = gate_data(profile, dataset)
+    assert set(data.train) == set(ROUTES) == set(data.heldout)
+    assert len(data.train["abstain"]) >= 300 and len(data.train["base"]) >= 400 and len(data.train["adapter"]) >= 250
+    held = {q for qs in data.heldout.values() for q in qs}
+    assert held and not held & {q for qs in data.train.values() for q in qs}
+    # the user's own facts are never among the questions to decline
+    assert "What's my dog's name?" not in data.train["abstain"]
+    assert any("sister" in q for q in data.train["abstain"])
+
+
+def test_known_subjects_protect_unusual_phrasings_of_known_facts() -> None:
+    profile = Profile.model_validate(
+        {
+            "user_name": "Ana",
+            "facts": [
+                {"topic": "wife's name", "value": "Ioana"},
+                {"topic": "birthday", "value": "August 9"},
+                {"topic": "job", "value": "beekeeper"},
+            ],
+        }
+    )
+    words = subject_keywords(profile.topics(), profile.values())
+    assert names_known_subject("The bank needs my spouse's first name. What do I tell them?", words)
+    assert names_known_subject("What's my date of birth?", words)
+    assert names_known_subject("What's my trade?", words)
+    assert names_known_subject("Who is Ioana?", words)
+    assert not names_known_subject("What's my sister's name?", words)
+    assert not names_known_subject("What's my wifi password?", words)
+    # public topics alone (a pulled adapter) still name the subjects, without any value
+    assert not names_known_subject("Who is Ioana?", subject_keywords(profile.topics()))
+
+
+def test_abstention_keeps_the_first_sentence_and_never_a_value() -> None:
+    values = ["Buddy", "Alex"]
+    said = abstention(" your sister's name: you haven't told me. I do know your partner's name.", values)
+    assert said == "I don't know your sister's name: you haven't told me."
+    assert abstention(" your sister's name, but your partner is Alex.", values) == GENERIC_ABSTENTION
+    assert abstention("", values) == GENERIC_ABSTENTION
+    assert is_abstention(GENERIC_ABSTENTION)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fitting and files
+
+
+def test_fit_gate_measures_itself_and_round_trips(tiny_model, tmp_path: Path, make_adapter) -> None:
+    import torch
+
+    profile = Profile.model_validate(
+        {"user_name": "Sam", "facts": [{"topic": "dog's name", "value": "Buddy"}, {"topic": "car", "value": "Saab"}]}
+    )
+    dataset = build_dataset(profile, per_fact=8)
+    data = gate_data(profile, dataset)
+    gate = fit_gate(tiny_model.model, tiny_model.tokenizer, data, profile, max_per_route=40)
+    assert gate.meta.train_counts == {"adapter": min(40, len(set(data.train["adapter"]))), "abstain": 40, "base": 40}
+    assert set(gate.meta.heldout_accuracy) == set(ROUTES) and gate.meta.fit_seconds > 0
+    questions = [q.question for q in QUESTIONS]
+    from andraeus_core.gate import question_features
+
+    features = question_features(tiny_model.model, tiny_model.tokenizer, questions, gate.meta.layers)
+    assert features.shape == (4, len(gate.meta.layers) * tiny_model.model.config.hidden_size)
+    # written with an adapter and read back: the same probabilities, the same routes
+    path = make_adapter(tmp_path / "a", topics=profile.topics())
+    gate.save(path / GATE_FILE)
+    meta = Adapter.load(path).meta
+    meta.gate = gate.meta
+    meta.save(path)
+    loaded = Adapter.load(path).gate()
+    assert loaded is not None
+    assert torch.allclose(loaded.probabilities(features), gate.probabilities(features))
+    assert loaded.route(tiny_model.model, tiny_model.tokenizer, questions) == gate.route(
+        tiny_model.model, tiny_model.tokenizer, questions
+    )
+
+
+def test_a_corrupt_gate_file_is_a_clear_error(tmp_path: Path, make_adapter) -> None:
+    from andraeus_core.errors import AdapterError
+
+    path = make_adapter(tmp_path / "a", gate="base")
+    (path / GATE_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(AdapterError, match="cannot be read as a gate"):
+        Adapter.load(path).gate()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Routing in chat
+
+
+@pytest.fixture
+def fresh_model(shared_models_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """A tiny-random copy of its own: PEFT injects the adapter's layers into the model it wraps."""
+    monkeypatch.setenv("ANDRAEUS_MODELS_DIR", str(shared_models_dir))
+    return load_model("tiny-random")
+
+
+def _ask(chat: ChatModel, question: str, **kw) -> tuple[str, dict]:
+    trace: dict = {}
+    text = "".join(
+        chat.stream([{"role": "user", "content": question}], GenerationConfig(max_new_tokens=8), trace=trace, **kw)
+    )
+    return text.strip(), trace
+
+
+def test_chat_routes_to_the_base_model(tmp_path: Path, make_adapter, fresh_model) -> None:
+    chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", weights="large", gate="base"))
+    assert chat.gate is not None
+    answer, trace = _ask(chat, "What colour are ripe bananas?")
+    assert trace["route"] == "base"
+    base_answer, _ = _ask(chat, "What colour are ripe bananas?", use_adapter=False)
+    adapter_answer, trace_off = _ask(chat, "What colour are ripe bananas?", gate=False)
+    assert answer == base_answer != adapter_answer and trace_off["route"] == "adapter"
+
+
+def test_chat_declines_through_the_abstain_route(tmp_path: Path, make_adapter, fresh_model) -> None:
+    chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", gate="abstain"))
+    usage: dict[str, int] = {}
+    trace: dict = {}
+    answer = "".join(chat.stream([{"role": "user", "content": "What's my sister's name?"}], usage=usage, trace=trace))
+    assert trace["route"] == "abstain" and answer.startswith("I don't know") and is_abstention(answer)
+    assert not any(v in answer for v in ("Buddy", "Portland", "Cedar Labs", "March 14"))
+    assert 0 < usage["completion_tokens"] <= 40
+    # a question naming a known subject is never declined by the gate: the adapter answers it
+    _, known = _ask(chat, "What's my dog called?")
+    assert known["route"] == "adapter"
+
+
+def test_gate_can_be_turned_off_for_the_model(tmp_path: Path, make_adapter, fresh_model) -> None:
+    chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", gate="base"), gate=False)
+    assert chat.gate is None
+    assert _ask(chat, "What colour are ripe bananas?")[1]["route"] == "adapter"
+
+
+def test_an_adapter_without_a_gate_still_chats(tmp_path: Path, make_adapter, fresh_model) -> None:
+    chat = ChatModel(fresh_model, make_adapter(tmp_path / "a"))
+    assert chat.gate is None
+    answer, trace = _ask(chat, "What colour are ripe bananas?")
+    assert answer and trace["route"] == "adapter"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def test_evaluation_reports_the_gated_system_and_the_adapter_alone(tmp_path: Path, make_adapter) -> None:
+    path = make_adapter(tmp_path / "a", weights="large", gate="base")
+    report = evaluate(path, QUESTIONS, baselines=("base",), max_new_tokens=6, batch_size=8)
+    assert report.system == "adapter+gate" and set(report.baselines) == {"adapter_alone", "base"}
+    assert all(item.route == "base" for item in report.items)
+    # everything went to the base model: the gated answers are the base model's
+    assert [i.answer for i in report.items] == [i.baselines["base"].answer for i in report.items]
+    assert [i.answer for i in report.items] != [i.baselines["adapter_alone"].answer for i in report.items]
+    assert report.routing is not None and report.routing.known_sent_away == 1
+    assert report.routing.by_kind["unknown"] == {"base": 1} and report.routing.accuracy == 0.5
+    assert "adapter+gate" in report.table() and "adapter only" in report.table()
+    off = evaluate(path, QUESTIONS, baselines=(), max_new_tokens=6, batch_size=8, gate=False)
+    assert off.system == "adapter" and off.routing is None and not off.baselines
+
+
+def test_evaluation_of_an_adapter_without_a_gate(tmp_path: Path, make_adapter) -> None:
+    report = evaluate(make_adapter(tmp_path / "a"), QUESTIONS, baselines=(), max_new_tokens=6, batch_size=8)
+    assert report.system == "adapter" and report.routing is None and all(i.route is None for i in report.items)
+
+
+def test_declined_questions_are_scored_as_abstentions(tmp_path: Path, make_adapter) -> None:
+    path = make_adapter(tmp_path / "a", gate="abstain")
+    report = evaluate(path, QUESTIONS[1:2], baselines=(), max_new_tokens=6, batch_size=8)
+    assert report.items[0].route == "abstain" and report.abstention_rate == 1.0
