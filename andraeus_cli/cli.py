@@ -72,6 +72,12 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--quantize", choices=["4bit"], default=None, help="load the base model in 4-bit NF4")
+    p.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="let the adapter answer everything (default: its gate sends general questions to the base model and "
+        "declines unknown personal ones)",
+    )
     p.set_defaults(handler=_cmd_chat)
 
 
@@ -83,7 +89,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     adapter = args.adapter
     if adapter is not None:
         adapter = resolve_adapter(adapter, token=_cli_token(None))  # a repo id is pulled with your token
-    chat = load_chat_model(args.base_model, adapter, quantize=args.quantize, system_prompt=args.system)
+    chat = load_chat_model(
+        args.base_model, adapter, quantize=args.quantize, system_prompt=args.system, gate=not args.no_gate
+    )
     if args.once is not None:
         for piece in chat.stream([{"role": "user", "content": args.once}], config):
             sys.stdout.write(piece)
@@ -92,7 +100,10 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         return 0
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"Chatting with {chat.loaded.name}" + (f" + adapter {chat.adapter_dir}" if chat.has_adapter else ""))
+        gated = " (gated)" if chat.gate is not None else ""
+        print(
+            f"Chatting with {chat.loaded.name}" + (f" + adapter {chat.adapter_dir}{gated}" if chat.has_adapter else "")
+        )
         print("Type a message; /reset clears the conversation, /exit (or Ctrl-D) quits.")
     history: list[dict[str, str]] = []
     while True:
@@ -445,6 +456,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print exactly one JSON object (the full report) on stdout")
     p.add_argument("--no-baselines", action="store_true", help="evaluate the adapter only (faster)")
+    p.add_argument(
+        "--no-gate", action="store_true", help="evaluate the adapter without its gate (default: through it)"
+    )
     _base_model_arg(p)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=64, help="questions per forward pass")
@@ -464,6 +478,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         on_progress=progress,
+        gate=not args.no_gate,
     )
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")

@@ -150,10 +150,12 @@ def _chat_dataset(examples: list[Any], data: bytes, seed: int) -> Any:
 class Completion:
     """A chat completion in progress: iterate for the text pieces; usage is known once iteration ends."""
 
-    def __init__(self, chat: Any, messages: list[dict[str, str]], config: Any):
+    def __init__(self, chat: Any, messages: list[dict[str, str]], config: Any, *, gate: bool = True):
         self.chat = chat
         self.messages = messages
         self.config = config
+        self.gate = gate
+        self.route: str | None = None  # who answered (adapter, abstain, base), once iteration ends
         encoded = chat.prompt_ids(messages)
         self.prompt_tokens = int(encoded["input_ids"].shape[-1])
         self.completion_tokens = 0
@@ -162,9 +164,11 @@ class Completion:
 
     def __iter__(self) -> Iterator[str]:
         usage: dict[str, int] = {}
-        for piece in self.chat.stream(self.messages, self.config, usage=usage):
+        trace: dict[str, Any] = {}
+        for piece in self.chat.stream(self.messages, self.config, usage=usage, gate=self.gate, trace=trace):
             self.text += piece
             yield piece
+        self.route = trace.get("route")
         # The tokens generated, not the answer tokenised again: re-tokenising decoded text can give more tokens
         # than were generated (and than max_tokens allowed).
         self.completion_tokens = usage.get("completion_tokens", 0)
@@ -607,9 +611,11 @@ class Service:
         record = self._fine_tuned(tenant, model_id)
         return self.chats.get(record["path"], lambda: load_chat_model(record["base_model"], record["path"]))
 
-    def complete(self, tenant: str, model_id: str, messages: list[dict[str, str]], config: Any) -> Completion:
-        """Start a chat completion (iterate the result for the text)."""
-        return Completion(self.chat_model(tenant, model_id), messages, config)
+    def complete(
+        self, tenant: str, model_id: str, messages: list[dict[str, str]], config: Any, *, gate: bool = True
+    ) -> Completion:
+        """Start a chat completion (iterate the result for the text); ``gate=False`` bypasses the adapter's gate."""
+        return Completion(self.chat_model(tenant, model_id), messages, config, gate=gate)
 
     def model_zip(self, tenant: str, model_id: str) -> Path:
         """A zip of the fine-tuned model's shareable files (nothing private)."""

@@ -492,21 +492,30 @@ def _chat_model(sess: Session) -> Any:
 
 
 @spaces.GPU(duration=90)
-def _stream_on_gpu(adapter: str, messages: list[dict[str, str]], use_adapter: bool):
+def _stream_on_gpu(adapter: str, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict):
     """ZeroGPU: a forked GPU worker cannot keep the session's model, so it loads base + adapter for the answer."""
     model = core.load_chat_model(adapter=adapter)
-    yield from model.stream(messages, core.GenerationConfig(max_new_tokens=128), use_adapter=use_adapter)
+    config = core.GenerationConfig(max_new_tokens=128)
+    yield from model.stream(messages, config, use_adapter=use_adapter, gate=gate, trace=trace)
 
 
-def _stream(sess: Session, messages: list[dict[str, str]], use_adapter: bool):
+def _stream(sess: Session, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict):
     if ON_ZERO_GPU:
-        yield from _stream_on_gpu(_need_adapter(sess), messages, use_adapter)
+        yield from _stream_on_gpu(_need_adapter(sess), messages, use_adapter, gate, trace)
         return
     model = _chat_model(sess)  # kept in this session's state: loaded once, not per message
-    yield from model.stream(messages, core.GenerationConfig(max_new_tokens=128), use_adapter=use_adapter)
+    config = core.GenerationConfig(max_new_tokens=128)
+    yield from model.stream(messages, config, use_adapter=use_adapter, gate=gate, trace=trace)
 
 
-def chat(message: str, history: list[dict[str, Any]], use_base: bool, state: Session | None):
+# Who answered, shown above the answer when it was not the trained assistant itself.
+ROUTE_TITLES = {
+    "base": "answered by the base model (the gate found a general question)",
+    "abstain": "declined by the gate (a personal topic you have not given)",
+}
+
+
+def chat(message: str, history: list[dict[str, Any]], use_base: bool, use_gate: bool, state: Session | None):
     sess = _session(state)
     history = list(history or [])
     if not (message or "").strip():
@@ -522,10 +531,13 @@ def chat(message: str, history: list[dict[str, Any]], use_base: bool, state: Ses
         reply["metadata"] = {"title": "base model (adapter off)"}
     history = [*history, {"role": "user", "content": message}, reply]
     answer = ""
+    trace: dict[str, Any] = {}
     try:
-        for piece in _stream(sess, turns, not use_base):
+        for piece in _stream(sess, turns, not use_base, bool(use_gate), trace):
             answer += piece
             history[-1]["content"] = answer
+            if not use_base and trace.get("route") in ROUTE_TITLES:
+                reply["metadata"] = {"title": ROUTE_TITLES[trace["route"]]}
             yield sess, history, ""
     except core.AndraeusError as exc:
         raise gr.Error(_err(exc)) from None
@@ -665,6 +677,11 @@ def build_demo() -> gr.Blocks:
                 )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
             use_base = gr.Checkbox(label="Ask the base model instead (adapter off)", value=False)
+            use_gate = gr.Checkbox(
+                label="Gate on: general questions go to the base model, unknown personal ones are declined",
+                value=True,
+                elem_id="use-gate",
+            )
             clear = gr.Button("Clear")
         with gr.Tab("Share", id="share"):
             zip_btn = gr.Button("Download adapter (.zip)", elem_id="zip")
@@ -716,7 +733,7 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=1,
             concurrency_id="gpu",
         )
-        chat_inputs = [message, chatbot, use_base, state]
+        chat_inputs = [message, chatbot, use_base, use_gate, state]
         send.click(chat, chat_inputs, [state, chatbot, message], api_name="chat", concurrency_limit=2)
         message.submit(chat, chat_inputs, [state, chatbot, message], api_visibility="private", concurrency_limit=2)
         clear.click(lambda: [], None, [chatbot], api_visibility="private")

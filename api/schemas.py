@@ -254,6 +254,11 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(None, description="Ignored.")
     metadata: dict[str, str] | None = Field(None, description="Ignored.")
     store: bool | None = Field(None, description="Ignored.")
+    gate: bool = Field(
+        True,
+        description="Andraeus extension: route the question through the fine-tuned model's gate (general questions "
+        "to the base model, unknown personal ones declined); false lets the adapter answer everything.",
+    )
 
 
 class ChatMessageOut(BaseModel):

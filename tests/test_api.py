@@ -371,3 +371,36 @@ def test_variations_preview_inline_profile() -> None:
         assert all(d["question"] and d["answers"] for d in data)
         err = _assert_error(c.post("/v1/variations", headers=A, json={"profile": "facts: [", "format": "yaml"}), 400)
         assert "line" in err["message"]
+
+
+def test_chat_goes_through_the_models_gate_unless_turned_off(tmp_path, make_adapter) -> None:
+    """A fine-tuned model whose gate sends everything to the base model answers like the base preset; gate=false
+    (an Andraeus extension of the request) lets the adapter answer."""
+    with _client() as c:
+        store: Store = c.app.state.service.store  # type: ignore[attr-defined]
+        path = make_adapter(tmp_path / "gated", weights="large", gate="base")
+        fid = _upload(c, A)
+        job = c.post("/v1/fine_tuning/jobs", headers=A, json={"model": "tiny-random", "training_file": fid}).json()
+        model = "ft:tiny-random:x:" + job["id"]
+        store.add_model("alice", model, job["id"], "tiny-random", str(path))
+
+        # the adapter's own system prompt (make_adapter's), so that the base preset sees the same conversation
+        system = {"role": "system", "content": "You are Nova, Sam Rivera's assistant."}
+
+        def ask(name: str, **extra: object) -> str:
+            messages = [system, {"role": "user", "content": "hello"}]
+            r = c.post(
+                "/v1/chat/completions", headers=A, json={"model": name, "messages": messages, "max_tokens": 6, **extra}
+            )
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["content"]
+
+        base = ask("tiny-random")
+        assert ask(model) == base
+        assert ask(model, gate=False) != base
+        r = c.post(
+            "/v1/chat/completions",
+            headers=A,
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "gate": "sometimes"},
+        )
+        assert r.status_code in (400, 422) and r.json()["error"]["param"] in ("gate", "body.gate")

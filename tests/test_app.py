@@ -80,12 +80,12 @@ def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
     assert items["data"] and all(r[4] in ("✓", "✗") for r in items["data"])
     assert {r[0] for r in items["data"]} & {"paraphrase", "typo", "reverse", "indirect"}
 
-    history, cleared = client.predict("What's my dog's name?", [], False, api_name="/chat")
+    history, cleared = client.predict("What's my dog's name?", [], False, True, api_name="/chat")
     assert cleared == ""
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert _content(history[0]) == "What's my dog's name?"
     assert _content(history[1]).strip()
-    history2, _ = client.predict("And my birthday?", history, True, api_name="/chat")
+    history2, _ = client.predict("And my birthday?", history, True, True, api_name="/chat")
     assert len(history2) == 4 and _content(history2[-1]).strip()
 
     zip_path = client.predict(api_name="/download_zip")
@@ -119,8 +119,8 @@ def test_two_sessions_never_see_each_others_facts_adapter_or_chat(app_url: str):
         with pytest.raises(AppError, match="No trained adapter in this session"):
             bob.predict(api_name=api)
     with pytest.raises(AppError, match="No trained adapter in this session"):
-        bob.predict("What's my dog's name?", [], False, api_name="/chat")
-    history, _ = alice.predict("hi", [], False, api_name="/chat")
+        bob.predict("What's my dog's name?", [], False, True, api_name="/chat")
+    history, _ = alice.predict("hi", [], False, True, api_name="/chat")
     assert len(history) == 2
     # Alice's zip is hers; a fresh session still has nothing.
     assert Path(alice.predict(api_name="/download_zip")).is_file()

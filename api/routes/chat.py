@@ -57,7 +57,7 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, ten
     """OpenAI chat completions: greedy by default; temperature/top_p sample; stop and max_tokens end the answer."""
     config = _config(body)
     messages = _messages(body)
-    completion = await run_in_threadpool(service.complete, tenant, body.model, messages, config)
+    completion = await run_in_threadpool(service.complete, tenant, body.model, messages, config, gate=body.gate)
     created = int(time.time())
     cid = "chatcmpl-" + __import__("secrets").token_hex(12)
     if body.stream:
