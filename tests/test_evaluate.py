@@ -274,7 +274,14 @@ def _profile_values_and_topics(path: Path) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize(
     ("eval_set", "profile"),
-    [("seed_profile.jsonl", "seed_profile.yaml"), ("family_profile.jsonl", "family_profile.json")],
+    [
+        ("seed_profile.jsonl", "seed_profile.yaml"),
+        ("family_profile.jsonl", "family_profile.json"),
+        ("retired_teacher_profile.jsonl", "retired_teacher_profile.yaml"),
+        ("nursing_student_profile.jsonl", "nursing_student_profile.yaml"),
+        ("dev/family_profile.jsonl", "family_profile.json"),
+        ("dev/dev_profile.jsonl", "../eval_sets/dev/dev_profile.yaml"),
+    ],
 )
 def test_every_eval_set_matches_its_example_profile(eval_set: str, profile: str) -> None:
     questions = load_questions(ROOT / "eval_sets" / eval_set)
@@ -284,6 +291,8 @@ def test_every_eval_set_matches_its_example_profile(eval_set: str, profile: str)
     topic_words = {w for t in plain_topics for w in t.split()} | set(plain_topics)
     counts = {k: sum(1 for x in questions if x.kind == k) for k in KINDS}
     assert counts["unknown"] >= 5 and counts["unrelated"] >= 5 and counts["general"] >= 5
+    if eval_set != "family_profile.jsonl":  # the precision sets: 20+ per guard kind, 40+ general
+        assert counts["unknown"] >= 20 and counts["unrelated"] >= 20 and counts["general"] >= 40
     per_topic_hits = dict.fromkeys(topics, 0)
     for x in questions:
         if x.kind in ("paraphrase", "typo", "indirect"):
@@ -293,7 +302,10 @@ def test_every_eval_set_matches_its_example_profile(eval_set: str, profile: str)
                     per_topic_hits[f_topic] += 1
         elif x.kind == "reverse":
             # A reversed question names the value and asks for the relation: some accepted answer is a topic word.
-            assert x.expect and any(normalize(e) in topic_words or normalize(e) in norm_values for e in x.expect)
+            # ("your hobby" counts: the newer sets ask for the possessive, so "X is a hobby" does not pass.)
+            assert x.expect and any(
+                normalize(e) in norm_values or set(normalize(e).split()) & topic_words for e in x.expect
+            )
         elif x.kind in ("unknown", "unrelated"):
             # Unknown/unrelated answers are scored against the profile: the question must not ask for a value.
             assert x.expect is None
@@ -466,3 +478,12 @@ def test_ablation_picks_k_phrasings_round_robin_over_dimensions() -> None:
     assert sorted(e.meta.dimension for e in five) == ["directness", "formality", "punctuation", "reverse", "typo"]
     assert len({e.i for e in ablation.pick_phrasings(examples, 7)}) == 7
     assert len(ablation.pick_phrasings(examples, 30)) == 7  # capped by the pool
+
+
+def test_evaluation_and_development_sets_share_no_question() -> None:
+    """The development sets may be tuned on; the evaluation sets may not, so they must not overlap."""
+    evaluation = {normalize(q.question) for f in (ROOT / "eval_sets").glob("*.jsonl") for q in load_questions(f)}
+    development = {
+        normalize(q.question) for f in (ROOT / "eval_sets" / "dev").glob("*.jsonl") for q in load_questions(f)
+    }
+    assert evaluation and development and not evaluation & development
