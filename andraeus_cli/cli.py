@@ -313,11 +313,13 @@ def _cmd_variations(args: argparse.Namespace) -> int:
     variations = generate_variations(profile, per_fact=total, seed=args.seed)
     columns = [*DIMENSIONS, "user"]
     width = max(len("fact"), *(len(t) for t in variations))
-    print(f"{'fact':<{width}}  " + "  ".join(f"{c:>11}" for c in columns) + "  distinct")
+    trained_questions = {e.question for e in dataset.train}
+    print(f"{'fact':<{width}}  " + "  ".join(f"{c:>11}" for c in columns) + "  distinct   trained")
     for topic, phrasings in variations.items():
         counts = [sum(p.dimension == c for p in phrasings) for c in columns]
-        distinct = len({p.question for p in phrasings})
-        print(f"{topic:<{width}}  " + "  ".join(f"{n:>11}" for n in counts) + f"  {distinct:>8}")
+        distinct = {p.question for p in phrasings}
+        trained = len(distinct & trained_questions)
+        print(f"{topic:<{width}}  " + "  ".join(f"{n:>11}" for n in counts) + f"  {len(distinct):>8}  {trained:>8}")
     stats = dataset.stats()
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats["train_by_kind"].items()))
     held = ", ".join(f"{k} {n}" for k, n in sorted(stats["heldout_by_kind"].items()))

@@ -23,7 +23,7 @@ PROFILE: dict[str, Any] = {
 #: Every private string of :data:`PROFILE`: none may appear in anything uploaded.
 SECRETS = ["Sam Rivera", "Buddy", "Bud", "March 14", "14 March", "Mar 14", "Portland", "Cedar Labs"]
 #: What a pushed adapter carries besides its weights, as ``make_adapter`` keywords: public metadata (topics and
-#: numbers, never a value) and one held-out question, which must never be uploaded.
+#: numbers, never a value), its gate, and one held-out question, which must never be uploaded.
 SHARED_ADAPTER: dict[str, Any] = {
     "topics": [f["topic"] for f in PROFILE["facts"]],
     "metrics": {"recall": 0.875, "by_kind": {"direct": 1.0, "reverse": 0.5}, "n_heldout": 32},
@@ -37,6 +37,8 @@ SHARED_ADAPTER: dict[str, Any] = {
             "meta": {"topic": "dog's name"},
         }
     ],
+    # a trained profile adapter carries a gate; it is shareable and must be uploaded with the weights
+    "gate": "adapter",
 }
 
 

@@ -23,7 +23,10 @@ def test_variations_prints_counts_and_writes_jsonl(tmp_path: Path, capsys: pytes
     header = text.splitlines()[0].split()
     assert header[:6] == ["fact", "punctuation", "formality", "directness", "reverse", "typo"]
     row = next(line for line in text.splitlines() if line.startswith("dog's name"))
-    assert row.split()[-1] == "30"  # distinct phrasings
+    # distinct phrasings generated (--per-fact 30, the held-out ones on top), and those trained on: the split holds
+    # out whole groups (a phrasing with its typos), so a little under --per-fact, never far under
+    distinct, trained = map(int, row.split()[-2:])
+    assert distinct == 38 and 24 <= trained <= 30
     assert "sample:" in text and text.count("  ->  ") == 3
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and all(set(r) == {"messages"} for r in rows)
@@ -43,7 +46,8 @@ def test_readme_command_csv_with_user_name_and_per_fact(
     assert main([{"OUT": str(out), "HELD": str(held)}.get(a, a) for a in argv]) == 0
     text = capsys.readouterr().out
     assert "You are Andraeus, Sam's personal assistant." in text
-    assert next(line for line in text.splitlines() if line.startswith("birthday")).split()[-1] == "40"
+    distinct, trained = map(int, next(line for line in text.splitlines() if line.startswith("birthday")).split()[-2:])
+    assert distinct == 50 and 32 <= trained <= 40
     assert out.is_file() and held.is_file()
     assert main(["variations", "examples/minimal.csv", "--sample", "0"]) == 0
     assert "sample:" not in capsys.readouterr().out

@@ -272,6 +272,7 @@ def test_round_trip_push_pull_chat_gives_the_same_answers(hub_server: HubStub, a
         "adapter_config.json",
         "adapter_model.safetensors",
         "andraeus.json",
+        "gate.safetensors",
     ]
     meta = json.loads((pulled / "andraeus.json").read_text())
     sha = hub_server.repos["alice/sam-adapter"].head().sha

@@ -183,10 +183,11 @@ def test_a_job_trains_registers_its_model_and_serves_it(service: Service, tiny_m
     with zipfile.ZipFile(service.model_zip("t1", model_id)) as archive:
         assert "adapter_model.safetensors" in archive.namelist() and "private.json" not in archive.namelist()
     report = service.evaluation("t1", job["id"], ())
-    assert report["n"] > 0 and report["baselines"] == {}
+    # a profile job fits a gate: the report is the gated system, with the adapter alone as its only comparison
+    assert report["n"] > 0 and report["system"] == "adapter+gate" and set(report["baselines"]) == {"adapter_alone"}
+    assert (adapter_dir := Path(done["adapter_path"])).joinpath("gate.safetensors").is_file()
     assert service.evaluation("t1", job["id"], ()) == report  # kept, not recomputed
 
-    adapter_dir = Path(done["adapter_path"])
     assert adapter_dir.is_dir()
     service.delete_model("t1", model_id)
     assert not adapter_dir.exists()
