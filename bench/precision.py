@@ -279,10 +279,12 @@ def main() -> int:
                 work = Path(tmp) / f"{profile.replace(':', '-')}-{seed}"
                 runs.append(_child(args, "run", profile, seed, work))
                 print(f"  ran {profile} seed {seed}: train {runs[-1]['train_s']:.0f}s", flush=True)
+                print("RUN " + json.dumps(runs[-1]), flush=True)  # each run's counts, kept if the bench is cut short
                 # The reference on the first seed of each profile, from its own cold home as well.
                 if i == 0 and not args.no_reference:
                     references.append(_child(args, "reference", profile, seed, work))
                     print(f"  reference {profile} seed {seed}: train {references[-1]['train_s']:.0f}s", flush=True)
+                    print("REFERENCE " + json.dumps(references[-1]), flush=True)
     result = report(runs, references)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
