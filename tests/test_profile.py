@@ -301,3 +301,31 @@ def test_random_csv_raises_only_profile_error(rows: list[list[str]], header: str
 def test_random_text_as_yaml_raises_only_profile_error(text: str) -> None:
     _only_profile_error(text, "yaml")
     _only_profile_error("user_name: Sam\nfacts:\n" + text, "yaml")
+
+
+def test_huge_json_object_is_rejected_in_linear_time() -> None:
+    """A ~1 MB object of 65,000 keys once took 20 s to reject: every key's line was found by scanning from the start.
+
+    The bound is loose (3 s on a busy 2-core machine); the quadratic version took over 14 s on this input.
+    """
+    import time
+
+    text = json.dumps({f"k{i}": i for i in range(65_000)}, separators=(",", ":"))
+    assert len(text) < MAX_FILE_BYTES
+    started = time.perf_counter()
+    with pytest.raises(ProfileError, match="k0"):
+        parse_profile(text, fmt="json", source="big.json")
+    assert time.perf_counter() - started < 3.0
+
+
+def test_json_key_lines_are_found_after_the_previous_key() -> None:
+    """A field's line is its own key's, not that of a same-named key nested in an earlier value."""
+    text = '{"user_name": "Sam", "facts": [{"topic": "dog",\n "questions": [{"value": 1}],\n "value": true}]}'
+    with pytest.raises(ProfileError, match=r"line 3: facts\[0\]\.value must be text"):
+        parse_profile(text, fmt="json", source="p.json")
+
+
+def test_json_number_with_thousands_of_digits_is_a_profile_error() -> None:
+    text = '{"user_name": "Sam", "facts": [{"topic": "dog", "value": ' + "9" * 5000 + "}]}"
+    with pytest.raises(ProfileError, match="too many digits"):
+        parse_profile(text, fmt="json", source="p.json")
