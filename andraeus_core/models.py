@@ -142,6 +142,32 @@ def list_presets() -> list[ModelPreset]:
     return list(PRESETS.values())
 
 
+def served_base_models() -> list[str]:
+    """The base models a server (web app, REST API) lets its users choose: every preset, the server's default
+    (``ANDRAEUS_BASE_MODEL``) and the operator's ``ANDRAEUS_ALLOWED_BASE_MODELS`` (comma-separated directories or Hub
+    ids). A user of a server never names a path or a Hub id: a path would be loaded as a model (and the error would
+    tell whether it exists) and a Hub id would download any repository's weights."""
+    names = [p.name for p in list_presets()]
+    extra = [default_model_name(), *os.environ.get("ANDRAEUS_ALLOWED_BASE_MODELS", "").split(",")]
+    names += [n.strip() for n in extra if n.strip() and n.strip() not in names]
+    return names
+
+
+def check_served_base_model(name: str) -> str:
+    """``name`` if :func:`served_base_models` offers it (nothing on disk or on the Hub is looked at).
+
+    Raises:
+        ConfigError: any other name; the message lists the choices and repeats no more than 80 characters of it.
+    """
+    if name in served_base_models():
+        return name
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    raise ConfigError(
+        f"Base model {shown!r} is not offered here; choose one of: {', '.join(served_base_models())}.",
+        param="base_model",
+    )
+
+
 def resolve_model(name: str | None = None) -> ResolvedModel:
     """Turn a user-given model name into a :class:`ResolvedModel` without loading anything.
 
