@@ -67,9 +67,8 @@ class Session:
 
     @property
     def dir(self) -> Path:
-        path = core.andraeus_home() / "sessions" / self.id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        # 0700 and marked with this process, so that a restarted server sweeps what a dead one left behind.
+        return core.claim_dir(core.andraeus_home() / "sessions" / self.id)
 
     @property
     def cancel_flag(self) -> Path:
@@ -231,7 +230,7 @@ def _config(
     try:
         return core.TrainConfig.preset(
             preset,
-            base_model=base_model,
+            base_model=core.check_served_base_model(base_model),
             epochs=int(epochs),
             lora_r=int(rank),
             lora_alpha=2 * int(rank),
@@ -592,9 +591,11 @@ def push(
 def build_demo() -> gr.Blocks:
     """The Gradio app (six tabs), with its upload limit set; launch or mount it with :data:`LAUNCH_KWARGS`."""
     base_default, qlora_default = default_base_model()
-    presets = [p.name for p in core.list_presets()]
+    presets = core.served_base_models()
     if base_default not in presets:
         presets.insert(0, base_default)
+    # Session folders hold profiles: those a previous process left are removed now and orphans every 10 minutes.
+    core.start_sweeper(core.andraeus_home() / "sessions", max_idle_s=2 * SESSION_TTL_S)
     with gr.Blocks(title="Andraeus") as blocks:
         state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_drop_session)
         gr.Markdown(
@@ -643,9 +644,7 @@ def build_demo() -> gr.Blocks:
             )
         with gr.Tab("Train", id="train"):
             with gr.Row():
-                base_model = gr.Dropdown(
-                    presets, value=base_default, label="Base model", allow_custom_value=True, elem_id="base-model"
-                )
+                base_model = gr.Dropdown(presets, value=base_default, label="Base model", elem_id="base-model")
                 preset = gr.Radio(["cpu", "seed"], value="seed" if qlora_default else "cpu", label="Preset")
                 qlora = gr.Checkbox(value=qlora_default, label="QLoRA (4-bit base; needs a GPU)")
             with gr.Row():
