@@ -225,9 +225,12 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return best[1] if best else None
 
 
-def prepare_run_dir(base: str, config: TrainConfig, train_ds: Any, *, resume: bool) -> tuple[Path, Path | None]:
-    """The run's checkpoint directory, and the checkpoint to resume from (None: start afresh in an empty one)."""
-    run_dir = runs_dir() / run_key(base, config, train_ds)
+def prepare_run_dir(
+    base: str, config: TrainConfig, train_ds: Any, *, resume: bool, root: Path | None = None
+) -> tuple[Path, Path | None]:
+    """The run's checkpoint directory (under ``root``, default :func:`runs_dir`), and the checkpoint to resume from
+    (None: start afresh in an empty one)."""
+    run_dir = (root if root is not None else runs_dir()) / run_key(base, config, train_ds)
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         logger.warning("No checkpoint found for this profile and settings; starting from the beginning")

@@ -56,6 +56,7 @@ def train(
     out_dir: str | Path | None = None,
     user_name: str | None = None,
     model: LoadedModel | None = None,
+    runs_root: str | Path | None = None,
 ) -> Adapter:
     """Train a LoRA (or QLoRA) adapter on a person's facts and write it atomically.
 
@@ -70,6 +71,8 @@ def train(
         model: an already loaded base model to train (it is modified in place: LoRA layers are injected), kept in
             the dtype it was loaded in; default: load ``config.base_model`` afresh (bf16 weights when ``config``
             trains in bf16).
+        runs_root: where the run keeps its checkpoints until the adapter is written (default
+            ``$ANDRAEUS_HOME/runs``); the REST service gives each job its own, to remove it when the job ends.
 
     Returns:
         The :class:`~andraeus_core.adapter.Adapter` (directory + public metadata).
@@ -110,7 +113,9 @@ def train(
     train_ds = tokenize_examples(loaded.tokenizer, dataset.train, config.max_length)
     tokens_per_epoch = sum(len(ids) for ids in train_ds["input_ids"])
     steps_per_epoch = math.ceil(len(train_ds) / (config.batch_size * config.grad_accum))
-    run_dir, checkpoint = prepare_run_dir(base, config, train_ds, resume=resume)
+    run_dir, checkpoint = prepare_run_dir(
+        base, config, train_ds, resume=resume, root=Path(runs_root) if runs_root is not None else None
+    )
     gate = None
     if config.gate and not is_chat_dataset(source):
         # On the bare base model, before LoRA is attached: the gate reads questions through the frozen base.
