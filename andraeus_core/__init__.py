@@ -26,13 +26,16 @@ from .errors import (
     AndraeusError,
     ConfigError,
     ConflictError,
+    ContextLengthError,
     EvaluationError,
     HubError,
     ModelLoadError,
     ModelNotAvailableError,
     NotFoundError,
+    PrivateDataError,
     ProfileError,
     QueueFullError,
+    QuotaError,
     TrainingCancelled,
     TrainingError,
 )
@@ -40,6 +43,7 @@ from .estimate import TrainEstimate
 from .estimate import estimate as estimate_training
 from .evaluate import EvalReport, load_questions
 from .evaluate import evaluate as evaluate_adapter
+from .fsutil import claim_dir, start_sweeper
 from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
 from .jobs import Completion, Service, fine_tuned_model_id
 from .models import (
@@ -47,6 +51,7 @@ from .models import (
     LoadedModel,
     ModelPreset,
     ResolvedModel,
+    check_served_base_model,
     default_model_name,
     generate_batch,
     get_cached_model,
@@ -55,6 +60,7 @@ from .models import (
     load_tokenizer,
     model_dir,
     resolve_model,
+    served_base_models,
 )
 from .plots import recall_by_kind_chart
 from .profile import FORMATS as PROFILE_FORMATS
@@ -79,6 +85,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ConflictError",
+    "ContextLengthError",
     "DIMENSIONS",
     "EvalReport",
     "EvaluationError",
@@ -96,10 +103,12 @@ __all__ = [
     "PRESETS",
     "PROFILE_FORMATS",
     "Phrasing",
+    "PrivateDataError",
     "Profile",
     "ProfileError",
     "ProgressEvent",
     "QueueFullError",
+    "QuotaError",
     "ResolvedModel",
     "Service",
     "Store",
@@ -111,6 +120,8 @@ __all__ = [
     "adapters_dir",
     "andraeus_home",
     "build_dataset",
+    "check_served_base_model",
+    "claim_dir",
     "default_model_name",
     "default_preset",
     "estimate_training",
@@ -139,6 +150,8 @@ __all__ = [
     "recall_by_kind_chart",
     "resolve_adapter",
     "resolve_model",
+    "served_base_models",
+    "start_sweeper",
     "tokenize_example",
     "train_adapter",
     "write_jsonl",

@@ -17,7 +17,7 @@ from andraeus_core import AndraeusError, GenerationConfig
 
 from ..deps import ServiceDep, TenantDep
 from ..errors import ApiError, andraeus_error_status, error_body
-from ..schemas import ChatCompletion, ChatCompletionRequest, ChatMessageOut, Choice, Usage
+from ..schemas import MAX_MESSAGE_CHARS, ChatCompletion, ChatCompletionRequest, ChatMessageOut, Choice, Usage
 
 router = APIRouter(prefix="/chat", tags=["chat"])
 logger = logging.getLogger("andraeus.api")
@@ -28,13 +28,16 @@ def _messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
     for m in body.messages:
         content = m.content if isinstance(m.content, str) else "".join(part.text for part in m.content)
         out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+    total = sum(len(m["content"]) for m in out)
+    if total > MAX_MESSAGE_CHARS:  # checked before the tokenizer sees any of it
+        raise ApiError(
+            400, f"The messages hold {total:,} characters; at most {MAX_MESSAGE_CHARS:,} are read.", param="messages"
+        )
     return out
 
 
 def _config(body: ChatCompletionRequest) -> GenerationConfig:
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if len(stops) > 4:
-        raise ApiError(400, f"stop takes at most 4 strings, got {len(stops)}.", param="stop")
     try:
         return GenerationConfig(
             temperature=body.temperature if body.temperature is not None else 0.0,
