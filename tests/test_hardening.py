@@ -163,6 +163,104 @@ def test_the_base_model_box_takes_no_custom_value() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# 2. One slow reader stalls no one: generation never waits on a client
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(tiny_model: Any) -> Any:
+    from andraeus_core import ChatModel
+
+    return ChatModel(tiny_model)
+
+
+def _in_thread(fn: Any, timeout: float) -> tuple[Any, float]:
+    """``fn()`` in a thread, its result and wall time; fails (without hanging the suite) if it takes over timeout."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        started = time.perf_counter()
+        out["value"] = fn()
+        out["seconds"] = time.perf_counter() - started
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still blocked after {timeout} s"
+    return out["value"], out["seconds"]
+
+
+def test_a_stream_nobody_reads_does_not_block_other_chats(tiny_chat: Any) -> None:
+    from andraeus_core import GenerationConfig
+
+    hello = [{"role": "user", "content": "hello"}]
+    _, alone = _in_thread(lambda: tiny_chat.reply(hello, GenerationConfig(max_new_tokens=8)), 60)
+    stalled = tiny_chat.stream(hello, GenerationConfig(max_new_tokens=4096))
+    next(stalled)  # the reader takes one piece, then never reads again (the generator stays suspended)
+    try:
+        for _ in range(3):
+            answer, seconds = _in_thread(lambda: tiny_chat.reply(hello, GenerationConfig(max_new_tokens=8)), 30)
+            assert answer and seconds < alone + 5.0
+    finally:
+        stalled.close()
+
+
+def test_a_later_short_answer_is_not_queued_behind_a_long_one(tiny_chat: Any) -> None:
+    from andraeus_core import GenerationConfig
+
+    hello = [{"role": "user", "content": "hello"}]
+    finished: dict[str, float] = {}
+
+    def long_answer() -> None:
+        "".join(tiny_chat.stream(hello, GenerationConfig(max_new_tokens=1500)))
+        finished["long"] = time.perf_counter()
+
+    thread = threading.Thread(target=long_answer, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # the long answer is generating
+    _in_thread(lambda: tiny_chat.reply(hello, GenerationConfig(max_new_tokens=8)), 30)
+    finished["short"] = time.perf_counter()
+    thread.join(120)
+    assert finished["short"] < finished["long"]  # the model was handed over between slices
+
+
+def test_a_generation_ends_when_cancelled_or_out_of_time(tiny_chat: Any) -> None:
+    from andraeus_core import GenerationConfig
+
+    hello = [{"role": "user", "content": "hello"}]
+    usage: dict[str, Any] = {}
+    started = time.perf_counter()
+    "".join(tiny_chat.stream(hello, GenerationConfig(max_new_tokens=4096), usage=usage, timeout_s=0.5))
+    assert time.perf_counter() - started < 5.0
+    assert usage["finish_reason"] == "length" and 0 < usage["completion_tokens"] < 4096
+    cancel = threading.Event()
+    usage = {}
+    pieces = tiny_chat.stream(hello, GenerationConfig(max_new_tokens=4096), usage=usage, cancel=cancel)
+    next(pieces)
+    cancel.set()  # e.g. the HTTP client of a non-streamed request went away
+    rest, seconds = _in_thread(lambda: list(pieces), 10)
+    assert seconds < 5.0 and usage["completion_tokens"] < 4096
+
+
+def test_a_paused_answer_resumes_exactly(tiny_chat: Any) -> None:
+    """A reader that falls behind pauses the generation; once it reads on, the answer is the one it would have been."""
+    from andraeus_core import GenerationConfig
+
+    hello = [{"role": "user", "content": "Tell me everything."}]
+    config = GenerationConfig(max_new_tokens=300)
+    whole = "".join(tiny_chat.stream(hello, config))
+    slow = tiny_chat.stream(hello, config)
+    first = next(slow)
+    time.sleep(2.0)  # long enough for the generation to run ahead and pause
+    assert first + "".join(slow) == whole
+    sampled = GenerationConfig(max_new_tokens=200, temperature=1.0, seed=3)
+    once = "".join(tiny_chat.stream(hello, sampled))
+    slow = tiny_chat.stream(hello, sampled)
+    first = next(slow)
+    time.sleep(2.0)
+    assert first + "".join(slow) == once  # the sampler's state is kept across the pause
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # 3. Resource exhaustion from small requests: bounds checked before any work
 
 
