@@ -206,14 +206,29 @@ def _chat_dataset(examples: list[Any], data: bytes, seed: int) -> Any:
 
 
 class Completion:
-    """A chat completion in progress: iterate for the text pieces; usage is known once iteration ends."""
+    """A chat completion in progress: iterate for the text pieces; usage is known once iteration ends.
 
-    def __init__(self, chat: Any, messages: list[dict[str, str]], config: Any, *, gate: bool = True):
+    Args:
+        gate: route the question through the adapter's gate (``False``: the adapter answers everything).
+        timeout_s: the longest its generation may take, waiting for the model included (then it ends, "length").
+    """
+
+    def __init__(
+        self,
+        chat: Any,
+        messages: list[dict[str, str]],
+        config: Any,
+        *,
+        gate: bool = True,
+        timeout_s: float | None = None,
+    ):
         self.chat = chat
         self.messages = messages
         self.config = config
         self.gate = gate
         self.route: str | None = None  # who answered (adapter, abstain, base), once iteration ends
+        self.timeout_s = timeout_s
+        self._cancel = threading.Event()
         encoded = chat.prompt_ids(messages)
         self.prompt_tokens = int(encoded["input_ids"].shape[-1])
         context = context_length(chat)
@@ -228,18 +243,29 @@ class Completion:
         self.text = ""
 
     def __iter__(self) -> Iterator[str]:
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
         trace: dict[str, Any] = {}
-        for piece in self.chat.stream(self.messages, self.config, usage=usage, gate=self.gate, trace=trace):
+        stream = self.chat.stream(
+            self.messages,
+            self.config,
+            usage=usage,
+            gate=self.gate,
+            trace=trace,
+            timeout_s=self.timeout_s,
+            cancel=self._cancel,
+        )
+        for piece in stream:
             self.text += piece
             yield piece
         self.route = trace.get("route")
         # The tokens generated, not the answer tokenised again: re-tokenising decoded text can give more tokens
         # than were generated (and than max_tokens allowed).
         self.completion_tokens = usage.get("completion_tokens", 0)
-        stopped = any(s in self.text for s in self.config.stop)
-        if self.completion_tokens >= self.config.max_new_tokens and not stopped:
-            self.finish_reason = "length"
+        self.finish_reason = usage.get("finish_reason", "stop")
+
+    def cancel(self) -> None:
+        """End the generation at its next token (the client went away); safe from any thread."""
+        self._cancel.set()
 
 
 def context_length(chat: Any) -> int | None:
@@ -814,10 +840,18 @@ class Service:
         return self.chats.get(record["path"], lambda: load_chat_model(record["base_model"], record["path"]))
 
     def complete(
-        self, tenant: str, model_id: str, messages: list[dict[str, str]], config: Any, *, gate: bool = True
+        self,
+        tenant: str,
+        model_id: str,
+        messages: list[dict[str, str]],
+        config: Any,
+        *,
+        gate: bool = True,
+        timeout_s: float | None = None,
     ) -> Completion:
-        """Start a chat completion (iterate the result for the text); ``gate=False`` bypasses the adapter's gate."""
-        return Completion(self.chat_model(tenant, model_id), messages, config, gate=gate)
+        """Start a chat completion (iterate the result for the text); ``gate=False`` bypasses the adapter's gate,
+        ``timeout_s`` bounds its generation."""
+        return Completion(self.chat_model(tenant, model_id), messages, config, gate=gate, timeout_s=timeout_s)
 
     def model_zip(self, tenant: str, model_id: str) -> Path:
         """A zip of the fine-tuned model's shareable files (nothing private)."""

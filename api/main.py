@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from fastapi import FastAPI, Request
 from starlette.datastructures import Headers
 
@@ -102,8 +103,9 @@ class CatchAll:
             if not state["started"]:
                 await _send_json(send, 500, internal_error_body())
             elif not state["ended"]:
-                # A streamed body that broke off: end it, so the message is complete and the connection reusable.
-                with contextlib.suppress(Exception):
+                # A streamed body that broke off: end it, so the message is complete and the connection reusable
+                # (briefly: a client that reads nothing would hold this send for ever).
+                with contextlib.suppress(Exception), anyio.move_on_after(5):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -274,6 +276,7 @@ def create_app(settings: ApiSettings | None = None, service: Service | None = No
     app.state.service = service
     app.state.settings = settings
     app.state.no_auth = no_auth
+    app.state.chat_admission = chat.ChatAdmission(settings.max_pending_chats)
     install_error_handlers(app)
     # add_middleware puts each new one outside the previous: CatchAll sees everything, the guard runs before any
     # route (the web app mounted at / included), the size limit wraps the routes.

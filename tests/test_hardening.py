@@ -260,6 +260,86 @@ def test_a_paused_answer_resumes_exactly(tiny_chat: Any) -> None:
     assert first + "".join(slow) == once  # the sampler's state is kept across the pause
 
 
+def _live(settings: ApiSettings) -> Any:
+    """A uvicorn server on 127.0.0.1 in a thread; returns (port, stop).
+
+    Its connections get small send buffers (accepted sockets inherit the listener's), so that a client that reads
+    nothing backs the server up after ~100 KB, as it would after a few MB on a real network.
+    """
+    import socket
+
+    import uvicorn
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()
+
+    return port, stop
+
+
+def _never_read(port: int, body: dict[str, Any]) -> Any:
+    """Send a request and never read the answer (the attacker's stream)."""
+    import socket
+
+    data = json.dumps(body).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small, so the server's writes back up soon
+    sock.connect(("127.0.0.1", port))
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {KEY_A}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+def test_over_http_a_never_reading_stream_stalls_no_one_and_is_dropped(tiny_model: Any) -> None:
+    import httpx
+
+    settings = ApiSettings(api_keys=KEYS, workers=0, max_pending_chats=2, stream_send_timeout_s=5.0)
+    port, stop = _live(settings)
+    long = {"model": "tiny-random", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000}
+    quick = {"model": "tiny-random", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        attacker = _never_read(port, {**long, "stream": True})
+        time.sleep(1.0)
+        with httpx.Client(base_url=url, headers=A, timeout=30) as c:
+            for _ in range(3):
+                started = time.perf_counter()
+                assert c.get("/healthz").status_code == 200
+                assert c.post("/v1/chat/completions", json=quick).status_code == 200
+                assert time.perf_counter() - started < 10.0
+            # Two chats at once is this server's limit: a third is told to come back, at once.
+            second = _never_read(port, {**long, "stream": True})
+            time.sleep(0.5)
+            r = c.post("/v1/chat/completions", json=quick)
+            _error(r, 429, "too_many_requests")
+            assert int(r.headers["Retry-After"]) > 0
+            # The clients that read nothing are dropped after the send timeout, freeing their places.
+            deadline = time.time() + 60
+            while c.post("/v1/chat/completions", json=quick).status_code == 429:
+                assert time.time() < deadline, "the never-reading streams were not dropped"
+                time.sleep(0.5)
+        attacker.close()
+        second.close()
+    finally:
+        stop()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 3. Resource exhaustion from small requests: bounds checked before any work
 
