@@ -736,3 +736,33 @@ def test_a_job_that_used_up_its_restarts_says_so() -> None:
     assert error["code"] == "server_restart" and "3 times" in error["message"]
     assert "before a checkpoint" not in error["message"]
     assert not run.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# README: the API section lists every limit
+
+
+def test_the_readme_lists_every_api_setting_and_bound() -> None:
+    import re
+
+    from andraeus_core import jobs, profile
+    from api import schemas
+
+    section = (ROOT / "README.md").read_text().split("## API (OpenAI-compatible)")[1].split("\n## ")[0]
+    settings = set(re.findall(r"ANDRAEUS_API_[A-Z_]+", (ROOT / "api" / "deps.py").read_text()))
+    assert settings and {s for s in settings if s not in section} == set()
+    for bound in (
+        schemas.MAX_MESSAGES,
+        schemas.MAX_MESSAGE_CHARS,
+        schemas.MAX_STOPS,
+        schemas.MAX_STOP_CHARS,
+        jobs.MAX_FILENAME_CHARS,
+        jobs.MAX_CHAT_EXAMPLES,
+        jobs.MAX_METADATA_PAIRS,
+        jobs.MAX_METADATA_KEY_CHARS,
+        jobs.MAX_METADATA_VALUE_CHARS,
+        profile.MAX_FACTS,
+        profile.MAX_TOPIC_CHARS,
+        profile.MAX_VALUE_CHARS,
+    ):
+        assert f"{bound:,}" in section, bound
