@@ -35,8 +35,24 @@ from .errors import (
     QueueFullError,
     TrainingCancelled,
     TrainingError,
+    TrainingPaused,
 )
-from .estimate import TrainEstimate
+from .estimate import (
+    SPACE_GPU,
+    ZEROGPU_DAILY_QUOTA_S,
+    ZEROGPU_MAX_CALL_S,
+    GpuBudget,
+    TrainEstimate,
+    ZeroGpuRefusal,
+    budget_models,
+    chat_gpu_seconds,
+    evaluation_gpu_seconds,
+    gpu_budget,
+    gpu_call_seconds,
+    largest_fitting_model,
+    read_zerogpu_error,
+    zerogpu_slice_s,
+)
 from .estimate import estimate as estimate_training
 from .evaluate import EvalReport, load_questions
 from .evaluate import evaluate as evaluate_adapter
@@ -48,6 +64,7 @@ from .models import (
     ModelPreset,
     ResolvedModel,
     default_model_name,
+    first_load_work,
     generate_batch,
     get_cached_model,
     list_presets,
@@ -61,6 +78,7 @@ from .profile import FORMATS as PROFILE_FORMATS
 from .profile import MAX_FILE_BYTES as MAX_PROFILE_BYTES
 from .profile import Fact, Profile, load_profile, parse_profile, profile_from_rows, profile_hash
 from .recipe import ProgressEvent, default_preset
+from .slices import SliceResult, run_in_slices, stream_slice, train_in_slices, train_slice
 from .store import Store
 from .train import train as train_adapter
 from .variations import DIMENSIONS, Phrasing, generate_variations
@@ -85,6 +103,7 @@ __all__ = [
     "ExampleMeta",
     "Fact",
     "GenerationConfig",
+    "GpuBudget",
     "HubError",
     "LoadedModel",
     "MAX_PROFILE_BYTES",
@@ -101,27 +120,40 @@ __all__ = [
     "ProgressEvent",
     "QueueFullError",
     "ResolvedModel",
+    "SPACE_GPU",
     "Service",
+    "SliceResult",
     "Store",
     "TrainConfig",
     "TrainEstimate",
     "TrainingCancelled",
     "TrainingError",
+    "TrainingPaused",
+    "ZEROGPU_DAILY_QUOTA_S",
+    "ZEROGPU_MAX_CALL_S",
+    "ZeroGpuRefusal",
     "adapter_zip",
     "adapters_dir",
     "andraeus_home",
+    "budget_models",
+    "chat_gpu_seconds",
     "build_dataset",
     "default_model_name",
     "default_preset",
     "estimate_training",
+    "evaluation_gpu_seconds",
     "evaluate_adapter",
     "facts_system_prompt",
     "fine_tuned_model_id",
+    "first_load_work",
     "generate_batch",
     "generate_variations",
     "generated_per_fact",
     "get_cached_model",
+    "gpu_budget",
+    "gpu_call_seconds",
     "identity_system_prompt",
+    "largest_fitting_model",
     "list_presets",
     "load_chat_model",
     "load_model",
@@ -136,10 +168,16 @@ __all__ = [
     "pull_adapter",
     "push_adapter",
     "read_jsonl",
+    "read_zerogpu_error",
     "recall_by_kind_chart",
     "resolve_adapter",
     "resolve_model",
+    "run_in_slices",
+    "stream_slice",
     "tokenize_example",
     "train_adapter",
+    "train_in_slices",
+    "train_slice",
     "write_jsonl",
+    "zerogpu_slice_s",
 ]
