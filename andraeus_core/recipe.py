@@ -476,6 +476,10 @@ def trainer_class() -> type:
     from trl import SFTTrainer
 
     class AndraeusSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return _epoch_seeded(super()._get_train_sampler(train_dataset), seed)
+
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
@@ -512,6 +516,33 @@ def trainer_class() -> type:
             return loss
 
     return AndraeusSFTTrainer
+
+
+def _epoch_seeded(sampler: Any, seed: int) -> Any:
+    """transformers' ``LengthGroupedSampler`` drawing each epoch's order from ``seed + epoch``; other samplers as is.
+
+    The stock sampler shuffles with the global RNG when an epoch starts, so a run resumed in the middle of a later
+    epoch (the next training slice) would replay that epoch in another order than the uninterrupted run. The trainer
+    calls ``set_epoch`` before each epoch, also on the dataloader that skips the batches a resumed epoch has done.
+    (Random batches need nothing: accelerate's seedable sampler already orders each epoch by its seed.)
+    """
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    if not isinstance(sampler, LengthGroupedSampler):
+        return sampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator = torch.Generator().manual_seed(seed + self.epoch)
+            return super().__iter__()
+
+    return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths)
 
 
 def make_trainer(model: Any, config: TrainConfig, run_dir: Path, train_ds: Any, tokenizer: Any, callback: Any) -> Any:

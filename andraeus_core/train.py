@@ -137,6 +137,9 @@ def train(
         data = gate_data(source, dataset, seed=config.seed)
         gate = fit_gate(loaded.model, loaded.tokenizer, data, source, seed=config.seed)
     prepare_seconds = time.perf_counter() - started
+    # Seeded again: loading may have drawn random numbers (building or converting the model on first use), and the
+    # LoRA weights' initialisation should not depend on whether it did.
+    set_seed(config.seed)
     peft_model = attach_lora(loaded, config)
     probe_set = probe_examples(dataset.train, config.early_stop_probe_size, config.seed) if config.early_stop else []
     callback = make_callback(

@@ -141,8 +141,9 @@ def test_a_run_over_several_slices_equals_one_run(isolated_home, tmp_path):
     steps = single.meta.metrics.steps
     assert steps >= 20
 
-    # Room for about a third of the steps in each slice (after loading, which every slice repeats).
-    slice_s = prepare + (total - prepare) / 3
+    # Room for about a quarter of the steps in each slice (after loading, which every slice repeats): pauses in the
+    # middle of later epochs too, whose order a resumed run must replay.
+    slice_s = prepare + (total - prepare) / 4
     results: list[SliceResult] = []
     events = []
     sliced = train_in_slices(
