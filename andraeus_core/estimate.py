@@ -296,18 +296,18 @@ class GpuBudget(BaseModel):
     def summary(self, quota_left_s: float | None = None) -> str:
         """A short paragraph for the web app: the GPU seconds, the calls, and what fits."""
         label = "measured throughput" if self.measured else "estimate, not yet measured on a Space"
+        head = (
+            f"On {self.gpu} this run needs about **{self.gpu_seconds:.0f} GPU seconds** ({label}): {self.steps} "
+            f"steps at ~{self.tokens_per_second:,.0f} tokens/s"
+        )
         if self.calls is None:
-            head = (
-                f"On {self.gpu} loading {self.base_model} alone (~{self.load_seconds:.0f}s) does not fit one GPU call "
-                f"of {self.per_call_s:.0f}s."
+            head += (
+                f"; but loading {self.base_model} alone (~{self.load_seconds:.0f}s) does not fit one GPU call of "
+                f"{self.per_call_s:.0f}s."
             )
         else:
             calls = "one GPU call" if self.calls == 1 else f"{self.calls} GPU calls of at most {self.per_call_s:.0f}s"
-            head = (
-                f"On {self.gpu} this run needs about **{self.gpu_seconds:.0f} GPU seconds** ({label}) in {calls}, "
-                f"each loading the model (~{self.load_seconds:.0f}s), {self.steps} steps at "
-                f"~{self.tokens_per_second:,.0f} tokens/s."
-            )
+            head += f", in {calls}, each loading the model (~{self.load_seconds:.0f}s)."
         tiers = ", ".join(
             f"{tier} {seconds}s/day {'✓' if ok else '✗'}"
             for (tier, seconds), ok in zip(ZEROGPU_DAILY_QUOTA_S.items(), self.tiers().values(), strict=True)

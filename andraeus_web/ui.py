@@ -453,6 +453,9 @@ def start_training(
     try:
         if SLICED:
             plan = core.gpu_budget(profile, config)
+            if ON_ZERO_GPU and plan.calls is None:  # every call would run past its duration and be aborted
+                yield sess, f"❌ {plan.summary()} Choose a smaller base model.", _loss_frame(losses)
+                return
             yield sess, f"Starting. {plan.summary(sess.quota_left_s)}", _loss_frame(losses)
         if ON_ZERO_GPU:  # download (or convert) the base model on the CPU, outside the visitor's GPU quota
             yield sess, "Preparing: fetching the base model (outside your GPU quota)", _loss_frame(losses)

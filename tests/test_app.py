@@ -367,3 +367,37 @@ def test_a_quota_refusal_mid_run_keeps_the_checkpoint_says_what_to_do_and_train_
     text = train("qwen2.5-7b", "cpu", 3, 64, False, 30, 0.2)[-1]
     assert "60s left" in text and "a smaller base model: **" in text and "checkpoint" not in text, text
     assert calls == [(False, calls[0][1])] and sess.paused is None
+
+
+def test_on_zero_gpu_a_model_that_cannot_load_within_one_call_is_refused_before_any_call(monkeypatch):
+    import andraeus_core as core
+    from andraeus_web import ui
+
+    monkeypatch.setattr(ui, "ON_ZERO_GPU", True)
+    monkeypatch.setattr(ui, "SLICED", True)
+    monkeypatch.setenv("ANDRAEUS_ZEROGPU_MAX_S", "20")  # shorter than loading 7B by the estimate
+    monkeypatch.setattr(ui, "_train_slice_on_gpu", lambda *a: pytest.fail("no GPU call should be made"))
+    sess = ui.Session()
+    sess.profile = core.load_profile(ROOT / "examples" / "seed_profile.yaml")
+    statuses = [
+        s for _s, s, _p in ui.start_training(sess, "qwen2.5-7b", "cpu", 3, 64, False, 30, 0.2, lambda *a, **k: None)
+    ]
+    assert len(statuses) == 1 and statuses[0].startswith("❌") and "GPU seconds" in statuses[0], statuses
+    assert "does not fit one GPU call of 20s" in statuses[0] and "smaller base model" in statuses[0]
+
+
+def test_python_app_py_listens_where_gradio_server_name_and_port_say(monkeypatch):
+    import runpy
+
+    import gradio
+
+    seen: dict = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: seen.update(kwargs))
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what a Space sets; nothing listens here
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    runpy.run_path(str(ROOT / "app.py"), run_name="__main__")
+    assert (seen["server_name"], seen["server_port"]) == ("0.0.0.0", 7861)
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name)
+    runpy.run_path(str(ROOT / "app.py"), run_name="__main__")
+    assert (seen["server_name"], seen["server_port"]) == ("127.0.0.1", 7860)

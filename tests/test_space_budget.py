@@ -26,8 +26,15 @@ EXAMPLE = ROOT / "examples" / "seed_profile.yaml"
 
 
 @pytest.fixture(scope="module")
-def cpu_budgets() -> dict:
-    return budget_models(EXAMPLE, TrainConfig.preset("cpu"), per_call_s=290)
+def cpu_budgets(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # Module-scoped, so set up before the autouse isolation: isolate it here, with no base model on disk (tokens are
+    # then counted with the default's tokenizer, as on a fresh Space), whatever the developer's home holds.
+    home = tmp_path_factory.mktemp("budget-home")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("ANDRAEUS_HOME", "HF_HOME", "ANDRAEUS_MODELS_DIR"):
+            mp.setenv(name, str(home / name.lower()))
+        mp.delenv("ANDRAEUS_BASE_MODEL", raising=False)
+        return budget_models(EXAMPLE, TrainConfig.preset("cpu"), per_call_s=290)
 
 
 def test_the_budget_adds_loading_per_call_guards_steps_probes_and_saves(cpu_budgets):
