@@ -28,9 +28,10 @@ from .config import TrainConfig, andraeus_home
 from .dataset import tokenize_example
 from .errors import ConfigError, ModelLoadError, ModelNotAvailableError
 from .fsutil import atomic_write
+from .gate import gate_data
 from .models import PRESETS, device_type, first_load_work, load_tokenizer, model_dir, resolve_model
 from .probes import GUARD_MAX_NEW_TOKENS
-from .recipe import pause_reserve_s, prepare_dataset
+from .recipe import is_chat_dataset, load_source, pause_reserve_s, prepare_dataset
 
 # Throughput used by estimate() before this machine has trained anything, as (parameter count × tokens/s): the
 # product is roughly constant across model sizes on one device. CPU: measured with bench/train_speed.py on the
@@ -260,6 +261,9 @@ class GpuBudget(BaseModel):
     tokens_per_second: float = Field(description="Training throughput assumed.")
     load_seconds: float = Field(description="Every call: start the GPU worker and load the base model.")
     guard_seconds: float = Field(description="First call: the base model answers the over-trigger guard questions.")
+    gate_seconds: float = Field(
+        0.0, description="Every call, with the gate on: its questions through the base model, then the fit."
+    )
     train_seconds: float = Field(description="The optimiser steps.")
     probe_seconds: float = Field(description="Early-stop probes after the epochs (0 without early stop).")
     save_seconds: float = Field(description="Writing one checkpoint or the adapter.")
@@ -286,7 +290,7 @@ class GpuBudget(BaseModel):
         """
         done = step / total_steps if total_steps else 0.0
         rest = (1 - done) * (self.train_seconds + self.probe_seconds) + (0 if step else self.guard_seconds)
-        need = (self.load_seconds + rest + self.save_seconds) * ESTIMATE_MARGIN
+        need = (self.load_seconds + self.gate_seconds + rest + self.save_seconds) * ESTIMATE_MARGIN
         need = need / (1 - pause_reserve_s(1.0))  # train() keeps that share of the budget free
         request = min(self.per_call_s, max(need, 30.0))
         if quota_left_s is not None and need <= quota_left_s < request:
@@ -330,8 +334,9 @@ def _shape(base: str) -> tuple[float, int]:
         return _param_count(base), 32
 
 
-def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) -> tuple[int, int, int, bool]:
-    """(training examples, tokens per epoch, guard questions answered by the base model, proxy tokenizer used)."""
+def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) -> tuple[int, int, int, int, bool]:
+    """(training examples, tokens per epoch, guard questions answered by the base model, gate questions read by the
+    base model, proxy tokenizer used)."""
     guards: list[int] = []
     # Guard answers take the base model's words (up to GUARD_MAX_NEW_TOKENS); a placeholder of about half that
     # length keeps the token count close without generating anything.
@@ -342,6 +347,12 @@ def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) 
         return [placeholder] * len(questions)
 
     dataset = prepare_dataset(profile_or_dataset, config, guard_answer_fn=count_guards)
+    gate_questions = 0
+    source = load_source(profile_or_dataset)
+    if config.gate and not is_chat_dataset(source):  # as train() fits it: training questions (capped), then held out
+        data = gate_data(source, dataset, seed=config.seed)
+        gate_questions = sum(min(len(set(qs)), 600) for qs in data.train.values())
+        gate_questions += sum(len(set(qs)) for qs in data.heldout.values())
     proxy = False
     if tokenizer is None:
         if first_load_work(config.base_model) is None:
@@ -354,11 +365,18 @@ def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) 
     tokens = sum(
         len(tokenize_example(tokenizer, ex, max_length=config.max_length)["input_ids"]) for ex in dataset.train
     )
-    return len(dataset.train), tokens, sum(guards), proxy
+    return len(dataset.train), tokens, sum(guards), gate_questions, proxy
 
 
 def _budget_from_counts(
-    base: str, config: TrainConfig, examples: int, tokens: int, guards: int, proxy: bool, per_call_s: float
+    base: str,
+    config: TrainConfig,
+    examples: int,
+    tokens: int,
+    guards: int,
+    gate_questions: int,
+    proxy: bool,
+    per_call_s: float,
 ) -> GpuBudget:
     params, layers = _shape(base)
     four_bit = config.quantize == "4bit"
@@ -384,16 +402,21 @@ def _budget_from_counts(
     probes = max(0, config.epochs - 1) if config.early_stop else 0
     probe_s = probes * math.ceil(min(config.early_stop_probe_size, examples) / 32) * 32 * decode_s
     load_s = _GPU.call_s + 2.0 * params / _GPU.disk + (params * 0.5e-9 if four_bit else 0.0)
+    # The gate: batches of 64 short questions (~16 tokens) through the base model, then a small fit (~1 s).
+    prefill_s = layers * _GPU.layer_s + max(2 * params * 64 * 16 / _GPU.flops, weight_bytes / _GPU.bandwidth)
+    gate_s = math.ceil(gate_questions / 64) * prefill_s + 1.0 if gate_questions else 0.0
     hidden = math.sqrt(params / (12 * layers))
     lora_params = config.lora_r * layers * 20 * hidden  # A and B of the seven projections, ~20 hidden sizes per layer
     save_s = 1.0 + lora_params * 4 * 3 / _GPU.disk  # float32 weights and two AdamW moments
-    usable = per_call_s - pause_reserve_s(per_call_s) - load_s
+    # Every call loads the model and fits the gate again (a call that pauses writes a checkpoint, not the gate).
+    per_call_setup = load_s + gate_s
+    usable = per_call_s - pause_reserve_s(per_call_s) - per_call_setup
     work = guard_s + train_s + probe_s
     calls: int | None = None
-    gpu_s = load_s + work + save_s
+    gpu_s = per_call_setup + work + save_s
     if usable > save_s:
         calls = max(1, math.ceil((work + save_s) / usable))
-        gpu_s = calls * load_s + work + calls * save_s
+        gpu_s = calls * per_call_setup + work + calls * save_s
     return GpuBudget(
         base_model=base,
         quantize=config.quantize,
@@ -404,6 +427,7 @@ def _budget_from_counts(
         tokens_per_second=round(tokens * config.epochs / max(train_s, 1e-9), 1),
         load_seconds=round(load_s, 1),
         guard_seconds=round(guard_s, 1),
+        gate_seconds=round(gate_s, 1),
         train_seconds=round(train_s, 1),
         probe_seconds=round(probe_s, 1),
         save_seconds=round(save_s, 1),
@@ -425,9 +449,9 @@ def gpu_budget(
         tokenizer: the base model's tokenizer, if loaded; else read from disk, or the default's as a proxy.
     """
     per_call = zerogpu_slice_s() if per_call_s is None else per_call_s
-    examples, tokens, guards, proxy = _count_tokens(profile_or_dataset, config, tokenizer)
+    examples, tokens, guards, gate_questions, proxy = _count_tokens(profile_or_dataset, config, tokenizer)
     return _budget_from_counts(
-        resolve_model(config.base_model).name, config, examples, tokens, guards, proxy, per_call
+        resolve_model(config.base_model).name, config, examples, tokens, guards, gate_questions, proxy, per_call
     )
 
 
@@ -446,10 +470,17 @@ def budget_models(
     tokenizers differ by a few percent, which the estimate's margin covers.
     """
     per_call = zerogpu_slice_s() if per_call_s is None else per_call_s
-    examples, tokens, guards, proxy = _count_tokens(profile_or_dataset, config, None)
+    examples, tokens, guards, gate_questions, proxy = _count_tokens(profile_or_dataset, config, None)
     return {
         name: _budget_from_counts(
-            name, config.model_copy(update={"base_model": name}), examples, tokens, guards, proxy, per_call
+            name,
+            config.model_copy(update={"base_model": name}),
+            examples,
+            tokens,
+            guards,
+            gate_questions,
+            proxy,
+            per_call,
         )
         for name in space_models()
     }

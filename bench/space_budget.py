@@ -3,10 +3,10 @@ ZeroGPU's per-call limit and daily quotas.
 
 For each preset base model and two recipes — the ``cpu`` preset (bf16 LoRA, <=3 epochs with early stop, batch 8:
 the Space's default recipe) and the seed's (``seed`` preset, QLoRA 4-bit, 5 epochs, batch 2 x 4) — it prints the
-GPU seconds of one training run on a ZeroGPU "large" GPU (half an H200): model loading in every call, the base
-model's guard answers, the optimiser steps, early-stop probes and checkpoints, and how many calls of at most
-ANDRAEUS_ZEROGPU_MAX_S (default 290 s) that takes. The figures come from ``andraeus_core.estimate``'s model of the
-GPU (its table of model shapes and GPU figures), not from a run on a Space: they are ESTIMATES until measured.
+GPU seconds of one training run on a ZeroGPU "large" GPU (half an H200): model loading and fitting the gate in every
+call, the base model's guard answers, the optimiser steps, early-stop probes and checkpoints, and how many calls of
+at most ANDRAEUS_ZEROGPU_MAX_S (default 290 s) that takes. The figures come from ``andraeus_core.estimate``'s model
+of the GPU (its table of model shapes and GPU figures), not from a run on a Space: they are ESTIMATES until measured.
 Nothing is downloaded: tokens are counted with the default model's tokenizer when a preset's own is not on disk.
 
     python bench/space_budget.py                  # the table (a few seconds, CPU only)
@@ -57,16 +57,17 @@ def table(result: dict) -> str:
         f"one call <= {result['per_call_s']:.0f}s; daily quotas: " + ", ".join(f"{t} {s}s" for t, s in tiers.items()),
         f"A run 'fits' a quota when estimate x {result['estimate_margin']} <= quota.",
         "",
-        "| recipe | model | steps | tokens/s | load s/call | guards s | train s | GPU s | calls | fits |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| recipe | model | steps | tokens/s | load s/call | gate s/call | guards s | train s | GPU s | calls "
+        "| fits |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, recipe in result["recipes"].items():
         for name, b in recipe["models"].items():
             ok = [t for t, s in tiers.items() if b["calls"] and b["gpu_seconds"] * result["estimate_margin"] <= s]
             lines.append(
                 f"| {label} | {name} | {b['steps']} | {b['tokens_per_second']:,.0f} | {b['load_seconds']:.0f} | "
-                f"{b['guard_seconds']:.0f} | {b['train_seconds']:.0f} | {b['gpu_seconds']:.0f} | {b['calls']} | "
-                f"{', '.join(ok) or 'none'} |"
+                f"{b['gate_seconds']:.0f} | {b['guard_seconds']:.0f} | {b['train_seconds']:.0f} | "
+                f"{b['gpu_seconds']:.0f} | {b['calls']} | {', '.join(ok) or 'none'} |"
             )
     lines.append("")
     for label, recipe in result["recipes"].items():

@@ -208,8 +208,8 @@ def test_cancel_really_stops_training(app_url: str):
         pytest.fail(f"training never reported a step: {job.outputs()[-1:]}")
     cancelled_at = time.monotonic()
     statuses = [o[0] for o in job.outputs()]
-    assert any(s.startswith("Preparing (1/3): loading the base model") for s in statuses), statuses
-    assert any(s.startswith("Preparing (2/3)") and "guard answers" in s for s in statuses)
+    assert any(s.startswith("Preparing (1/4): loading the base model") for s in statuses), statuses
+    assert any(s.startswith("Preparing (2/4)") and "guard answers" in s for s in statuses)
     assert not any("0/0" in s for s in statuses)  # the preparing phase says what it does, not "step 0/0"
     assert "Cancelling" in client.predict(api_name="/cancel")
     status, _plot = job.result(timeout=120)
@@ -299,7 +299,9 @@ def test_zero_gpu_durations_follow_the_job_and_gpu_functions_take_plain_values(m
 
     # Evaluation and chat ask for what they need (an anonymous visitor has 120 s a day), not a fixed 180 s / 90 s.
     adapter = str(make_adapter(tmp_path / "a", dataset={"train": 300, "heldout": 50}))
-    assert ui._evaluation_seconds(adapter) == ui._chat_seconds(adapter, [], True) == 20  # tiny-random: the floor
+    assert (
+        ui._evaluation_seconds(adapter) == ui._chat_seconds(adapter, [], True, True, {}) == 20
+    )  # tiny-random: the floor
     from andraeus_core import gpu_call_seconds
 
     seven_b = gpu_call_seconds("qwen2.5-7b", decode_steps=3 * 48)  # an evaluation of <= 64 questions on 7B

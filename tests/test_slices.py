@@ -112,8 +112,9 @@ def test_a_budget_that_runs_out_pauses_at_a_checkpoint_and_resume_finishes(isola
     assert paused.value.step == 1 and paused.value.total_steps > 2
     assert [e.step for e in events if e.phase == "train"] == [1]
     prepare = [e for e in events if e.phase == "prepare"]
-    assert [(e.step, e.total_steps) for e in prepare] == [(1, 3), (2, 3), (3, 3)]
+    assert [(e.step, e.total_steps) for e in prepare] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert "loading the base model" in prepare[0].message and "guard answers" in prepare[1].message
+    assert "a new run" in prepare[2].message and "gate" in prepare[3].message
     checkpoints = list((isolated_home / "runs").glob("*/checkpoint-1"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "trainer_state.json").is_file()
 
@@ -162,12 +163,13 @@ def test_a_run_over_several_slices_equals_one_run(isolated_home, tmp_path):
     assert sliced.meta.metrics.losses == pytest.approx(single.meta.metrics.losses, rel=1e-3, abs=1e-4)
     assert sliced.meta.metrics.steps == steps and sliced.meta.metrics.resumed_from_step == paused_at[-1]
 
-    # The same adapter, within float tolerance.
-    a = load_file(str(single.path / "adapter_model.safetensors"))
-    b = load_file(str(sliced.path / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.allclose(a[name], b[name], rtol=1e-3, atol=1e-5), name
+    # The same adapter and gate (fitted again in the last slice), within float tolerance.
+    for file in ("adapter_model.safetensors", "gate.safetensors"):
+        a = load_file(str(single.path / file))
+        b = load_file(str(sliced.path / file))
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.allclose(a[name], b[name], rtol=1e-3, atol=1e-5), (file, name)
     assert not list((isolated_home / "runs").glob("*"))  # the finished run's checkpoints are cleaned up
 
 

@@ -81,7 +81,7 @@ def test_python_app_py_as_a_space_runs_example_train_in_slices_evaluate_and_zip(
     status, plot = job.result(timeout=30)
     statuses = [o[0] for o in job.outputs()]
     assert status.startswith("✅ Adapter trained") and "GPU calls" in status, (status, log.read_text()[-3000:])
-    assert any(s.startswith("Preparing (1/3): loading the base model") for s in statuses)
+    assert any(s.startswith("Preparing (1/4): loading the base model") for s in statuses)
     assert not any("step 0/0" in s for s in statuses)
     assert sum(s.startswith("⏸️ GPU call") for s in statuses) >= 1  # slices ended with a checkpoint, then resumed
     steps = [row[0] for row in plot["data"]]

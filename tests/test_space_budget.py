@@ -39,8 +39,8 @@ def cpu_budgets(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_the_budget_adds_loading_per_call_guards_steps_probes_and_saves(cpu_budgets):
     b = cpu_budgets["qwen2.5-7b"]
-    assert b.calls == 1 and b.steps == 135 and b.proxy_tokens and not b.measured
-    parts = b.load_seconds + b.guard_seconds + b.train_seconds + b.probe_seconds + b.save_seconds
+    assert b.calls == 1 and b.steps == 177 and b.proxy_tokens and not b.measured
+    parts = b.load_seconds + b.gate_seconds + b.guard_seconds + b.train_seconds + b.probe_seconds + b.save_seconds
     assert b.gpu_seconds == pytest.approx(parts, abs=0.5)
     assert b.tokens_per_second == pytest.approx(b.tokens_per_epoch * 3 / b.train_seconds, rel=0.01)
     text = b.summary()
@@ -57,7 +57,8 @@ def test_a_run_longer_than_one_call_needs_several_each_reloading_the_model():
     short = gpu_budget(EXAMPLE, config, per_call_s=90)
     assert short.calls is not None and short.calls > one.calls
     assert short.gpu_seconds == pytest.approx(
-        one.gpu_seconds + (short.calls - one.calls) * (short.load_seconds + short.save_seconds), abs=1.0
+        one.gpu_seconds + (short.calls - one.calls) * (short.load_seconds + short.gate_seconds + short.save_seconds),
+        abs=1.0,
     )
     impossible = gpu_budget(EXAMPLE, config, per_call_s=20)  # loading alone takes longer than a call
     assert impossible.calls is None and not impossible.fits(10_000)
