@@ -83,6 +83,22 @@ class TrainingCancelled(AndraeusError):
     code = "cancelled"
 
 
+class TrainingPaused(AndraeusError):
+    """Training stopped at a checkpoint because its time budget ran out; resuming continues it (see ``slices``).
+
+    Attributes:
+        step: optimiser steps done (the checkpoint's step).
+        total_steps: optimiser steps planned.
+    """
+
+    code = "paused"
+
+    def __init__(self, message: str, *, step: int, total_steps: int):
+        super().__init__(message)
+        self.step = step
+        self.total_steps = total_steps
+
+
 class EvaluationError(AndraeusError):
     """Evaluation questions or settings are invalid."""
 

@@ -438,6 +438,27 @@ def model_dir(name: str | ResolvedModel | None = None) -> Path:
         raise
 
 
+def first_load_work(name: str | None = None) -> str | None:
+    """What loading ``name`` does first because it is not on disk yet ("converting ...", "downloading ..."), else None.
+
+    For progress messages only: it never converts or downloads anything itself, and an unknown name gives None.
+    """
+    try:
+        resolved = resolve_model(name)
+    except ConfigError:
+        return None
+    if resolved.kind == "embedded":
+        target = models_dir() / "smollm2-135m"
+        marker = _cache_marker(target) or {}
+        ready = (target / "model.safetensors").is_file() and marker.get("format") == _CACHE_FORMAT
+        return None if ready else "converting the embedded GGUF file, first use only"
+    if resolved.kind == "random":
+        return None if _cache_marker(models_dir() / "tiny-random") else "building it, first use only"
+    if resolved.kind == "hub" and resolved.hub_id and _hub_local_dir(resolved.hub_id) is None:
+        return "downloading it from the Hub, first use only"
+    return None
+
+
 def bnb_config(quantize: Quantize, *, cuda: bool | None = None) -> Any:
     """Translate our ``quantize`` setting into a transformers ``BitsAndBytesConfig`` (NF4 + double quantisation)."""
     if quantize is None:
