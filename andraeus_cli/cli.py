@@ -240,15 +240,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _mount_ui(app: object) -> object:
-    """Mount the Gradio web app at /; the API works without it (say why it is missing)."""
+    """Mount the Gradio web app at / (behind the API keys); the API works without it (say why it is missing)."""
     try:
-        from andraeus_web import mount
+        import andraeus_web  # noqa: F401 - only to know whether the web app can be served
+        from api.main import mount_web_app
     except Exception as exc:  # noqa: BLE001 - the UI is optional (gradio may not be installed)
         logging.getLogger("andraeus").warning(
             "Web app not mounted (%s: %s); serving the API only", type(exc).__name__, exc
         )
         return app
-    return mount(app, path="/")
+    return mount_web_app(app, path="/")  # type: ignore[arg-type]
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .config import adapters_dir
 from .dataset import ChatExample, write_jsonl
 from .errors import AdapterError, ConfigError
-from .fsutil import atomic_write, publish_dir, safe_name
+from .fsutil import PRIVATE_FILE_MODE, atomic_write, publish_dir, safe_name
 from .gate import Gate, GateMeta, subject_keywords
 from .models import LoadedModel
 from .profile import Profile
@@ -268,8 +269,8 @@ class AdapterPrivate(BaseModel):
             raise _invalid(path, exc) from None
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``private.json`` into ``directory`` atomically; returns its path."""
-        return atomic_write(Path(directory) / PRIVATE_FILE, _dumps(self.model_dump(mode="json")))
+        """Write ``private.json`` into ``directory`` atomically, readable by its owner only; returns its path."""
+        return atomic_write(Path(directory) / PRIVATE_FILE, _dumps(self.model_dump(mode="json")), private=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -525,6 +526,7 @@ class Adapter:
                 private.save(tmp)
             if heldout is not None:
                 write_jsonl(heldout, tmp / HELDOUT_FILE, with_meta=True)
+                os.chmod(tmp / HELDOUT_FILE, PRIVATE_FILE_MODE)  # the held-out answers quote fact values
             if gate is not None:
                 gate.save(tmp / GATE_FILE)
             missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]

@@ -83,6 +83,22 @@ class TrainingCancelled(AndraeusError):
     code = "cancelled"
 
 
+class TrainingPaused(AndraeusError):
+    """Training stopped at a checkpoint because its time budget ran out; resuming continues it (see ``slices``).
+
+    Attributes:
+        step: optimiser steps done (the checkpoint's step).
+        total_steps: optimiser steps planned.
+    """
+
+    code = "paused"
+
+    def __init__(self, message: str, *, step: int, total_steps: int):
+        super().__init__(message)
+        self.step = step
+        self.total_steps = total_steps
+
+
 class EvaluationError(AndraeusError):
     """Evaluation questions or settings are invalid."""
 
@@ -115,3 +131,21 @@ class QueueFullError(AndraeusError):
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaError(AndraeusError):
+    """A tenant's storage or file quota is used up; delete files or models to make room."""
+
+    code = "quota_exceeded"
+
+
+class ContextLengthError(ConfigError):
+    """A conversation plus the requested answer does not fit in the model's context window."""
+
+    code = "context_length_exceeded"
+
+
+class PrivateDataError(HubError):
+    """A file about to leave the machine (push, download zip) would carry a fact value or the user's name."""
+
+    code = "private_data"

@@ -26,14 +26,14 @@ import shutil
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .adapter import CONFIG_FILE, META_FILE, SHAREABLE_FILES, WEIGHTS_FILE, Adapter, AdapterMeta, HubOrigin
 from .config import andraeus_home
-from .errors import AdapterError, ConfigError, HubError
+from .errors import AdapterError, ConfigError, HubError, PrivateDataError
 from .fsutil import publish_dir, publish_file
 from .models import PRESETS, resolve_model
 
@@ -265,16 +265,50 @@ def _private_strings(adapter: Adapter, include_user_name: bool) -> list[tuple[st
     return [(name, text.strip()) for name, text in found if text and len(text.strip()) >= MIN_SECRET_CHARS]
 
 
+def _strings(tree: Any) -> Iterator[str]:
+    """Every string of a decoded JSON document, keys included."""
+    if isinstance(tree, str):
+        yield tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _strings(value)
+
+
+def _readable_text(name: str, content: bytes) -> tuple[str, bool]:
+    """(text to search, whether a secret made of digits is searched in it): a JSON file's strings only, so that a
+    fact value "128" is not found in ``"lora_alpha": 128``; any other file (the model card) as it is."""
+    text = content.decode("utf-8", errors="replace")
+    if name.endswith(".json"):
+        try:
+            return "\n".join(_strings(json.loads(text))), True
+        except ValueError:
+            return text, True
+    return text, False
+
+
 def _leak_check(files: dict[str, bytes], secrets: Iterable[tuple[str, str]]) -> None:
-    """Refuse to upload text that contains a fact value or the user name (whole-word, case-insensitive)."""
+    """Refuse to let out text that contains a fact value or the user name (whole-word, case-insensitive).
+
+    Only text is searched: the strings of JSON files, and the model card, where a secret made only of digits is not
+    looked for (the card's numbers are the metadata's numbers, and "64" in "rank 64" is no leak of a value "64").
+
+    Raises:
+        PrivateDataError: naming the file and the profile field, never the value.
+    """
+    secrets = list(secrets)
     for name, content in files.items():
-        text = content.decode("utf-8", errors="replace")
+        text, digits_searchable = _readable_text(name, content)
         for field_name, secret in secrets:
+            if not digits_searchable and secret.isdigit():
+                continue
             if re.search(rf"(?<!\w){re.escape(secret)}(?!\w)", text, flags=re.IGNORECASE):
-                # The message names the file and the profile field, never the value itself.
-                raise HubError(
-                    f"Refusing to push: {name} would contain the profile's {field_name}. Remove it from {name} "
-                    f"({META_FILE} must hold no fact values) and push again.",
+                raise PrivateDataError(
+                    f"Refusing to share: {name} would contain the profile's {field_name}. Remove it from {name} "
+                    f"({META_FILE} must hold no fact values) and try again.",
                     param="adapter",
                 )
 

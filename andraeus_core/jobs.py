@@ -31,15 +31,18 @@ from .errors import (
     AndraeusError,
     ConfigError,
     ConflictError,
+    ContextLengthError,
+    EvaluationError,
     NotFoundError,
     ProfileError,
     QueueFullError,
+    QuotaError,
     TrainingCancelled,
 )
-from .evaluate import evaluate
+from .evaluate import BASELINES, evaluate
 from .fsutil import atomic_write
 from .hub import adapter_zip, push_adapter
-from .models import list_presets
+from .models import served_base_models
 from .profile import FORMATS as PROFILE_FORMATS
 from .profile import parse_profile
 from .recipe import default_preset
@@ -51,6 +54,14 @@ logger = logging.getLogger(__name__)
 
 CHAT_FORMATS = {".jsonl": "jsonl"}
 MAX_RESTARTS = 2  # a job the server died under this many times is failed rather than retried forever
+#: Longest upload file name (characters): most filesystems refuse names over 255 bytes.
+MAX_FILENAME_CHARS = 255
+#: Most conversations in one chat JSONL training file (a profile is bounded by its 200 facts).
+MAX_CHAT_EXAMPLES = 10_000
+#: Job metadata, as OpenAI bounds it: at most 16 pairs, keys up to 64 characters, values up to 512.
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -121,13 +132,60 @@ def parse_training_file(filename: str, data: bytes, *, user_name: str | None = N
 
 
 def _read_chat_jsonl(filename: str, data: bytes) -> Any:
+    """Chat JSONL that can be trained on: every line a conversation with a user turn that ends in an answer.
+
+    Problems a later training run would only fail on (no examples, ``{"messages": []}``, a conversation without a
+    user turn or one that does not end with an assistant answer) are reported here, at upload, with their line.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / (Path(filename).name or "upload.jsonl")
+        # A fixed name: the upload's own may be too long for the filesystem (that was a 500).
+        path = Path(tmp) / "upload.jsonl"
         path.write_bytes(data)
         try:
-            return read_jsonl(path)
+            examples = read_jsonl(path)
         except AndraeusError as exc:
             raise ProfileError(str(exc).replace(str(path), filename), source=filename, param=exc.param) from None
+        except (RecursionError, ValueError):  # json.loads: nesting too deep, or a number of thousands of digits
+            raise ProfileError(
+                f"{filename}, line {_bad_json_line(data)}: not valid JSON (nested too deeply or a number too long).",
+                source=filename,
+                param="file",
+            ) from None
+    if not examples:
+        raise ProfileError(f"{filename}: the file holds no conversations.", source=filename, param="file")
+    if len(examples) > MAX_CHAT_EXAMPLES:
+        raise ProfileError(
+            f"{filename}: {len(examples):,} conversations; at most {MAX_CHAT_EXAMPLES:,} may be uploaded.",
+            source=filename,
+            param="file",
+        )
+    lines = [n for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1) if line.strip()]
+    for number, example in zip(lines, examples, strict=False):
+        roles = [m["role"] for m in example.messages]
+        problem = None
+        if not roles:
+            problem = "'messages' is empty"
+        elif "user" not in roles:
+            problem = "the conversation has no user message"
+        elif roles[-1] != "assistant":
+            problem = "the conversation must end with an assistant message (the answer to train on)"
+        elif not example.messages[-1]["content"].strip():
+            problem = "the final assistant message is empty"
+        if problem:
+            raise ProfileError(
+                f"{filename}, line {number}: {problem}.", source=filename, line=number, field="messages"
+            )
+    return examples
+
+
+def _bad_json_line(data: bytes) -> int:
+    """The first line json.loads refuses (called only once a line is known to be bad)."""
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        try:
+            json.loads(line) if line.strip() else None
+        except (RecursionError, ValueError):
+            return number
+    return 1
 
 
 def _chat_dataset(examples: list[Any], data: bytes, seed: int) -> Any:
@@ -148,33 +206,101 @@ def _chat_dataset(examples: list[Any], data: bytes, seed: int) -> Any:
 
 
 class Completion:
-    """A chat completion in progress: iterate for the text pieces; usage is known once iteration ends."""
+    """A chat completion in progress: iterate for the text pieces; usage is known once iteration ends.
 
-    def __init__(self, chat: Any, messages: list[dict[str, str]], config: Any, *, gate: bool = True):
+    Args:
+        gate: route the question through the adapter's gate (``False``: the adapter answers everything).
+        timeout_s: the longest its generation may take, waiting for the model included (then it ends, "length").
+    """
+
+    def __init__(
+        self,
+        chat: Any,
+        messages: list[dict[str, str]],
+        config: Any,
+        *,
+        gate: bool = True,
+        timeout_s: float | None = None,
+    ):
         self.chat = chat
         self.messages = messages
         self.config = config
         self.gate = gate
         self.route: str | None = None  # who answered (adapter, abstain, base), once iteration ends
+        self.timeout_s = timeout_s
+        self._cancel = threading.Event()
         encoded = chat.prompt_ids(messages)
         self.prompt_tokens = int(encoded["input_ids"].shape[-1])
+        context = context_length(chat)
+        if context is not None and self.prompt_tokens + config.max_new_tokens > context:
+            raise ContextLengthError(
+                f"This model's context is {context} tokens; the messages take {self.prompt_tokens} and max_tokens "
+                f"asks for {config.max_new_tokens} more. Shorten the messages or lower max_tokens.",
+                param="messages",
+            )
         self.completion_tokens = 0
         self.finish_reason = "stop"
         self.text = ""
 
     def __iter__(self) -> Iterator[str]:
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
         trace: dict[str, Any] = {}
-        for piece in self.chat.stream(self.messages, self.config, usage=usage, gate=self.gate, trace=trace):
+        stream = self.chat.stream(
+            self.messages,
+            self.config,
+            usage=usage,
+            gate=self.gate,
+            trace=trace,
+            timeout_s=self.timeout_s,
+            cancel=self._cancel,
+        )
+        for piece in stream:
             self.text += piece
             yield piece
         self.route = trace.get("route")
         # The tokens generated, not the answer tokenised again: re-tokenising decoded text can give more tokens
         # than were generated (and than max_tokens allowed).
         self.completion_tokens = usage.get("completion_tokens", 0)
-        stopped = any(s in self.text for s in self.config.stop)
-        if self.completion_tokens >= self.config.max_new_tokens and not stopped:
-            self.finish_reason = "length"
+        self.finish_reason = usage.get("finish_reason", "stop")
+
+    def cancel(self) -> None:
+        """End the generation at its next token (the client went away); safe from any thread."""
+        self._cancel.set()
+
+
+def context_length(chat: Any) -> int | None:
+    """The longest sequence (prompt + answer) the chat model's positions cover, when its config says."""
+    config = getattr(getattr(chat, "loaded", None), "model", None)
+    value = getattr(getattr(config, "config", None), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    """OpenAI's bounds on job metadata: 16 pairs, keys up to 64 characters, values up to 512.
+
+    Raises:
+        ConfigError: naming the first key at fault (shortened), never echoing a long value.
+    """
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise ConfigError(
+            f"metadata may hold at most {MAX_METADATA_PAIRS} pairs, got {len(metadata)}.", param="metadata"
+        )
+    for key, value in metadata.items():
+        shown = key if len(key) <= 40 else key[:37] + "..."
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ConfigError(f"metadata keys and values must be text (key {shown!r}).", param="metadata")
+        if len(key) > MAX_METADATA_KEY_CHARS:
+            raise ConfigError(
+                f"metadata key {shown!r} has {len(key)} characters; at most {MAX_METADATA_KEY_CHARS}.",
+                param="metadata",
+            )
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise ConfigError(
+                f"metadata[{shown!r}] has {len(value):,} characters; at most {MAX_METADATA_VALUE_CHARS}.",
+                param="metadata",
+            )
 
 
 class ChatCache:
@@ -233,8 +359,12 @@ class Service:
         store: the state (default: a Store under ``$ANDRAEUS_HOME/api``).
         workers: training worker threads (0 = accept jobs but never run them, e.g. for schema tests).
         max_queued: queued jobs allowed (all tenants) before new jobs get :class:`QueueFullError`.
+        max_queued_per_tenant: queued jobs one tenant may have (its share of the queue).
         chat_cache_size: fine-tuned chat models kept loaded.
-        base_models: model names jobs and chat accept (default: every preset).
+        base_models: model names jobs and chat accept (default: :func:`~andraeus_core.models.served_base_models`).
+        storage_quota_bytes: bytes of uploads and adapters one tenant may keep.
+        max_files_per_tenant: uploaded files one tenant may keep.
+        max_evaluations: evaluations running at once (each loads a model and fills the CPU).
     """
 
     def __init__(
@@ -243,19 +373,29 @@ class Service:
         *,
         workers: int = 1,
         max_queued: int = 16,
+        max_queued_per_tenant: int = 4,
         chat_cache_size: int = 3,
         base_models: list[str] | None = None,
+        storage_quota_bytes: int = 1024**3,
+        max_files_per_tenant: int = 500,
+        max_evaluations: int = 1,
     ):
         self.store = store or Store()
         self.workers = workers
         self.max_queued = max_queued
-        self.base_models = base_models or [p.name for p in list_presets()]
+        self.max_queued_per_tenant = max_queued_per_tenant
+        self.base_models = base_models or served_base_models()
+        self.storage_quota_bytes = storage_quota_bytes
+        self.max_files_per_tenant = max_files_per_tenant
         self.chats = ChatCache(chat_cache_size)
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._cancel: dict[str, threading.Event] = {}
         self._busy: dict[str, str] = {}  # thread name -> job id
+        self._evaluating: set[str] = set()  # job ids with an evaluation running (one per adapter at a time)
+        self._evaluating_lock = threading.Lock()
+        self._evaluation_slots = threading.BoundedSemaphore(max(1, max_evaluations))
 
     # ------------------------------------------------------------------------------------------------------------
     # lifecycle
@@ -300,15 +440,21 @@ class Service:
                 )
                 logger.info("Job %s re-queued to resume from its checkpoint", job["id"])
             else:
-                error = {
-                    "code": "server_restart",
-                    "message": "The server stopped while this job was training, before a checkpoint was saved; "
-                    "create the job again.",
-                    "param": None,
-                }
+                if job["progress_epoch"] >= 1:
+                    message = (
+                        f"The server stopped while this job was training {job['restarts'] + 1} times; it is not "
+                        "resumed again. Create the job again."
+                    )
+                else:
+                    message = (
+                        "The server stopped while this job was training, before a checkpoint was saved; create the "
+                        "job again."
+                    )
+                error = {"code": "server_restart", "message": message, "param": None}
                 self.store.update_job(job["id"], status="failed", error=error, finished_at=int(time.time()))
                 self.store.add_event(job, error["message"], level="error")
-                logger.info("Job %s failed: the server restarted before its first checkpoint", job["id"])
+                shutil.rmtree(self.store.run_path(job["tenant"], job["id"]), ignore_errors=True)
+                logger.info("Job %s failed after a server restart", job["id"])
 
     # ------------------------------------------------------------------------------------------------------------
     # files
@@ -323,8 +469,36 @@ class Service:
         if purpose != "fine-tune":
             raise ConfigError(f"purpose must be 'fine-tune', got {purpose!r}.", param="purpose")
         name = Path(filename or "upload").name
+        if len(name) > MAX_FILENAME_CHARS:
+            raise ProfileError(
+                f"The file name has {len(name)} characters; at most {MAX_FILENAME_CHARS} are allowed.", param="file"
+            )
+        count, _ = self.store.file_usage(tenant)
+        if count >= self.max_files_per_tenant:
+            raise QuotaError(
+                f"You have {count} files; the limit is {self.max_files_per_tenant}. Delete files you no longer need.",
+                param="file",
+            )
+        self._check_storage(tenant, len(data))
         kind, fmt, _ = parse_training_file(name, data)
         return self.store.add_file(tenant, name, purpose, data, kind, fmt)
+
+    def storage_used(self, tenant: str) -> int:
+        """Bytes a tenant keeps: uploaded files plus the adapters of its fine-tuned models."""
+        _, used = self.store.file_usage(tenant)
+        for model in self.store.list_models(tenant):
+            used += sum(f.stat().st_size for f in Path(model["path"]).rglob("*") if f.is_file())
+        return used
+
+    def _check_storage(self, tenant: str, adding: int) -> None:
+        used = self.storage_used(tenant)
+        if used + adding > self.storage_quota_bytes:
+            raise QuotaError(
+                f"Your storage quota is {self.storage_quota_bytes:,} bytes and {used:,} are used"
+                + (f"; this upload needs {adding:,} more" if adding else "")
+                + ". Delete files or models you no longer need.",
+                param="file" if adding else None,
+            )
 
     def get_file(self, tenant: str, file_id: str) -> dict[str, Any]:
         record = self.store.get_file(tenant, file_id)
@@ -333,6 +507,17 @@ class Service:
         return record
 
     def delete_file(self, tenant: str, file_id: str) -> None:
+        """Delete a file and everything derived from it: its unfinished jobs are cancelled and the models trained
+        from it (adapters, evaluations, downloads; they hold copies of its facts) are deleted. Job records stay.
+
+        Raises:
+            NotFoundError: no such file for this tenant.
+        """
+        self.get_file(tenant, file_id)
+        for job in self.store.jobs_for_file(tenant, file_id):
+            if job["status"] not in FINISHED:
+                self.cancel_job(tenant, job["id"])
+            self._delete_job_outputs(tenant, job["id"])
         if not self.store.delete_file(tenant, file_id):
             raise NotFoundError(f"No file with id '{file_id}'.", param="file_id")
 
@@ -386,7 +571,15 @@ class Service:
         seed = 0 if seed is None else seed
         if not 0 <= seed < 2**31:
             raise ConfigError(f"seed must be between 0 and 2147483647, got {seed}.", param="seed")
+        check_metadata(metadata)
         _, resolved = resolve_hyperparameters(model, hyperparameters or {}, seed)
+        self._check_storage(tenant, 0)
+        mine = self.store.count_jobs(("queued",), tenant=tenant)
+        if mine >= self.max_queued_per_tenant:
+            raise QueueFullError(
+                f"You have {mine} jobs waiting, the most one key may queue; retry when one has started.",
+                retry_after=self._retry_after(),
+            )
         queued = self.store.count_jobs(("queued",))
         if queued >= self.max_queued:
             raise QueueFullError(
@@ -471,6 +664,7 @@ class Service:
     def run_job(self, job: dict[str, Any]) -> None:
         """Train one claimed job to the end (succeeded, failed or cancelled)."""
         cancel = self._cancel.setdefault(job["id"], threading.Event())
+        run_path = self.store.run_path(job["tenant"], job["id"])
         self.store.add_event(job, "Training resumed." if job["resume"] else "Training started.")
         try:
             file = self.store.get_file(job["tenant"], job["training_file"])
@@ -496,15 +690,17 @@ class Service:
                 should_stop=should_stop,
                 resume=bool(job["resume"]),
                 out_dir=job["adapter_path"],
+                runs_root=run_path,
             )
         except TrainingCancelled:
             if self._stop.is_set() and not cancel.is_set():
                 logger.info("Job %s interrupted by shutdown; it recovers on the next start", job["id"])
-            else:
-                self.store.add_event(job, "Training stopped: the job was cancelled.")
+                return  # its checkpoints stay for the resume
+            self.store.add_event(job, "Training stopped: the job was cancelled.")
+            shutil.rmtree(run_path, ignore_errors=True)
             return
         except AndraeusError as exc:
-            self._fail(job, exc.code, exc.message, exc.param)
+            self._fail(job, exc.code, self._without_paths(exc.message), exc.param)
             return
         except Exception as exc:  # noqa: BLE001
             logger.exception("Job %s failed unexpectedly", job["id"])
@@ -512,6 +708,7 @@ class Service:
             return
         finally:
             self._cancel.pop(job["id"], None)
+        shutil.rmtree(run_path, ignore_errors=True)
         self._finish_success(job, adapter)
 
     def _progress(self, job: dict[str, Any], event: Any, last: dict[str, float]) -> None:
@@ -539,6 +736,12 @@ class Service:
             job["id"], only_if_status=("running",), status="failed", error=error, finished_at=int(time.time())
         ):
             self.store.add_event(job, f"Job failed: {message}", level="error")
+        # A failed job is never resumed (only one the server died under is): its checkpoints are of no use.
+        shutil.rmtree(self.store.run_path(job["tenant"], job["id"]), ignore_errors=True)
+
+    def _without_paths(self, message: str) -> str:
+        """``message`` with this server's directories replaced: a job's error is shown to its tenant."""
+        return message.replace(str(self.store.root), "<server>")
 
     def _finish_success(self, job: dict[str, Any], adapter: Adapter) -> None:
         metrics = adapter.meta.metrics
@@ -600,9 +803,34 @@ class Service:
             ConfigError: a base model cannot be deleted. NotFoundError: no such model for this tenant.
         """
         record = self._fine_tuned(tenant, model_id)
-        self.store.delete_model(tenant, model_id)
-        self.chats.forget(record["path"])
-        shutil.rmtree(record["path"], ignore_errors=True)
+        self._delete_job_outputs(tenant, record["job_id"])
+
+    def delete_job(self, tenant: str, job_id: str) -> None:
+        """Delete a finished job and everything it made: its model, adapter, checkpoints, evaluations, downloads,
+        events.
+
+        Raises:
+            NotFoundError: no such job for this tenant. ConflictError: the job is queued or running (cancel it).
+        """
+        job = self.get_job(tenant, job_id)
+        if job["status"] not in FINISHED:
+            raise ConflictError(
+                f"Job '{job_id}' is {job['status']}; cancel it before deleting it.", param="fine_tuning_job_id"
+            )
+        self._delete_job_outputs(tenant, job_id)
+        self.store.delete_job(tenant, job_id)
+
+    def _delete_job_outputs(self, tenant: str, job_id: str) -> None:
+        """Remove what a job produced: its model and adapter, checkpoints, evaluation reports and download zip."""
+        record = self.store.model_of_job(tenant, job_id)
+        if record is not None:
+            self.store.delete_model(tenant, record["id"])
+            self.chats.forget(record["path"])
+        shutil.rmtree(self.store.adapter_path(tenant, job_id), ignore_errors=True)
+        shutil.rmtree(self.store.run_path(tenant, job_id), ignore_errors=True)
+        for report in (self.store.root / "evals").glob(f"{job_id}-*.json"):
+            report.unlink(missing_ok=True)
+        (self.store.root / "exports" / f"{job_id}.zip").unlink(missing_ok=True)
 
     def chat_model(self, tenant: str, model_id: str) -> Any:
         """The loaded ChatModel for a base preset or one of the tenant's fine-tuned models."""
@@ -612,10 +840,18 @@ class Service:
         return self.chats.get(record["path"], lambda: load_chat_model(record["base_model"], record["path"]))
 
     def complete(
-        self, tenant: str, model_id: str, messages: list[dict[str, str]], config: Any, *, gate: bool = True
+        self,
+        tenant: str,
+        model_id: str,
+        messages: list[dict[str, str]],
+        config: Any,
+        *,
+        gate: bool = True,
+        timeout_s: float | None = None,
     ) -> Completion:
-        """Start a chat completion (iterate the result for the text); ``gate=False`` bypasses the adapter's gate."""
-        return Completion(self.chat_model(tenant, model_id), messages, config, gate=gate)
+        """Start a chat completion (iterate the result for the text); ``gate=False`` bypasses the adapter's gate,
+        ``timeout_s`` bounds its generation."""
+        return Completion(self.chat_model(tenant, model_id), messages, config, gate=gate, timeout_s=timeout_s)
 
     def model_zip(self, tenant: str, model_id: str) -> Path:
         """A zip of the fine-tuned model's shareable files (nothing private)."""
@@ -631,20 +867,59 @@ class Service:
     def evaluation(self, tenant: str, job_id: str, baselines: tuple[str, ...], refresh: bool = False) -> Any:
         """The evaluation report (JSON dict) of a succeeded job, computed once per set of baselines and kept.
 
+        One evaluation of an adapter runs at a time, and at most ``max_evaluations`` in all: each loads a model.
+
         Raises:
-            ConflictError: the job has not succeeded.
+            EvaluationError: an unknown baseline name.
+            ConflictError: the job has not succeeded, its model was deleted, or it is being evaluated right now.
+            QueueFullError: as many evaluations as allowed are running (retry after ``retry_after`` seconds).
         """
+        unknown = [b for b in baselines if b not in BASELINES]
+        if unknown:
+            shown = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:37] + "..."
+            raise EvaluationError(
+                f"Unknown baseline {shown!r}; choose from {', '.join(BASELINES)} (or 'none').", param="baselines"
+            )
+        chosen = tuple(b for b in BASELINES if b in baselines)  # one order and no repeats: one cache entry per set
         job = self.get_job(tenant, job_id)
         if job["status"] != "succeeded":
             raise ConflictError(
                 f"Job '{job_id}' is {job['status']}; an evaluation needs a succeeded job.", param="job_id"
             )
-        cache = self.store.root / "evals" / f"{job_id}-{'-'.join(baselines) or 'adapter'}.json"
+        if self.store.model_of_job(tenant, job_id) is None:
+            raise ConflictError(
+                f"The model of job '{job_id}' was deleted, and its evaluation with it.", param="job_id"
+            )
+        cache = self.store.root / "evals" / f"{job_id}-{'-'.join(chosen) or 'adapter'}.json"
         if cache.is_file() and not refresh:
             return json.loads(cache.read_text())
-        report = evaluate(job["adapter_path"], None, baselines).to_json()
-        atomic_write(cache, json.dumps(report, ensure_ascii=False, default=str).encode())
-        return report
+        with self._evaluating_lock:
+            if job_id in self._evaluating:
+                raise ConflictError(
+                    f"Job '{job_id}' is being evaluated right now; ask again when that evaluation ends.",
+                    param="job_id",
+                )
+            self._evaluating.add(job_id)
+        try:
+            if not self._evaluation_slots.acquire(blocking=False):
+                raise QueueFullError("Other evaluations are running; retry later.", retry_after=self._retry_after())
+            try:
+                report = evaluate(job["adapter_path"], None, chosen).to_json()
+            except AndraeusError as exc:
+                # The adapter's directory is this server's business; the tenant knows the job.
+                exc.message = exc.message.replace(str(job["adapter_path"]), f"job {job_id}'s adapter")
+                exc.message = self._without_paths(exc.message)
+                exc.args = (exc.message,)
+                raise
+            finally:
+                self._evaluation_slots.release()
+            if self.store.model_of_job(tenant, job_id) is None:  # deleted while it was being evaluated
+                raise ConflictError(f"The model of job '{job_id}' was deleted.", param="job_id")
+            atomic_write(cache, json.dumps(report, ensure_ascii=False, default=str).encode(), private=True)
+            return report
+        finally:
+            with self._evaluating_lock:
+                self._evaluating.discard(job_id)
 
     def variations(self, data: bytes, filename: str, per_fact: int, seed: int) -> list[dict[str, Any]]:
         """Preview the question phrasings generated for a profile (nothing is stored)."""

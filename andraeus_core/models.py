@@ -142,6 +142,32 @@ def list_presets() -> list[ModelPreset]:
     return list(PRESETS.values())
 
 
+def served_base_models() -> list[str]:
+    """The base models a server (web app, REST API) lets its users choose: every preset, the server's default
+    (``ANDRAEUS_BASE_MODEL``) and the operator's ``ANDRAEUS_ALLOWED_BASE_MODELS`` (comma-separated directories or Hub
+    ids). A user of a server never names a path or a Hub id: a path would be loaded as a model (and the error would
+    tell whether it exists) and a Hub id would download any repository's weights."""
+    names = [p.name for p in list_presets()]
+    extra = [default_model_name(), *os.environ.get("ANDRAEUS_ALLOWED_BASE_MODELS", "").split(",")]
+    names += [n.strip() for n in extra if n.strip() and n.strip() not in names]
+    return names
+
+
+def check_served_base_model(name: str) -> str:
+    """``name`` if :func:`served_base_models` offers it (nothing on disk or on the Hub is looked at).
+
+    Raises:
+        ConfigError: any other name; the message lists the choices and repeats no more than 80 characters of it.
+    """
+    if name in served_base_models():
+        return name
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    raise ConfigError(
+        f"Base model {shown!r} is not offered here; choose one of: {', '.join(served_base_models())}.",
+        param="base_model",
+    )
+
+
 def resolve_model(name: str | None = None) -> ResolvedModel:
     """Turn a user-given model name into a :class:`ResolvedModel` without loading anything.
 
@@ -410,6 +436,27 @@ def model_dir(name: str | ResolvedModel | None = None) -> Path:
             logger.warning("%s is not reachable; using the embedded copy (GGUF Q4_1) instead", EMBEDDED_HUB_ID)
             return embedded_model_dir()
         raise
+
+
+def first_load_work(name: str | None = None) -> str | None:
+    """What loading ``name`` does first because it is not on disk yet ("converting ...", "downloading ..."), else None.
+
+    For progress messages only: it never converts or downloads anything itself, and an unknown name gives None.
+    """
+    try:
+        resolved = resolve_model(name)
+    except ConfigError:
+        return None
+    if resolved.kind == "embedded":
+        target = models_dir() / "smollm2-135m"
+        marker = _cache_marker(target) or {}
+        ready = (target / "model.safetensors").is_file() and marker.get("format") == _CACHE_FORMAT
+        return None if ready else "converting the embedded GGUF file, first use only"
+    if resolved.kind == "random":
+        return None if _cache_marker(models_dir() / "tiny-random") else "building it, first use only"
+    if resolved.kind == "hub" and resolved.hub_id and _hub_local_dir(resolved.hub_id) is None:
+        return "downloading it from the Hub, first use only"
+    return None
 
 
 def bnb_config(quantize: Quantize, *, cuda: bool | None = None) -> Any:

@@ -7,7 +7,9 @@ tokens only: examples are pre-tokenised by :func:`tokenize_examples` whose ``lab
 assistant's answer, and TRL keeps a ``labels`` column as it is.
 
 The recipe also owns the run directory: it tells TRL what to checkpoint and where (:func:`sft_config`), so it is
-also what finds those checkpoints again to resume a run (:func:`prepare_run_dir`).
+also what finds those checkpoints again to resume a run (:func:`prepare_run_dir`), and what pauses a run at a
+checkpoint when its time budget runs out (the callback's ``deadline``), so that a later call resumes it: training in
+slices, one per ZeroGPU call (see :mod:`.slices`).
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ class ProgressEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     phase: Literal["prepare", "train", "probe", "save", "done"] = Field(description="What the run is doing now.")
-    step: int = Field(0, description="Optimiser steps done.")
-    total_steps: int = Field(0, description="Optimiser steps planned (early stop may end the run sooner).")
+    step: int = Field(0, description="Optimiser steps done (while preparing: preparation steps done).")
+    total_steps: int = Field(
+        0, description="Optimiser steps planned; early stop may end sooner (while preparing: preparation steps)."
+    )
     epoch: float = Field(0.0, description="Epochs done, fractional.")
     loss: float | None = Field(None, description="Training loss of the last step (assistant tokens only).")
     learning_rate: float | None = Field(None, description="Learning rate of the last step.")
@@ -225,9 +229,12 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return best[1] if best else None
 
 
-def prepare_run_dir(base: str, config: TrainConfig, train_ds: Any, *, resume: bool) -> tuple[Path, Path | None]:
-    """The run's checkpoint directory, and the checkpoint to resume from (None: start afresh in an empty one)."""
-    run_dir = runs_dir() / run_key(base, config, train_ds)
+def prepare_run_dir(
+    base: str, config: TrainConfig, train_ds: Any, *, resume: bool, root: Path | None = None
+) -> tuple[Path, Path | None]:
+    """The run's checkpoint directory (under ``root``, default :func:`runs_dir`), and the checkpoint to resume from
+    (None: start afresh in an empty one)."""
+    run_dir = (root if root is not None else runs_dir()) / run_key(base, config, train_ds)
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         logger.warning("No checkpoint found for this profile and settings; starting from the beginning")
@@ -298,6 +305,20 @@ class NonFiniteLoss(Exception):
     """Raised by the callback when a step's loss is NaN or infinite (turned into a TrainingError)."""
 
 
+# The key under which an early-stop probe is recorded in TRL's log history: the history is saved with every checkpoint,
+# so a resumed run (the next slice) knows the probes and losses of the steps before it.
+PROBE_LOG_KEY = "andraeus_probe_recall"
+
+
+def pause_reserve_s(time_budget_s: float) -> float:
+    """Seconds kept free at the end of a time budget for writing the checkpoint (or the adapter) and returning.
+
+    5%: 14.5 s of a 290 s ZeroGPU call, enough to write a 7B model's LoRA weights and optimiser state (~2 GB); a
+    tiny test budget keeps a tiny reserve.
+    """
+    return 0.05 * time_budget_s
+
+
 def make_callback(
     *,
     on_progress: Callable[[ProgressEvent], None] | None,
@@ -305,18 +326,26 @@ def make_callback(
     tokens_per_step: float,
     probe: Callable[[Any], float] | None,
     threshold: float,
+    deadline: float | None = None,
+    reserve_s: float = 0.0,
 ) -> Any:
     """A transformers ``TrainerCallback`` that reports progress, honours ``should_stop``, refuses a non-finite loss
     and stops early once ``probe(model)`` reaches ``threshold`` after an epoch.
 
-    The returned callback records ``cancelled``, ``stopped_epoch``, ``probes``, ``losses`` and
-    ``tokens_per_second`` for the adapter's metadata.
+    With a ``deadline`` (a ``time.perf_counter()`` value) it pauses the run once the next step would end later than
+    ``deadline - reserve_s``: it saves a checkpoint at the step just done, stops, and sets ``paused``; resuming from
+    that checkpoint continues the same run (same data order, optimiser and scheduler state, RNG).
+
+    The returned callback records ``cancelled``, ``paused``, ``stopped_epoch``, ``probes``, ``losses`` and
+    ``tokens_per_second`` for the adapter's metadata; on a resumed run ``losses`` and ``probes`` start with those of
+    the steps before the checkpoint (from the trainer's saved log history).
     """
     from transformers import TrainerCallback
 
     class AndraeusCallback(TrainerCallback):
         def __init__(self) -> None:
             self.cancelled = False
+            self.paused = False
             self.stopped_epoch: int | None = None
             self.probes: list[dict[str, float]] = []
             self.losses: list[float] = []
@@ -324,18 +353,42 @@ def make_callback(
             self.first_step = 0
             self.tokens_per_second: float | None = None
             self.model: Any = None
+            self.step_end = self.start
+            self.probe_seconds = 0.0
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-            self.start = time.perf_counter()
+            self.start = self.step_end = time.perf_counter()
             self.first_step = state.global_step
             self.model = model
+            # Resumed: the checkpoint's log history holds the earlier steps' losses and probes (empty on a fresh run).
+            self.losses = [round(float(h["loss"]), 5) for h in state.log_history if "loss" in h]
+            self.probes = [
+                {"epoch": round(float(h["epoch"])), "recall": float(h[PROBE_LOG_KEY])}
+                for h in state.log_history
+                if PROBE_LOG_KEY in h
+            ]
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            now = time.perf_counter()
+            last_step, self.step_end = now - self.step_end, now
             if should_stop is not None and should_stop():
                 self.cancelled = True
                 control.should_training_stop = True
                 control.should_save = False
                 control.should_log = False
+                return
+            if deadline is None or state.global_step >= state.max_steps:
+                return
+            # The next step takes about as long as the slower of the last one and the average; an epoch's end adds
+            # the early-stop probe (as long as the last probe took).
+            average = (now - self.start) / max(1, state.global_step - self.first_step)
+            upcoming = max(last_step, average)
+            if probe is not None and abs(float(state.epoch or 0.0) - round(float(state.epoch or 0.0))) < 1e-6:
+                upcoming += self.probe_seconds
+            if now + upcoming + reserve_s > deadline:
+                self.paused = True
+                control.should_save = True  # the checkpoint the next call resumes from
+                control.should_training_stop = True
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any):
             if not logs or "loss" not in logs:
@@ -363,6 +416,9 @@ def make_callback(
                 )
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            if self.paused:
+                control.should_save = False  # saved at the step it paused after; a second copy would cost time
+                return
             if probe is None or self.cancelled:
                 return
             epoch = round(float(state.epoch or 0.0))
@@ -370,9 +426,12 @@ def make_callback(
                 return  # the last epoch ends the run anyway
             probe_start = time.perf_counter()
             rate = probe(model if model is not None else self.model)
-            # Probing is not training: keep it out of the tokens/s and ETA figures.
-            self.start += time.perf_counter() - probe_start
+            # Probing is not training: keep it out of the tokens/s and ETA figures and the next step's duration.
+            self.probe_seconds = time.perf_counter() - probe_start
+            self.start += self.probe_seconds
+            self.step_end += self.probe_seconds
             self.probes.append({"epoch": epoch, "recall": round(rate, 4)})
+            state.log_history.append({"epoch": float(epoch), "step": state.global_step, PROBE_LOG_KEY: round(rate, 4)})
             logger.info("Early-stop probe after epoch %d: %.1f%% of training phrasings answered", epoch, rate * 100)
             if on_progress is not None:
                 on_progress(
@@ -387,6 +446,15 @@ def make_callback(
             if rate >= threshold:
                 self.stopped_epoch = epoch
                 control.should_training_stop = True
+            elif deadline is not None:
+                # The probe took time the step-end check may not have known of: pause here if the next step no
+                # longer fits (the trainer then saves the checkpoint, with this probe in its log history).
+                now = time.perf_counter()
+                average = (now - self.start) / max(1, state.global_step - self.first_step)
+                if now + average + reserve_s > deadline:
+                    self.paused = True
+                    control.should_save = True
+                    control.should_training_stop = True
 
     return AndraeusCallback()
 
@@ -411,6 +479,10 @@ def trainer_class() -> type:
     from trl import SFTTrainer
 
     class AndraeusSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return _epoch_seeded(super()._get_train_sampler(train_dataset), seed)
+
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
@@ -447,6 +519,33 @@ def trainer_class() -> type:
             return loss
 
     return AndraeusSFTTrainer
+
+
+def _epoch_seeded(sampler: Any, seed: int) -> Any:
+    """transformers' ``LengthGroupedSampler`` drawing each epoch's order from ``seed + epoch``; other samplers as is.
+
+    The stock sampler shuffles with the global RNG when an epoch starts, so a run resumed in the middle of a later
+    epoch (the next training slice) would replay that epoch in another order than the uninterrupted run. The trainer
+    calls ``set_epoch`` before each epoch, also on the dataloader that skips the batches a resumed epoch has done.
+    (Random batches need nothing: accelerate's seedable sampler already orders each epoch by its seed.)
+    """
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    if not isinstance(sampler, LengthGroupedSampler):
+        return sampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator = torch.Generator().manual_seed(seed + self.epoch)
+            return super().__iter__()
+
+    return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths)
 
 
 def make_trainer(model: Any, config: TrainConfig, run_dir: Path, train_ds: Any, tokenizer: Any, callback: Any) -> Any:
@@ -502,6 +601,7 @@ def training_errors(config: TrainConfig, run_dir: Path) -> Iterator[None]:
 
 __all__ = [
     "NonFiniteLoss",
+    "PROBE_LOG_KEY",
     "ProgressEvent",
     "attach_lora",
     "default_preset",
@@ -511,6 +611,7 @@ __all__ = [
     "lora_config",
     "make_callback",
     "make_trainer",
+    "pause_reserve_s",
     "prepare_dataset",
     "prepare_run_dir",
     "quantization_config",

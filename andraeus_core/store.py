@@ -4,8 +4,12 @@ Layout under ``$ANDRAEUS_HOME/api``::
 
     state.db                 SQLite in WAL mode (readers never block the training worker's writes)
     pepper                   a random secret (0600) mixed into every API-key hash
-    files/<tenant>/<file_id> uploaded training files, written atomically (fsutil.atomic_write)
+    files/<tenant>/<file_id> uploaded training files, written atomically (fsutil.atomic_write), mode 0600
     adapters/<tenant>/<job>  adapters trained by jobs (train() publishes them atomically)
+    runs/<tenant>/<job>      a running job's epoch checkpoints (removed when it ends, kept for a resume)
+    evals/, exports/         evaluation reports (0600: they quote fact values) and download zips, per job
+
+The root is 0700: everything under it is one user's business.
 
 API keys are never stored: only ``HMAC-SHA256(pepper, key)``. Keys are random 256-bit strings, so a keyed fast
 hash is enough (no password stretching needed), and lookups compare digests with :func:`hmac.compare_digest`.
@@ -87,6 +91,7 @@ class Store:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else api_home()
         self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.root / "state.db", check_same_thread=False, timeout=30)
         self._db.row_factory = _row
@@ -223,7 +228,7 @@ class Store:
     def add_file(self, tenant: str, filename: str, purpose: str, data: bytes, kind: str, fmt: str) -> dict[str, Any]:
         file_id = new_id("file-")
         path = self.file_path(tenant, file_id, Path(filename).suffix.lower())
-        atomic_write(path, data)
+        atomic_write(path, data, private=True)
         record = {
             "id": file_id,
             "tenant": tenant,
@@ -253,6 +258,11 @@ class Store:
             )
         return self._all("SELECT * FROM files WHERE tenant = ? ORDER BY created_at DESC, id", (tenant,))
 
+    def file_usage(self, tenant: str) -> tuple[int, int]:
+        """(number of files, bytes) a tenant has uploaded."""
+        row = self._one("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM files WHERE tenant = ?", (tenant,))
+        return (int(row["n"]), int(row["b"])) if row else (0, 0)
+
     def delete_file(self, tenant: str, file_id: str) -> bool:
         record = self.get_file(tenant, file_id)
         if record is None:
@@ -267,6 +277,10 @@ class Store:
 
     def adapter_path(self, tenant: str, job_id: str) -> Path:
         return self.root / "adapters" / hashlib.sha256(tenant.encode()).hexdigest()[:16] / job_id
+
+    def run_path(self, tenant: str, job_id: str) -> Path:
+        """Where a job's training checkpoints live while it runs (one directory per job, so it can be removed)."""
+        return self.root / "runs" / hashlib.sha256(tenant.encode()).hexdigest()[:16] / job_id
 
     def add_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """Insert a job (``id``, ``tenant``, ``model``, ``training_file``, ``hyperparameters``...) as queued."""
@@ -333,10 +347,27 @@ class Store:
             )
         return [self._decode_job(r) for r in rows[:limit]], len(rows) > limit  # type: ignore[misc]
 
-    def count_jobs(self, statuses: tuple[str, ...]) -> int:
+    def count_jobs(self, statuses: tuple[str, ...], tenant: str | None = None) -> int:
+        """Jobs in any of ``statuses`` (of one tenant, or of all)."""
         marks = ",".join("?" for _ in statuses)
-        row = self._one(f"SELECT COUNT(*) AS n FROM jobs WHERE status IN ({marks})", statuses)
+        sql = f"SELECT COUNT(*) AS n FROM jobs WHERE status IN ({marks})"
+        args: tuple[Any, ...] = statuses
+        if tenant is not None:
+            sql, args = sql + " AND tenant = ?", (*statuses, tenant)
+        row = self._one(sql, args)
         return int(row["n"]) if row else 0
+
+    def jobs_for_file(self, tenant: str, file_id: str) -> list[dict[str, Any]]:
+        """The tenant's jobs trained (or to be trained) from one file."""
+        rows = self._all("SELECT * FROM jobs WHERE tenant = ? AND training_file = ? ORDER BY seq", (tenant, file_id))
+        return [self._decode_job(r) for r in rows]  # type: ignore[misc]
+
+    def delete_job(self, tenant: str, job_id: str) -> None:
+        """Delete a job with its events and checkpoints (its model and files are the caller's to remove)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM events WHERE job_id = ? AND tenant = ?", (job_id, tenant))
+            db.execute("DELETE FROM checkpoints WHERE job_id = ? AND tenant = ?", (job_id, tenant))
+            db.execute("DELETE FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant))
 
     def update_job(self, job_id: str, *, only_if_status: tuple[str, ...] | None = None, **fields: Any) -> bool:
         """Set fields of a job; with ``only_if_status`` only while the job is in one of those statuses."""
@@ -440,6 +471,9 @@ class Store:
 
     def get_model(self, tenant: str, model_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM models WHERE id = ? AND tenant = ?", (model_id, tenant))
+
+    def model_of_job(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM models WHERE job_id = ? AND tenant = ?", (job_id, tenant))
 
     def list_models(self, tenant: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM models WHERE tenant = ? ORDER BY created_at, id", (tenant,))

@@ -22,10 +22,10 @@ from typing import Any
 
 from .adapter import Adapter, AdapterMeta, AdapterPrivate, Timings, TrainMetrics
 from .config import TrainConfig
-from .errors import ConfigError, TrainingCancelled
+from .errors import ConfigError, TrainingCancelled, TrainingPaused
 from .estimate import record_throughput
 from .gate import fit_gate, gate_data
-from .models import LoadedModel, device_type, load_model
+from .models import LoadedModel, device_type, first_load_work, load_model
 from .probes import guard_answerer, probe_examples, probe_recall
 from .recipe import (
     ProgressEvent,
@@ -35,6 +35,7 @@ from .recipe import (
     load_source,
     make_callback,
     make_trainer,
+    pause_reserve_s,
     prepare_dataset,
     prepare_run_dir,
     tokenize_examples,
@@ -56,6 +57,8 @@ def train(
     out_dir: str | Path | None = None,
     user_name: str | None = None,
     model: LoadedModel | None = None,
+    runs_root: str | Path | None = None,
+    time_budget_s: float | None = None,
 ) -> Adapter:
     """Train a LoRA (or QLoRA) adapter on a person's facts and write it atomically.
 
@@ -70,6 +73,11 @@ def train(
         model: an already loaded base model to train (it is modified in place: LoRA layers are injected), kept in
             the dtype it was loaded in; default: load ``config.base_model`` afresh (bf16 weights when ``config``
             trains in bf16).
+        runs_root: where the run keeps its checkpoints until the adapter is written (default
+            ``$ANDRAEUS_HOME/runs``); the REST service gives each job its own, to remove it when the job ends.
+        time_budget_s: seconds this call may take, model loading included (one ZeroGPU call): once the next step
+            would not end in time, the run is checkpointed and :class:`TrainingPaused` raised; calling again with
+            ``resume=True`` continues it. None: no limit.
 
     Returns:
         The :class:`~andraeus_core.adapter.Adapter` (directory + public metadata).
@@ -78,6 +86,7 @@ def train(
         ProfileError: the profile is malformed.
         ConfigError: invalid settings or output directory.
         TrainingCancelled: ``should_stop`` returned True; no adapter was written (checkpoints are kept for resume).
+        TrainingPaused: ``time_budget_s`` ran out; a checkpoint was written, no adapter yet.
         TrainingError: non-finite loss, out of memory or another training failure; no adapter was written.
     """
     from transformers import set_seed
@@ -93,7 +102,17 @@ def train(
     # Setup
     set_seed(config.seed)
     source = load_source(profile_or_dataset, user_name=user_name)
-    emit("prepare", "loading the base model")
+    # Preparing takes a while before the first step (loading, maybe converting or downloading, then the base model's
+    # guard answers): numbered sub-steps let a front end show what it is doing.
+    first_use = first_load_work(config.base_model) if model is None else None
+    fits_gate = config.gate and not is_chat_dataset(source)
+    prepare_steps = 4 if fits_gate else 3
+    emit(
+        "prepare",
+        "loading the base model" + (f" ({first_use})" if first_use else ""),
+        step=1,
+        total_steps=prepare_steps,
+    )
     # bf16 training keeps the frozen base weights in bf16 (half the memory; bf16 matmuls where the CPU has AMX or
     # AVX512-BF16) while the LoRA weights and their optimiser state stay float32. A given model keeps its dtype.
     bf16_base = use_bf16(config) and not config.quantize
@@ -101,7 +120,7 @@ def train(
     if loaded is None:
         loaded = load_model(config.base_model, quantize=config.quantize, dtype="bfloat16" if bf16_base else None)
     base = loaded.resolved.name
-    emit("prepare", "building the training phrasings")
+    emit("prepare", "building the phrasings and the base model's guard answers", step=2, total_steps=prepare_steps)
     dataset = prepare_dataset(source, config, guard_answer_fn=guard_answerer(loaded))
     if not dataset.train:
         raise ConfigError("The dataset has no training examples; add facts to the profile.", param="profile")
@@ -110,14 +129,22 @@ def train(
     train_ds = tokenize_examples(loaded.tokenizer, dataset.train, config.max_length)
     tokens_per_epoch = sum(len(ids) for ids in train_ds["input_ids"])
     steps_per_epoch = math.ceil(len(train_ds) / (config.batch_size * config.grad_accum))
-    run_dir, checkpoint = prepare_run_dir(base, config, train_ds, resume=resume)
+    run_dir, checkpoint = prepare_run_dir(
+        base, config, train_ds, resume=resume, root=Path(runs_root) if runs_root is not None else None
+    )
+    resumed = f"resuming from step {checkpoint.name.split('-')[1]}" if checkpoint else "a new run"
+    emit("prepare", f"{len(train_ds)} training examples tokenised; {resumed}", step=3, total_steps=prepare_steps)
     gate = None
-    if config.gate and not is_chat_dataset(source):
-        # On the bare base model, before LoRA is attached: the gate reads questions through the frozen base.
-        emit("prepare", "fitting the gate")
+    if fits_gate:
+        # On the bare base model, before LoRA is attached: the gate reads questions through the frozen base. (A
+        # resumed run fits it again, the same way: it is small, and a slice that pauses never writes it.)
+        emit("prepare", "fitting the gate", step=4, total_steps=prepare_steps)
         data = gate_data(source, dataset, seed=config.seed)
         gate = fit_gate(loaded.model, loaded.tokenizer, data, source, seed=config.seed)
     prepare_seconds = time.perf_counter() - started
+    # Seeded again: loading may have drawn random numbers (building or converting the model on first use), and the
+    # LoRA weights' initialisation should not depend on whether it did.
+    set_seed(config.seed)
     peft_model = attach_lora(loaded, config)
     probe_set = probe_examples(dataset.train, config.early_stop_probe_size, config.seed) if config.early_stop else []
     callback = make_callback(
@@ -126,6 +153,8 @@ def train(
         tokens_per_step=tokens_per_epoch / steps_per_epoch,
         probe=(lambda m: probe_recall(m, loaded.tokenizer, probe_set)) if probe_set else None,
         threshold=config.early_stop_threshold,
+        deadline=started + time_budget_s if time_budget_s else None,
+        reserve_s=pause_reserve_s(time_budget_s) if time_budget_s else 0.0,
     )
     trainer = make_trainer(peft_model, config, run_dir, train_ds, loaded.tokenizer, callback)
 
@@ -140,6 +169,13 @@ def train(
         raise TrainingCancelled(
             f"Training was cancelled at step {state.global_step} of {state.max_steps}; no adapter was written."
             + (" Checkpoints are kept: run again with resume to continue." if resume else "")
+        )
+    if callback.paused:
+        raise TrainingPaused(
+            f"Training paused at step {state.global_step} of {state.max_steps}: the {time_budget_s:.0f}s time budget "
+            "ran out. A checkpoint was written; run again with resume to continue.",
+            step=state.global_step,
+            total_steps=state.max_steps,
         )
 
     # Save

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -38,17 +38,35 @@ EXAMPLE_PROFILE = next(
 MAX_UPLOAD = "2mb"  # gradio refuses larger uploads; profiles themselves may be at most 1 MB (checked when parsed)
 ON_ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
+# Training runs in time-limited slices, one GPU call each, on ZeroGPU — and wherever ANDRAEUS_ZEROGPU_MAX_S is set, so
+# that the slicing can be tried (and is tested) on a CPU, where spaces.GPU does nothing.
+SLICED = ON_ZERO_GPU or bool(os.environ.get("ANDRAEUS_ZEROGPU_MAX_S"))
+GPU_CALL_MARGIN_S = 5.0  # of each ZeroGPU call: starting the worker and handing results back
+CHAT_MAX_NEW_TOKENS = 128
+CHAT_GENERATION = core.GenerationConfig(max_new_tokens=CHAT_MAX_NEW_TOKENS)
+SEED_MODEL = "qwen2.5-7b"  # the seed's base model (its recipe: the seed preset, QLoRA)
 SESSION_TTL_S = 4 * 3600
 TABLE_HEADERS = ["topic", "value", "aliases"]
 ITEM_HEADERS = ["kind", "question", "expected", "answer", "✓/✗", "base", "facts in prompt"]
 
 
-def default_base_model() -> tuple[str, bool]:
-    """(base model, QLoRA?) for this machine: qwen2.5-7b in 4-bit on a GPU Space, else the CPU default."""
+def default_base_model() -> tuple[str, bool, str]:
+    """(base model, QLoRA?, preset) for this machine.
+
+    On ZeroGPU: the largest preset whose training of the example profile (cpu preset, LoRA) fits an anonymous
+    visitor's daily GPU quota by the estimate (README, Web app); the seed's 7B QLoRA recipe is one click away.
+    Elsewhere: the machine's default (the embedded SmolLM2-135M on a CPU, the seed's model and recipe with CUDA).
+    """
     if ON_ZERO_GPU:
-        return "qwen2.5-7b", True
+        try:
+            budgets = core.budget_models(EXAMPLE_PROFILE, core.TrainConfig.preset("cpu"))
+            name = core.largest_fitting_model(budgets, core.ZEROGPU_DAILY_QUOTA_S["anonymous"])
+        except core.AndraeusError:
+            logger.exception("could not estimate the presets' GPU budgets")
+            name = None
+        return name or "qwen2.5-0.5b", False, "cpu"
     name = core.default_model_name()
-    return name, name == "qwen2.5-7b"
+    return (name, True, "seed") if name == SEED_MODEL else (name, False, "cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -64,10 +82,23 @@ class Session:
     adapter: str | None = None
     chat_model: Any = None  # andraeus_core.ChatModel for ``adapter``
     chat_lock: threading.Lock = field(default_factory=threading.Lock)
+    quota_left_s: int | None = None  # GPU seconds left, as ZeroGPU's last refusal said
+    paused: tuple | None = None  # the settings of a run the quota interrupted at a checkpoint (Train continues it)
 
     @property
     def dir(self) -> Path:
-        path = core.andraeus_home() / "sessions" / self.id
+        # 0700 and marked with this process, so that a restarted server sweeps what a dead one left behind.
+        return core.claim_dir(core.andraeus_home() / "sessions" / self.id)
+
+    @property
+    def serve_dir(self) -> Path:
+        """Where files handed to the browser (adapter zip, recall chart) are written: under the system temp dir.
+
+        Gradio copies a returned file into its cache only from the working directory, the temp dir or launch()'s
+        ``allowed_paths``; ``$ANDRAEUS_HOME`` may be anywhere (under ``$HOME`` on a Space). ``allowed_paths`` would
+        also serve every file below it by URL, the session's private files too, so the temp dir it is.
+        """
+        path = Path(tempfile.gettempdir()) / "andraeus-web" / self.id
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -85,6 +116,7 @@ def _drop_session(state: Any) -> None:
     if isinstance(state, Session):
         state.chat_model = None
         shutil.rmtree(core.andraeus_home() / "sessions" / state.id, ignore_errors=True)
+        shutil.rmtree(Path(tempfile.gettempdir()) / "andraeus-web" / state.id, ignore_errors=True)
 
 
 def _ok(text: str) -> str:
@@ -218,6 +250,20 @@ def preview(state: Session | None, per_fact: int, heldout: float, topic: str, di
 # Train
 
 
+def preset_values(preset: str) -> tuple[int, int]:
+    """(epochs, LoRA rank) of a training preset: what the Train tab's sliders show for it."""
+    try:
+        config = core.TrainConfig.preset(preset)
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    return config.epochs, config.lora_r
+
+
+def seed_recipe():
+    """The seed's model and recipe, one click away: qwen2.5-7b in 4-bit (QLoRA) with the seed preset."""
+    return SEED_MODEL, "seed", True, *preset_values("seed")
+
+
 def _config(
     base_model: str,
     preset: str,
@@ -231,7 +277,7 @@ def _config(
     try:
         return core.TrainConfig.preset(
             preset,
-            base_model=base_model,
+            base_model=core.check_served_base_model(base_model),
             epochs=int(epochs),
             lora_r=int(rank),
             lora_alpha=2 * int(rank),
@@ -258,13 +304,15 @@ def estimate(
     profile = _need_profile(sess)
     config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
     try:
-        est = core.estimate_training(profile, config)
+        parts = [] if ON_ZERO_GPU else [core.estimate_training(profile, config).summary()]
+        if SLICED:  # what the run costs on the Space's GPU, against the per-call limit and the daily quotas
+            parts.append(core.gpu_budget(profile, config).summary(sess.quota_left_s))
     except core.AndraeusError as exc:
         return sess, _err(exc)
-    return sess, est.summary()
+    return sess, "\n\n".join(parts)
 
 
-def _gpu_seconds(
+def _slice_seconds(
     profile_json: str,
     session_dir: str,
     base_model: str,
@@ -274,19 +322,19 @@ def _gpu_seconds(
     qlora: bool,
     per_fact: int,
     heldout: float,
+    resume: bool,
+    budget_s: float | None,
 ) -> int:
-    """ZeroGPU duration for this job: the estimate plus headroom for loading, capped at 25 minutes."""
+    """ZeroGPU duration of one training slice: the budget the slice loop chose (never over ANDRAEUS_ZEROGPU_MAX_S)."""
     try:
-        config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout)
-        profile = core.parse_profile(profile_json, fmt="json", source="session")
-        seconds = core.estimate_training(profile, config).expected_seconds
-    except Exception:  # noqa: BLE001 - a failed estimate must not block the request; the run reports real errors
-        return 600
-    return int(min(1500, max(120, 1.5 * seconds + 90)))
+        limit = core.zerogpu_slice_s()
+    except core.AndraeusError:
+        limit = float(core.ZEROGPU_MAX_CALL_S)
+    return int(min(limit, budget_s or limit))
 
 
-@spaces.GPU(duration=_gpu_seconds)
-def _train_on_gpu(
+@spaces.GPU(duration=_slice_seconds)
+def _train_slice_on_gpu(
     profile_json: str,
     session_dir: str,
     base_model: str,
@@ -296,78 +344,87 @@ def _train_on_gpu(
     qlora: bool,
     per_fact: int,
     heldout: float,
+    resume: bool,
+    budget_s: float | None,
 ):
-    """Train in a thread and yield progress dicts; the last one has ``adapter`` or ``error``/``cancelled``.
+    """One slice of a training run (one ZeroGPU call): yields ProgressEvents, then a SliceResult.
 
-    Only plain, picklable values go in and out: on ZeroGPU this runs in a forked GPU worker, and errors other than
-    gr.Error lose their message on the way back, so they travel as data. The cancel flag is a file in the session
-    directory because the disk is all the two processes share.
+    Only plain, picklable values go in and out: on ZeroGPU this runs in a forked GPU worker. The cancel flag is a
+    file in the session directory because the disk is all the two processes share.
     """
     directory = Path(session_dir)
-    cancel_flag = directory / "cancel"
     config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout, out_dir=directory / "adapter")
     # Handed over as a file: train() then keeps the profile in the adapter's private.json (given a Profile object
     # it currently records none). The file is in the session directory and removed right after.
     profile_file = directory / "profile.json"
     profile_file.write_text(profile_json)
-    events: queue.Queue[Any] = queue.Queue()
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result["adapter"] = core.train_adapter(str(profile_file), config, events.put, cancel_flag.exists)
-        except BaseException as exc:  # noqa: BLE001 - handed to the generator below
-            result["error"] = exc
-        finally:
-            events.put(None)
-
-    thread = threading.Thread(target=run, daemon=True, name="train")
-    thread.start()
-    losses: list[dict[str, float]] = []
+    # On ZeroGPU the call's duration also covers starting the worker and handing results back.
+    budget = max(1.0, budget_s - GPU_CALL_MARGIN_S) if budget_s and ON_ZERO_GPU else budget_s
     try:
-        while True:
-            event = events.get()
-            if event is None:
-                break
-            if event.loss is not None and event.phase == "train":
-                losses.append({"step": event.step, "loss": float(event.loss)})
-            eta = f", ~{event.eta_seconds:.0f}s left" if event.eta_seconds else ""
-            status = f"{event.phase}: {event.message or ''} step {event.step}/{event.total_steps}{eta}".strip()
-            fraction = event.step / event.total_steps if event.total_steps else 0.0
-            yield {"fraction": fraction, "status": status, "losses": list(losses)}
+        yield from core.stream_slice(
+            str(profile_file), config, budget_s=budget, resume=resume, should_stop=(directory / "cancel").exists
+        )
     finally:
-        # The browser went away (or the generator was closed): stop the run rather than train for nobody.
-        if thread.is_alive():
-            cancel_flag.touch()
-        thread.join()
         profile_file.unlink(missing_ok=True)
-    error = result.get("error")
-    if isinstance(error, core.TrainingCancelled):
-        yield {"cancelled": str(error), "losses": losses}
-    elif isinstance(error, core.AndraeusError):
-        yield {"error": str(error), "losses": losses}
-    elif error is not None:
-        raise error
-    else:
-        adapter = result["adapter"]
-        done = f"done in {adapter.meta.timings.total_seconds:.0f}s"
-        yield {"fraction": 1.0, "status": done, "losses": losses, "adapter": str(adapter.path)}
 
 
-def _explain_gpu_error(exc: Exception) -> str:
-    text = str(exc)
-    low = text.lower()
-    if "quota" in low:
-        return (
-            "The free ZeroGPU quota of this Space is used up for now. Sign in (logged-in users get more), wait for "
-            "the quota to refill, lower the epochs, or train locally with `andraeus train` and push the adapter."
+def _progress_text(event: Any, call: int) -> tuple[float, str]:
+    """(progress fraction, status line) for one ProgressEvent of GPU call ``call``."""
+    where = f" · GPU call {call}" if SLICED else ""
+    fraction = event.step / event.total_steps if event.total_steps else 0.0
+    if event.phase == "prepare":
+        return fraction, f"Preparing ({event.step}/{event.total_steps}): {event.message}{where}"
+    if event.phase == "train":
+        loss = f" · loss {event.loss:.3f}" if event.loss is not None else ""
+        eta = f" · ~{event.eta_seconds:.0f}s left" if event.eta_seconds else ""
+        return fraction, f"Training: step {event.step}/{event.total_steps} · epoch {event.epoch:.1f}{loss}{eta}{where}"
+    return fraction, f"{event.phase}: {event.message}{where}"
+
+
+def _gpu_refusal_text(
+    exc: Exception, sess: Session, profile: Any, config: Any, plan: Any, last: Any, settings: tuple
+) -> str:
+    """What a visitor reads when ZeroGPU refuses or stops a call: the facts, what is kept, and the alternatives."""
+    refusal = core.read_zerogpu_error(str(exc))
+    if refusal is None:
+        return _err(RuntimeError(str(exc) or "The GPU call failed."))
+    kept = ""
+    if last is not None and last.status == "paused":
+        sess.paused = settings  # the next Train with the same settings continues from the checkpoint
+        kept = (
+            f" Training stopped at step {last.step} of {last.total_steps}; its checkpoint is kept for this session: "
+            "press **Train** again with the same settings to continue from there."
         )
-    if "duration" in low or "aborted" in low or "timed out" in low:
+    if refusal.kind == "busy":
+        return f"⏳ No GPU was free just now.{kept} Try again in a minute."
+    if refusal.kind == "aborted":
         return (
-            "The GPU time slot ran out before training finished. Lower the epochs or phrasings per fact, or train "
-            "locally with `andraeus train`."
+            f"⏹️ The GPU call was stopped before it finished.{kept} Fewer epochs or a smaller model make calls shorter."
         )
-    return text
+    if refusal.kind == "duration":
+        return (
+            f"❌ ZeroGPU refused a call of {refusal.requested_s}s, longer than it allows "
+            f"({core.ZEROGPU_MAX_CALL_S}s): lower ANDRAEUS_ZEROGPU_MAX_S."
+        )
+    if refusal.left_s is not None:
+        sess.quota_left_s = refusal.left_s
+    need = f"This run needs about {plan.gpu_seconds:.0f} GPU seconds (estimate)" if plan else "This run needs more"
+    left = f"you have {refusal.left_s}s left" if refusal.left_s is not None else "your quota is used up"
+    refill = f" (it refills; ZeroGPU says try again in {refusal.retry_in})" if refusal.retry_in else " (it refills)"
+    options = [f"fewer epochs (now {config.epochs}) or fewer phrasings per fact (now {config.per_fact})"]
+    try:
+        smaller = core.largest_fitting_model(core.budget_models(profile, config), refusal.left_s or 0)
+    except core.AndraeusError:
+        smaller = None
+    if smaller and smaller != config.base_model:
+        options.insert(0, f"a smaller base model: **{smaller}** fits {refusal.left_s}s")
+    tiers = core.ZEROGPU_DAILY_QUOTA_S
+    options.append(f"more quota: signed in to Hugging Face {tiers['signed in']}s a day, PRO {tiers['PRO']}s a day")
+    options.append(
+        "train on your own machine, a CPU is enough: `pip install` this Space's repo, then "
+        "`andraeus train profile.yaml` and push the adapter"
+    )
+    return f"⛽ GPU quota: {need}; {left}{refill}.{kept}\n\nOptions:\n" + "\n".join(f"- {o}" for o in options)
 
 
 def start_training(
@@ -381,38 +438,77 @@ def start_training(
     heldout: float,
     progress=gr.Progress(),  # noqa: B008 - gradio's idiom
 ):
+    """Train in slices (one GPU call each on ZeroGPU) until done, streaming status and the loss plot."""
     sess = _session(state)
     profile = _need_profile(sess)
+    settings = (base_model, preset, int(epochs), int(rank), bool(qlora), int(per_fact), float(heldout))
+    config = _config(*settings)
+    resume, sess.paused = sess.paused == settings, None
     sess.adapter, sess.chat_model = None, None
     sess.cancel_flag.unlink(missing_ok=True)
     losses: list[dict[str, float]] = []
+    plan, last, call = None, None, 0
     progress(0.0, desc="starting")
     try:
-        for update in _train_on_gpu(
-            profile.model_dump_json(), str(sess.dir), base_model, preset, epochs, rank, qlora, per_fact, heldout
-        ):
-            losses = update.get("losses", losses)
-            if "cancelled" in update:
-                yield sess, f"⏹️ {update['cancelled']}", _loss_frame(losses)
+        if SLICED:
+            plan = core.gpu_budget(profile, config)
+            if ON_ZERO_GPU and plan.calls is None:  # every call would run past its duration and be aborted
+                yield sess, f"❌ {plan.summary()} Choose a smaller base model.", _loss_frame(losses)
                 return
-            if "error" in update:
-                yield sess, _err(core.TrainingError(update["error"])), _loss_frame(losses)
-                return
-            progress(update["fraction"], desc=update["status"])
-            status = update["status"]
-            if update.get("adapter"):
-                sess.adapter = update["adapter"]
-                status = _ok(f"Adapter trained ({status}). Evaluate it, chat with it or download it.")
+            yield sess, f"Starting. {plan.summary(sess.quota_left_s)}", _loss_frame(losses)
+        if ON_ZERO_GPU:  # download (or convert) the base model on the CPU, outside the visitor's GPU quota
+            yield sess, "Preparing: fetching the base model (outside your GPU quota)", _loss_frame(losses)
+            core.model_dir(base_model)
+
+        def budget(previous: Any) -> float | None:
+            if plan is None:
+                return None
+            step, total = (previous.step, previous.total_steps) if previous else (0, 0)
+            return plan.next_call_s(step, total, sess.quota_left_s)
+
+        def run_slice(resume_slice: bool, seconds: float | None):
+            nonlocal call
+            call += 1
+            return _train_slice_on_gpu(profile.model_dump_json(), str(sess.dir), *settings, resume_slice, seconds)
+
+        for item in core.run_in_slices(run_slice, budget_s=budget, resume=resume, should_stop=sess.cancel_flag.exists):
+            if isinstance(item, core.SliceResult):
+                last = item
+                status = _slice_text(item, call)
+                if item.status == "done":
+                    sess.adapter = item.adapter
+            else:
+                if item.phase == "train" and item.loss is not None:
+                    losses.append({"step": item.step, "loss": float(item.loss)})
+                fraction, status = _progress_text(item, call)
+                progress(fraction, desc=status)
             yield sess, status, _loss_frame(losses)
-    except gr.Error as exc:
-        raise gr.Error(_explain_gpu_error(exc)) from None
+    except gr.Error as exc:  # ZeroGPU refused or stopped a call
+        yield sess, _gpu_refusal_text(exc, sess, profile, config, plan, last, settings), _loss_frame(losses)
+    except core.AndraeusError as exc:
+        yield sess, _err(exc), _loss_frame(losses)
     except Exception as exc:  # noqa: BLE001 - shown to the user; the traceback goes to the server log only
         logger.exception("training failed")
-        yield sess, _err(RuntimeError(_explain_gpu_error(exc))), _loss_frame(losses)
+        failed = RuntimeError(f"Training failed unexpectedly ({type(exc).__name__}); the server log has the details.")
+        yield sess, _err(failed), _loss_frame(losses)
     finally:
         # Also reached when the browser goes away mid-run: the flag stops the training thread (or GPU worker).
         # A new run clears it first.
         sess.cancel_flag.touch()
+
+
+def _slice_text(result: Any, call: int) -> str:
+    if result.status == "done":
+        took = f"in {call} GPU calls" if call > 1 else f"in {result.seconds:.0f}s"
+        return _ok(f"Adapter trained ({result.step} steps {took}). Evaluate it, chat with it or download it.")
+    if result.status == "paused":
+        return (
+            f"⏸️ GPU call {call} ended at step {result.step}/{result.total_steps} with a checkpoint; "
+            f"continuing in GPU call {call + 1}…"
+        )
+    if result.status == "cancelled":
+        return f"⏹️ {result.message}"
+    return _err(core.TrainingError(result.message))
 
 
 def cancel_training(state: Session | None) -> str:
@@ -432,13 +528,41 @@ def _loss_frame(losses: list[dict[str, float]]) -> Any:
 # Evaluate
 
 
+def _explain_gpu_error(exc: Exception, sess: Session | None = None) -> str:
+    """A ZeroGPU refusal of an evaluation or chat call in words a visitor can act on; other errors as they are."""
+    refusal = core.read_zerogpu_error(str(exc))
+    if refusal is None:
+        return str(exc)
+    if refusal.kind == "quota":
+        if sess is not None and refusal.left_s is not None:
+            sess.quota_left_s = refusal.left_s
+        left = f" ({refusal.left_s}s left)" if refusal.left_s is not None else ""
+        tiers = core.ZEROGPU_DAILY_QUOTA_S
+        return (
+            f"The GPU quota is used up for now{left}; it refills over time. Signed-in visitors get "
+            f"{tiers['signed in']}s a day, PRO {tiers['PRO']}s. Or run it on your own machine, a CPU is enough: "
+            "`andraeus train` then `andraeus eval` / `andraeus chat`."
+        )
+    if refusal.kind == "busy":
+        return "No GPU was free just now; try again in a minute."
+    return (
+        "The GPU call ran out of time before it finished. Lower the epochs or phrasings per fact, or run it locally "
+        "with `andraeus train`."
+    )
+
+
 def _need_adapter(sess: Session) -> str:
     if not sess.adapter:
         raise gr.Error("No trained adapter in this session yet: train one on the Train tab first.")
     return sess.adapter
 
 
-@spaces.GPU(duration=180)
+def _evaluation_seconds(adapter: str) -> int:
+    """ZeroGPU duration of an evaluation: what it needs by the estimate, so a small quota still admits it."""
+    return core.evaluation_gpu_seconds(adapter)
+
+
+@spaces.GPU(duration=_evaluation_seconds)
 def _evaluate_on_gpu(adapter: str) -> Any:
     """Held-out evaluation (adapter, base, facts-in-prompt); plain values in and out for the ZeroGPU worker."""
     try:
@@ -455,11 +579,11 @@ def run_evaluation(state: Session | None, progress=gr.Progress()):  # noqa: B008
         report = _evaluate_on_gpu(adapter)
         if isinstance(report, dict):
             return sess, _err(core.EvaluationError(report["error"])), None, []
-        chart = core.recall_by_kind_chart(report, sess.dir / f"recall-{int(time.time() * 1000)}.png")
+        chart = core.recall_by_kind_chart(report, sess.serve_dir / f"recall-{int(time.time() * 1000)}.png")
     except core.AndraeusError as exc:
         return sess, _err(exc), None, []
     except gr.Error as exc:
-        raise gr.Error(_explain_gpu_error(exc)) from None
+        raise gr.Error(_explain_gpu_error(exc, sess)) from None
     rows = []
     for item in report.items:
         base = item.baselines.get("base")
@@ -491,12 +615,16 @@ def _chat_model(sess: Session) -> Any:
         return sess.chat_model
 
 
-@spaces.GPU(duration=90)
+def _chat_seconds(adapter: str, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict) -> int:
+    """ZeroGPU duration of one chat answer (loading base + adapter included)."""
+    return core.chat_gpu_seconds(adapter, max_new_tokens=CHAT_MAX_NEW_TOKENS)
+
+
+@spaces.GPU(duration=_chat_seconds)
 def _stream_on_gpu(adapter: str, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict):
     """ZeroGPU: a forked GPU worker cannot keep the session's model, so it loads base + adapter for the answer."""
     model = core.load_chat_model(adapter=adapter)
-    config = core.GenerationConfig(max_new_tokens=128)
-    yield from model.stream(messages, config, use_adapter=use_adapter, gate=gate, trace=trace)
+    yield from model.stream(messages, CHAT_GENERATION, use_adapter=use_adapter, gate=gate, trace=trace)
 
 
 def _stream(sess: Session, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict):
@@ -504,8 +632,7 @@ def _stream(sess: Session, messages: list[dict[str, str]], use_adapter: bool, ga
         yield from _stream_on_gpu(_need_adapter(sess), messages, use_adapter, gate, trace)
         return
     model = _chat_model(sess)  # kept in this session's state: loaded once, not per message
-    config = core.GenerationConfig(max_new_tokens=128)
-    yield from model.stream(messages, config, use_adapter=use_adapter, gate=gate, trace=trace)
+    yield from model.stream(messages, CHAT_GENERATION, use_adapter=use_adapter, gate=gate, trace=trace)
 
 
 # Who answered, shown above the answer when it was not the trained assistant itself.
@@ -541,6 +668,8 @@ def chat(message: str, history: list[dict[str, Any]], use_base: bool, use_gate: 
             yield sess, history, ""
     except core.AndraeusError as exc:
         raise gr.Error(_err(exc)) from None
+    except gr.Error as exc:  # ZeroGPU refused the call
+        raise gr.Error(_explain_gpu_error(exc, sess)) from None
     history[-1]["content"] = answer.strip() or "…"
     yield sess, history, ""
 
@@ -561,7 +690,7 @@ def download_zip(state: Session | None):
     sess = _session(state)
     adapter = _need_adapter(sess)
     try:
-        path = core.adapter_zip(adapter, sess.dir / "andraeus-adapter.zip")
+        path = core.adapter_zip(adapter, sess.serve_dir / "andraeus-adapter.zip")
     except core.AndraeusError as exc:
         raise gr.Error(_err(exc)) from None
     return sess, str(path)
@@ -591,11 +720,15 @@ def push(
 
 def build_demo() -> gr.Blocks:
     """The Gradio app (six tabs), with its upload limit set; launch or mount it with :data:`LAUNCH_KWARGS`."""
-    base_default, qlora_default = default_base_model()
-    presets = [p.name for p in core.list_presets()]
+    base_default, qlora_default, preset_default = default_base_model()
+    epochs_default, rank_default = preset_values(preset_default)
+    presets = core.served_base_models()
     if base_default not in presets:
         presets.insert(0, base_default)
-    with gr.Blocks(title="Andraeus") as blocks:
+    # Session folders hold profiles: those a previous process left are removed now and orphans every 10 minutes.
+    core.start_sweeper(core.andraeus_home() / "sessions", max_idle_s=2 * SESSION_TTL_S)
+    # Gradio's copies of served files (zips, charts) are deleted after a session's lifetime, as the sessions are.
+    with gr.Blocks(title="Andraeus", delete_cache=(3600, SESSION_TTL_S)) as blocks:
         state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_drop_session)
         gr.Markdown(
             "# Andraeus\nTeach an open LLM the facts of your life: facts → 30+ phrasings per fact → a LoRA adapter "
@@ -643,16 +776,21 @@ def build_demo() -> gr.Blocks:
             )
         with gr.Tab("Train", id="train"):
             with gr.Row():
-                base_model = gr.Dropdown(
-                    presets, value=base_default, label="Base model", allow_custom_value=True, elem_id="base-model"
+                base_model = gr.Dropdown(presets, value=base_default, label="Base model", elem_id="base-model")
+                preset = gr.Radio(
+                    ["cpu", "seed"],
+                    value=preset_default,
+                    label="Preset",
+                    info="cpu: fast (≤3 epochs, early stop, batch 8); seed: the seed's recipe (5 epochs, batch 2×4)",
+                    elem_id="preset",
                 )
-                preset = gr.Radio(["cpu", "seed"], value="seed" if qlora_default else "cpu", label="Preset")
-                qlora = gr.Checkbox(value=qlora_default, label="QLoRA (4-bit base; needs a GPU)")
+                qlora = gr.Checkbox(value=qlora_default, label="QLoRA (4-bit base; needs a GPU)", elem_id="qlora")
+                seed_btn = gr.Button("Seed's model and recipe (qwen2.5-7b, QLoRA)", size="sm", elem_id="seed-recipe")
             with gr.Row():
                 epochs = gr.Slider(
-                    1, 10, value=5, step=1, label="Epochs (upper bound with early stop)", elem_id="epochs"
+                    1, 10, value=epochs_default, step=1, label="Epochs (upper bound with early stop)", elem_id="epochs"
                 )
-                rank = gr.Slider(4, 128, value=64, step=4, label="LoRA rank r (α = 2r)")
+                rank = gr.Slider(4, 128, value=rank_default, step=4, label="LoRA rank r (α = 2r)", elem_id="rank")
             with gr.Row():
                 estimate_btn = gr.Button("Estimate time and cost")
                 train_btn = gr.Button("Train", variant="primary", elem_id="train")
@@ -712,6 +850,8 @@ def build_demo() -> gr.Blocks:
             [state, preview_stats, preview_table, topic, dimension],
             api_name="preview",
         )
+        preset.change(preset_values, [preset], [epochs, rank], api_name="preset_values")
+        seed_btn.click(seed_recipe, None, [base_model, preset, qlora, epochs, rank], api_name="seed_recipe")
         settings = [state, base_model, preset, epochs, rank, qlora, per_fact, heldout]
         estimate_btn.click(estimate, settings, [state, train_status], api_name="estimate")
         train_btn.click(

@@ -17,6 +17,8 @@ logger = logging.getLogger("andraeus.api")
 
 LOCAL_TENANT = "local"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: Host header names a browser uses for this machine (DNS rebinding sends another name with a loopback address).
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -30,14 +32,30 @@ def _env_int(name: str, default: int) -> int:
 
 
 class ApiSettings(BaseModel):
-    """How the API server behaves; ``from_env`` reads ``ANDRAEUS_API_*`` variables."""
+    """How the API server behaves; ``from_env`` reads ``ANDRAEUS_API_*`` variables (the README's API section lists
+    every limit and what exceeding it returns)."""
 
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field("127.0.0.1", description="Address the server binds to (no-auth mode only on loopback).")
     workers: int = Field(1, ge=0, le=16, description="Training worker threads (0 = jobs queue but never run).")
-    max_queued: int = Field(16, ge=0, description="Queued jobs allowed before POST /v1/fine_tuning/jobs gets 429.")
+    max_queued: int = Field(16, ge=0, description="Queued jobs allowed (all tenants) before new jobs get 429.")
+    max_queued_per_tenant: int = Field(4, ge=0, description="Queued jobs one API key may have before it gets 429.")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
+    storage_quota_bytes: int = Field(
+        1024**3, ge=0, description="Bytes of uploads and adapters one API key may keep; beyond, 429 quota_exceeded."
+    )
+    max_files_per_tenant: int = Field(500, ge=0, description="Uploaded files one API key may keep.")
+    max_evaluations: int = Field(1, ge=1, description="Evaluations running at once (each loads a model); then 429.")
+    max_pending_chats: int = Field(
+        8, ge=1, description="Chat completions admitted at once (generating or waiting for the model); then 429."
+    )
+    generation_timeout_s: float = Field(
+        120.0, gt=0, description="Longest a chat completion may generate; then it ends with finish_reason 'length'."
+    )
+    stream_send_timeout_s: float = Field(
+        30.0, gt=0, description="A stream whose client reads nothing for this long is dropped."
+    )
     chat_cache_size: int = Field(3, ge=1, description="Fine-tuned chat models kept loaded.")
     api_keys: str | None = Field(None, description="Comma-separated 'key' or 'tenant=key' items (ANDRAEUS_API_KEYS).")
 
@@ -46,7 +64,14 @@ class ApiSettings(BaseModel):
         values: dict[str, object] = {
             "workers": _env_int("ANDRAEUS_API_WORKERS", 1),
             "max_queued": _env_int("ANDRAEUS_API_MAX_QUEUED", 16),
+            "max_queued_per_tenant": _env_int("ANDRAEUS_API_MAX_QUEUED_PER_TENANT", 4),
             "max_request_bytes": _env_int("ANDRAEUS_API_MAX_REQUEST_BYTES", 16 * 1024 * 1024),
+            "storage_quota_bytes": _env_int("ANDRAEUS_API_STORAGE_QUOTA_BYTES", 1024**3),
+            "max_files_per_tenant": _env_int("ANDRAEUS_API_MAX_FILES", 500),
+            "max_evaluations": _env_int("ANDRAEUS_API_MAX_EVALUATIONS", 1),
+            "max_pending_chats": _env_int("ANDRAEUS_API_MAX_PENDING_CHATS", 8),
+            "generation_timeout_s": _env_int("ANDRAEUS_API_GENERATION_TIMEOUT", 120),
+            "stream_send_timeout_s": _env_int("ANDRAEUS_API_STREAM_SEND_TIMEOUT", 30),
             "api_keys": os.environ.get("ANDRAEUS_API_KEYS") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,9 +21,12 @@ from andraeus_core import (
     ModelLoadError,
     ModelNotAvailableError,
     NotFoundError,
+    PrivateDataError,
     ProfileError,
     QueueFullError,
+    QuotaError,
     TrainingError,
+    andraeus_home,
 )
 
 logger = logging.getLogger("andraeus.api")
@@ -32,6 +36,8 @@ _STATUS: list[tuple[type[AndraeusError], int, str]] = [
     (NotFoundError, 404, "invalid_request_error"),
     (ConflictError, 409, "invalid_request_error"),
     (QueueFullError, 429, "rate_limit_error"),
+    (QuotaError, 429, "insufficient_quota"),  # OpenAI's status and type for a used-up quota
+    (PrivateDataError, 422, "invalid_request_error"),  # a refusal to let personal data out: the adapter's fault
     (ProfileError, 400, "invalid_request_error"),
     (ConfigError, 400, "invalid_request_error"),
     (EvaluationError, 400, "invalid_request_error"),
@@ -77,6 +83,11 @@ def error_response(
     return JSONResponse(error_body(message, type, param, code), status_code=status, headers=headers)
 
 
+def without_paths(message: str) -> str:
+    """``message`` with the server's data directory replaced: a caller never learns where the server keeps files."""
+    return message.replace(str(andraeus_home()), "<server>")
+
+
 def andraeus_error_status(exc: AndraeusError) -> tuple[int, str]:
     for cls, status, kind in _STATUS:
         if isinstance(exc, cls):
@@ -99,14 +110,21 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return "Invalid request: " + "; ".join(parts[:5]), first_param
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    from starlette.routing import Match
+_METHODS = ("get", "post", "put", "patch", "delete")
 
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the API documents for the request's path (a 405's ``Allow``), read from its OpenAPI schema.
+
+    The schema rather than the routes: FastAPI's included routers do not expose their routes' methods, and a model id
+    route (``{model_id:path}``) would otherwise claim ``DELETE /v1/models/x/content``.
+    """
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE and getattr(route, "methods", None):
-            methods |= set(route.methods)
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        parts = re.split(r"(\{[^}]+\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m in _METHODS}
     return sorted(methods)
 
 
@@ -123,7 +141,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFullError) else None
         if status >= 500:
             logger.warning("%s %s failed: %s", request.method, request.url.path, exc.code)
-        return error_response(status, exc.message, kind, exc.param, exc.code, headers)
+        return error_response(status, without_paths(exc.message), kind, exc.param, exc.code, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -139,14 +157,9 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             # Starlette names only the first matching route's methods; a path served by several routes has more.
-            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return error_response(exc.status_code, message, kind, None, None, headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error(
-            "Unexpected error in %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc
-        )
-        return error_response(
-            500, "The server had an error processing your request.", "server_error", None, "internal_error"
-        )
+
+def internal_error_body() -> dict[str, Any]:
+    return error_body("The server had an error processing your request.", "server_error", None, "internal_error")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,7 +45,7 @@ class FileList(BaseModel):
 
 class DeletedObject(BaseModel):
     id: str = Field(description="The deleted id.")
-    object: str = Field(description="'file' or 'model'.")
+    object: str = Field(description="'file', 'model' or 'fine_tuning.job'.")
     deleted: bool = Field(description="True.")
 
 
@@ -95,7 +95,9 @@ class JobCreate(BaseModel):
         pattern=r"^[A-Za-z0-9._-]*$",
     )
     seed: int | None = Field(None, ge=0, le=2147483647, description="Seed for phrasings, split and training.")
-    metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs kept with the job.")
+    metadata: dict[str, str] | None = Field(
+        None, description="Up to 16 pairs kept with the job: keys up to 64 characters, values up to 512."
+    )
     validation_file: str | None = Field(None, description="Not supported: held-out questions come from the profile.")
     integrations: list[dict[str, Any]] | None = Field(None, description="Not supported (must be empty).")
 
@@ -213,20 +215,30 @@ class PushResponse(BaseModel):
 # ----------------------------------------------------------------------------------------------------------------
 # chat
 
+#: Bounds of a chat request, checked before any work (422 naming the field; README, API section).
+MAX_MESSAGES = 256
+MAX_MESSAGE_CHARS = 100_000  # per text, and for all messages together (then 400, param "messages")
+MAX_STOPS = 4
+MAX_STOP_CHARS = 64
+MAX_NAME_CHARS = 256
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what torch.manual_seed takes; OpenAI's seed is a 64-bit integer too
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"] = Field(description="Only text parts are supported.")
-    text: str = Field(description="The text.")
+    text: str = Field(description="The text.", max_length=MAX_MESSAGE_CHARS)
 
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"] = Field(description="Who speaks.")
-    content: str | list[TextPart] = Field(description="Text, or a list of text parts.")
-    name: str | None = Field(None, description="Ignored.")
+    content: (
+        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)] | Annotated[list[TextPart], Field(max_length=MAX_MESSAGES)]
+    ) = Field(description=f"Text, or a list of text parts (at most {MAX_MESSAGE_CHARS:,} characters).")
+    name: str | None = Field(None, description="Ignored.", max_length=MAX_NAME_CHARS)
 
 
 class StreamOptions(BaseModel):
@@ -239,20 +251,32 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="A base preset or one of your fine-tuned models.", max_length=300)
-    messages: list[ChatMessageIn] = Field(description="The conversation, ending with a user message.", min_length=1)
+    messages: list[ChatMessageIn] = Field(
+        description=f"The conversation, ending with a user message (1 to {MAX_MESSAGES} messages).",
+        min_length=1,
+        max_length=MAX_MESSAGES,
+    )
     stream: bool = Field(False, description="Send the answer as server-sent events.")
     stream_options: StreamOptions | None = Field(None, description="include_usage for streams.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 (default) = greedy.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
     max_tokens: int | None = Field(None, ge=1, le=4096, description="Longest answer in tokens (default 256).")
     max_completion_tokens: int | None = Field(None, ge=1, le=4096, description="Same as max_tokens.")
-    stop: str | list[str] | None = Field(None, description="Up to 4 strings that end the answer.")
-    seed: int | None = Field(None, description="Seed for sampled answers.")
+    stop: (
+        Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+        | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]], Field(max_length=MAX_STOPS)]
+        | None
+    ) = Field(None, description=f"Up to {MAX_STOPS} strings of up to {MAX_STOP_CHARS} characters that end the answer.")
+    seed: int | None = Field(
+        None, ge=SEED_RANGE[0], le=SEED_RANGE[1], description="Seed for sampled answers (a 64-bit integer)."
+    )
     n: int | None = Field(None, ge=1, le=1, description="Only 1 is supported.")
-    user: str | None = Field(None, description="Ignored.")
+    user: str | None = Field(None, description="Ignored.", max_length=MAX_NAME_CHARS)
     presence_penalty: float | None = Field(None, description="Ignored.")
     frequency_penalty: float | None = Field(None, description="Ignored.")
-    metadata: dict[str, str] | None = Field(None, description="Ignored.")
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        None, description="Ignored (at most 16 pairs).", max_length=16
+    )
     store: bool | None = Field(None, description="Ignored.")
     gate: bool = Field(
         True,

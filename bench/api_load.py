@@ -2,7 +2,7 @@
 
 Prints p50/p95 request latency, completion tokens/s (all clients together), requests and errors. The reference in
 the same run is the same questions answered by ``ChatModel.reply`` in-process, one at a time, so the HTTP + queueing
-overhead shows as a ratio. Generation is serialised per model (one forward pass at a time on a shared CPU), so
+overhead shows as a ratio. Generations take turns on one thread (one forward pass at a time on a shared CPU), so
 latency grows with N while total tokens/s stays near the in-process figure. Run alone, under the heavy lock:
 ``flock /tmp/andraeus-heavy.lock python bench/api_load.py --clients 4 --seconds 30``.
 """

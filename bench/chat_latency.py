@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from andraeus_core.chat import ChatModel, GenerationConfig, generation_executor
+    from andraeus_core.chat import ChatModel, GenerationConfig, on_generation_thread
     from andraeus_core.models import load_model
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {args.base_model}")
@@ -73,7 +73,7 @@ def main() -> None:
                 stream_rates.append((n - 1) / (total - (first or 0)))
 
             # Reference: plain generate, no streamer, forced to the same length. It runs on the same generation
-            # thread as ChatModel.stream: a second thread doing torch work would slow both (see generation_executor).
+            # thread as ChatModel.stream: a second thread doing torch work would slow both (see chat._Scheduler).
             inputs = chat.prompt_ids(messages)
 
             def plain(inputs=inputs):
@@ -83,7 +83,7 @@ def main() -> None:
                     )
 
             start = time.perf_counter()
-            out = generation_executor().submit(plain).result()
+            out = on_generation_thread(plain)
             elapsed = time.perf_counter() - start
             plain_rates.append((out.shape[1] - inputs["input_ids"].shape[1]) / elapsed)
 

@@ -352,7 +352,8 @@ def test_no_auth_mode_only_on_loopback(caplog: pytest.LogCaptureFixture) -> None
     with caplog.at_level(logging.WARNING, logger="andraeus.api"):
         app = create_app(ApiSettings(host="127.0.0.1", workers=0))
     assert any("no-auth mode" in r.getMessage() for r in caplog.records)
-    with TestClient(app) as c:
+    # No-auth mode answers this machine only, under a loopback name (tests/test_hardening.py tries the rest).
+    with TestClient(app, base_url="http://127.0.0.1:7860", client=("127.0.0.1", 50000)) as c:
         assert c.get("/v1/models").status_code == 200
         assert c.get("/healthz").json()["status"] == "ok" and c.get("/readyz").status_code == 200
 

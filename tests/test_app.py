@@ -201,12 +201,16 @@ def test_cancel_really_stops_training(app_url: str):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         outputs = job.outputs()
-        if outputs and outputs[-1][0].startswith("train:"):
+        if outputs and outputs[-1][0].startswith("Training: step"):
             break
         time.sleep(0.2)
     else:
         pytest.fail(f"training never reported a step: {job.outputs()[-1:]}")
     cancelled_at = time.monotonic()
+    statuses = [o[0] for o in job.outputs()]
+    assert any(s.startswith("Preparing (1/4): loading the base model") for s in statuses), statuses
+    assert any(s.startswith("Preparing (2/4)") and "guard answers" in s for s in statuses)
+    assert not any("0/0" in s for s in statuses)  # the preparing phase says what it does, not "step 0/0"
     assert "Cancelling" in client.predict(api_name="/cancel")
     status, _plot = job.result(timeout=120)
     assert status.startswith("⏹️") and "cancelled" in status, status
@@ -254,9 +258,12 @@ def test_space_front_matter_and_defaults(monkeypatch: pytest.MonkeyPatch):
 
     assert meta["sdk_version"] == gradio.__version__
     assert meta["hf_oauth_scopes"] == ["contribute-repos"]
-    assert ui.default_base_model() == ("smollm2-135m", False)  # no CUDA here
-    monkeypatch.setattr(ui, "ON_ZERO_GPU", True)
-    assert ui.default_base_model() == ("qwen2.5-7b", True)  # a GPU Space: the seed's model with QLoRA
+    assert ui.default_base_model() == ("smollm2-135m", False, "cpu")  # no CUDA here
+    # The UI's defaults are the preset's: 3 epochs for cpu (the slider said 5, so the app trained longer than the CLI).
+    defaults = {b.elem_id: b.value for b in app.demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert (defaults["preset"], defaults["epochs"], defaults["rank"]) == ("cpu", 3, 64)
+    assert ui.preset_values("seed") == (5, 64)
+    assert ui.seed_recipe() == ("qwen2.5-7b", "seed", True, 5, 64)  # the seed's model and recipe, one click away
     assert app.demo._queue.max_size == 32
     limits = {fn.api_name: fn.concurrency_limit for fn in app.demo.fns.values()}
     assert limits["train"] == 1 and limits["evaluate"] == 1 and limits["chat"] == 2
@@ -266,29 +273,133 @@ def test_space_front_matter_and_defaults(monkeypatch: pytest.MonkeyPatch):
     assert app.LAUNCH_KWARGS["max_file_size"] == ui.MAX_UPLOAD
 
 
-def test_zero_gpu_duration_follows_the_job_and_gpu_functions_take_plain_values():
+def test_zero_gpu_durations_follow_the_job_and_gpu_functions_take_plain_values(monkeypatch, make_adapter, tmp_path):
     import inspect
     import pickle
 
     from andraeus_core import load_profile
     from andraeus_web import ui
 
+    # spaces calls the duration function with the GPU function's own arguments, and pickles them for the worker
+    # (off ZeroGPU, spaces.GPU returns the function itself).
+    for duration, gpu in (
+        (ui._slice_seconds, ui._train_slice_on_gpu),
+        (ui._evaluation_seconds, ui._evaluate_on_gpu),
+        (ui._chat_seconds, ui._stream_on_gpu),
+    ):
+        assert list(inspect.signature(duration).parameters) == list(inspect.signature(gpu).parameters)
     profile_json = load_profile(ROOT / "examples" / "seed_profile.yaml").model_dump_json()
-    args = (profile_json, "/tmp/x", *FAST.values())
-    # spaces calls the duration function with the GPU function's own arguments, and pickles them for the worker.
-    # (off ZeroGPU, spaces.GPU returns the function itself)
-    assert list(inspect.signature(ui._gpu_seconds).parameters) == list(inspect.signature(ui._train_on_gpu).parameters)
+    args = (profile_json, "/tmp/x", *FAST.values(), True, 100.0)
     pickle.dumps(args)
-    short = ui._gpu_seconds(*args)
-    long = ui._gpu_seconds(profile_json, "/tmp/x", *{**FAST, "epochs": 10, "per_fact": 60}.values())
-    assert 120 <= short <= long <= 1500
+    assert ui._slice_seconds(*args) == 100
+    assert ui._slice_seconds(*args[:-1], None) == 290  # the per-call limit, ANDRAEUS_ZEROGPU_MAX_S
+    assert ui._slice_seconds(*args[:-1], 1000.0) == 290
+    monkeypatch.setenv("ANDRAEUS_ZEROGPU_MAX_S", "60")
+    assert ui._slice_seconds(*args[:-1], None) == 60
+
+    # Evaluation and chat ask for what they need (an anonymous visitor has 120 s a day), not a fixed 180 s / 90 s.
+    adapter = str(make_adapter(tmp_path / "a", dataset={"train": 300, "heldout": 50}))
+    assert (
+        ui._evaluation_seconds(adapter) == ui._chat_seconds(adapter, [], True, True, {}) == 20
+    )  # tiny-random: the floor
+    from andraeus_core import gpu_call_seconds
+
+    seven_b = gpu_call_seconds("qwen2.5-7b", decode_steps=3 * 48)  # an evaluation of <= 64 questions on 7B
+    assert 30 < seven_b < 90
 
 
 def test_gpu_quota_and_duration_errors_are_explained():
     from andraeus_web import ui
 
     quota = ui._explain_gpu_error(RuntimeError("You have exceeded your GPU quota (60s requested vs. 10s left)."))
-    assert "quota" in quota and "andraeus train" in quota
+    assert "quota" in quota and "10s left" in quota and "andraeus train" in quota
     aborted = ui._explain_gpu_error(RuntimeError("GPU task aborted"))
     assert "ran out" in aborted and "epochs" in aborted
     assert ui._explain_gpu_error(RuntimeError("something else")) == "something else"
+
+
+def test_a_quota_refusal_mid_run_keeps_the_checkpoint_says_what_to_do_and_train_continues(monkeypatch):
+    import gradio as gr
+
+    import andraeus_core as core
+    from andraeus_web import ui
+
+    monkeypatch.setattr(ui, "SLICED", True)
+    calls: list[tuple[bool, float | None]] = []
+    refusal = "You have exceeded your free ZeroGPU quota (87s requested vs. {left}s left). Try again in 0:42:00."
+    plan: dict = {"left": 31, "slices": []}
+
+    def gpu_slice(profile_json, session_dir, *args):  # stands in for the @spaces.GPU call
+        *_settings, resume, budget = args
+        calls.append((resume, budget))
+        if not plan["slices"]:
+            raise gr.Error(refusal.format(left=plan["left"]))  # ZeroGPU refuses before the call starts
+        yield core.ProgressEvent(phase="train", step=len(calls), total_steps=135, loss=2.0)
+        yield plan["slices"].pop(0)
+
+    monkeypatch.setattr(ui, "_train_slice_on_gpu", gpu_slice)
+    sess = ui.Session()
+    sess.profile = core.load_profile(ROOT / "examples" / "seed_profile.yaml")
+    settings = ("smollm2-135m", "cpu", 3, 64, False, 30, 0.2)
+
+    def train(*values):
+        return [status for _s, status, _plot in ui.start_training(sess, *values, progress=lambda *a, **k: None)]
+
+    # One call trains to step 40 and checkpoints; ZeroGPU refuses the next one.
+    plan["slices"] = [core.SliceResult(status="paused", step=40, total_steps=135)]
+    statuses = train(*settings)
+    text = statuses[-1]
+    assert text.startswith("⛽ GPU quota") and "31s left" in text and "0:42:00" in text, text
+    assert "step 40 of 135" in text and "checkpoint is kept" in text and "press **Train** again" in text
+    assert "andraeus train" in text and "signed in" in text and "Traceback" not in text
+    assert sess.paused == settings and sess.quota_left_s == 31 and sess.adapter is None
+    assert [resume for resume, _ in calls] == [False, True]
+    assert all(budget is not None and budget <= 290 for _, budget in calls)
+    assert "31s of GPU quota left" in ui.estimate(sess, *settings)[1]  # the estimate now says what is left
+
+    # Train again with the same settings: the first call resumes the checkpoint.
+    calls.clear()
+    plan["slices"] = [core.SliceResult(status="done", step=135, total_steps=135, adapter="/a", seconds=9.0)]
+    assert train(*settings)[-1].startswith("✅ Adapter trained")
+    assert calls[0][0] is True and sess.adapter == "/a" and sess.paused is None
+
+    # Refused before any step with a 7B model: no checkpoint to keep; a smaller model that fits is offered.
+    calls.clear()
+    plan["left"] = 60
+    text = train("qwen2.5-7b", "cpu", 3, 64, False, 30, 0.2)[-1]
+    assert "60s left" in text and "a smaller base model: **" in text and "checkpoint" not in text, text
+    assert calls == [(False, calls[0][1])] and sess.paused is None
+
+
+def test_on_zero_gpu_a_model_that_cannot_load_within_one_call_is_refused_before_any_call(monkeypatch):
+    import andraeus_core as core
+    from andraeus_web import ui
+
+    monkeypatch.setattr(ui, "ON_ZERO_GPU", True)
+    monkeypatch.setattr(ui, "SLICED", True)
+    monkeypatch.setenv("ANDRAEUS_ZEROGPU_MAX_S", "20")  # shorter than loading 7B by the estimate
+    monkeypatch.setattr(ui, "_train_slice_on_gpu", lambda *a: pytest.fail("no GPU call should be made"))
+    sess = ui.Session()
+    sess.profile = core.load_profile(ROOT / "examples" / "seed_profile.yaml")
+    statuses = [
+        s for _s, s, _p in ui.start_training(sess, "qwen2.5-7b", "cpu", 3, 64, False, 30, 0.2, lambda *a, **k: None)
+    ]
+    assert len(statuses) == 1 and statuses[0].startswith("❌") and "GPU seconds" in statuses[0], statuses
+    assert "does not fit one GPU call of 20s" in statuses[0] and "smaller base model" in statuses[0]
+
+
+def test_python_app_py_listens_where_gradio_server_name_and_port_say(monkeypatch):
+    import runpy
+
+    import gradio
+
+    seen: dict = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: seen.update(kwargs))
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what a Space sets; nothing listens here
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    runpy.run_path(str(ROOT / "app.py"), run_name="__main__")
+    assert (seen["server_name"], seen["server_port"]) == ("0.0.0.0", 7861)
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name)
+    runpy.run_path(str(ROOT / "app.py"), run_name="__main__")
+    assert (seen["server_name"], seen["server_port"]) == ("127.0.0.1", 7860)

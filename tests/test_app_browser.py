@@ -102,7 +102,8 @@ def test_browser_example_train_progress_eval_chart_chat(app_url: str, browser):
     page.locator("#train").click()
     page.locator("#train-status").get_by_text("Adapter trained").wait_for(timeout=TRAIN_MS)
     seen = page.evaluate("() => window.__statuses")
-    assert any("step" in s and "train:" in s for s in seen), seen[-5:]
+    assert any(s.startswith("Training: step") for s in seen), seen[-5:]
+    assert any(s.startswith("Preparing (1/4)") for s in seen), seen[:5]
     # The loss plot rendered a chart (vega draws into a canvas or an svg).
     page.locator("#loss-plot canvas, #loss-plot svg").first.wait_for()
     _shot(page, "3-trained")

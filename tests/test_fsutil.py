@@ -143,3 +143,53 @@ def test_safe_name() -> None:
     assert safe_name("Qwen/Qwen2.5 7B: instruct!") == "Qwen-Qwen2.5-7B-instruct"
     assert safe_name("...") == "model"
     assert len(safe_name("x" * 100)) == 48
+
+
+def test_private_writes_are_owner_only_from_the_start(tmp_path: Path) -> None:
+    target = atomic_write(tmp_path / "private.json", "{}", private=True)
+    assert target.stat().st_mode & 0o777 == 0o600
+    with publish_file(tmp_path / "report.zip", private=True) as tmp:
+        tmp.write_bytes(b"zip")
+    assert (tmp_path / "report.zip").stat().st_mode & 0o777 == 0o600
+
+
+def test_orphaned_folders_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from andraeus_core.fsutil import OWNER_FILE, claim_dir, sweep_dirs
+
+    root = tmp_path / "sessions"
+    mine = claim_dir(root / "mine")
+    assert mine.stat().st_mode & 0o777 == 0o700 and (mine / OWNER_FILE).read_text().strip() == str(os.getpid())
+    (mine / "private.json").write_text("{}")
+    dead = claim_dir(root / "dead")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (dead / OWNER_FILE).write_text(gone.stdout)  # a process that has exited
+    (dead / "private.json").write_text("{}")
+    unmarked_old = root / "unmarked-old"
+    unmarked_old.mkdir()
+    unmarked_new = root / "unmarked-new"
+    unmarked_new.mkdir()
+    old = time.time() - 3600
+    os.utime(unmarked_old, (old, old))
+    idle = claim_dir(root / "idle")
+    for path in (idle / OWNER_FILE, idle):
+        os.utime(path, (old, old))
+    removed = sweep_dirs(root, max_idle_s=1800)
+    assert sorted(p.name for p in removed) == ["dead", "idle", "unmarked-old"]
+    assert sorted(p.name for p in root.iterdir()) == ["mine", "unmarked-new"]
+    assert sweep_dirs(tmp_path / "nothing-here", max_idle_s=1) == []
+
+
+def test_the_web_app_sweeps_session_folders_left_by_a_dead_process(isolated_home: Path) -> None:
+    """Session folders hold private.json: those of a server that died are removed when the next one starts."""
+    from andraeus_core.fsutil import OWNER_FILE, claim_dir
+    from andraeus_web import build_demo
+
+    left = claim_dir(isolated_home / "sessions" / "from-a-dead-server")
+    (left / OWNER_FILE).write_text("999999999\n")
+    (left / "private.json").write_text('{"profile": {}}')
+    build_demo()
+    assert not left.exists()

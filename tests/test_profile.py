@@ -301,3 +301,40 @@ def test_random_csv_raises_only_profile_error(rows: list[list[str]], header: str
 def test_random_text_as_yaml_raises_only_profile_error(text: str) -> None:
     _only_profile_error(text, "yaml")
     _only_profile_error("user_name: Sam\nfacts:\n" + text, "yaml")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "match"),
+    [
+        # Under the value budget: the position-tracking parse runs, and must be linear in the keys.
+        ("json", json.dumps({f"k{i}": i for i in range(20_000)}), "k0 is not a known field"),
+        ("yaml", "\n".join(f"k{i}: {i}" for i in range(20_000)), "k0 is not a known field"),
+        # Far over it: refused before any tree or line table is built.
+        ("json", json.dumps({f"k{i}": i for i in range(65_000)}, separators=(",", ":")), "too large"),
+        ("yaml", "\n".join(f"k{i}: {i}" for i in range(90_000))[: MAX_FILE_BYTES - 10], "too large"),
+        ("yaml", "[" + ",".join("a" for _ in range(400_000)) + "]", "too large"),
+    ],
+)
+def test_huge_documents_are_rejected_fast(fmt: str, text: str, match: str) -> None:
+    """A ~1 MB object of 65,000 keys took 20 s to reject (every key's line found by scanning from the start); YAML
+    of that size took 5-15 s (pure-Python loader). The bound is loose: 3 s on a busy 2-core machine."""
+    import time
+
+    assert len(text) < MAX_FILE_BYTES
+    started = time.perf_counter()
+    with pytest.raises(ProfileError, match=match):
+        parse_profile(text, fmt=fmt, source=f"big.{fmt}")  # type: ignore[arg-type]
+    assert time.perf_counter() - started < 3.0
+
+
+def test_json_key_lines_are_found_after_the_previous_key() -> None:
+    """A field's line is its own key's, not that of a same-named key nested in an earlier value."""
+    text = '{"user_name": "Sam", "facts": [{"topic": "dog",\n "questions": [{"value": 1}],\n "value": true}]}'
+    with pytest.raises(ProfileError, match=r"line 3: facts\[0\]\.value must be text"):
+        parse_profile(text, fmt="json", source="p.json")
+
+
+def test_json_number_with_thousands_of_digits_is_a_profile_error() -> None:
+    text = '{"user_name": "Sam", "facts": [{"topic": "dog", "value": ' + "9" * 5000 + "}]}"
+    with pytest.raises(ProfileError, match="too many digits"):
+        parse_profile(text, fmt="json", source="p.json")

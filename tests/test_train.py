@@ -254,7 +254,7 @@ def test_cancel_stops_within_one_step_and_writes_nothing(tiny_model):
     events = []
     with pytest.raises(TrainingCancelled, match="step 2 of"):
         train(tiny_dataset(tiny_config()), tiny_config(), on_progress=events.append, should_stop=should_stop)
-    assert max(e.step for e in events) <= 2
+    assert max(e.step for e in events if e.phase == "train") <= 2  # (preparing numbers its own sub-steps)
     assert not adapters_dir().exists() or not any(adapters_dir().iterdir())
 
 

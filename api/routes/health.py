@@ -12,8 +12,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """The process is up."""
+async def healthz() -> Health:
+    """The process is up (answered on the event loop: never behind requests waiting for a worker thread)."""
     return Health(status="ok")
 
 

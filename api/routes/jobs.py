@@ -9,7 +9,16 @@ from starlette.concurrency import run_in_threadpool
 
 from ..deps import ServiceDep, TenantDep
 from ..errors import ApiError
-from ..schemas import Checkpoint, CheckpointList, EventList, FineTuningJob, JobCreate, JobEvent, JobList
+from ..schemas import (
+    Checkpoint,
+    CheckpointList,
+    DeletedObject,
+    EventList,
+    FineTuningJob,
+    JobCreate,
+    JobEvent,
+    JobList,
+)
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -52,8 +61,6 @@ def create_job(
         )
     if body.integrations:
         raise ApiError(400, "integrations are not supported.", param="integrations", code="unsupported_parameter")
-    if body.metadata is not None and len(body.metadata) > 16:
-        raise ApiError(400, f"metadata may hold at most 16 pairs, got {len(body.metadata)}.", param="metadata")
     hyper = body.hyperparameters
     if body.method is not None and body.method.supervised is not None and body.method.supervised.hyperparameters:
         hyper = body.method.supervised.hyperparameters
@@ -89,6 +96,14 @@ def list_jobs(
 def get_job(service: ServiceDep, tenant: TenantDep, job_id: str) -> FineTuningJob:
     """One of your jobs."""
     return job_object(service.get_job(tenant, job_id))
+
+
+@router.delete("/{job_id}", response_model=DeletedObject)
+def delete_job(service: ServiceDep, tenant: TenantDep, job_id: str) -> DeletedObject:
+    """Delete a finished job and everything it made: model, adapter, evaluations, checkpoints, events (409 while it
+    is queued or running: cancel it first)."""
+    service.delete_job(tenant, job_id)
+    return DeletedObject(id=job_id, object="fine_tuning.job", deleted=True)
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob)
@@ -152,5 +167,5 @@ async def evaluation(
     refresh: bool = False,
 ) -> dict[str, Any]:
     """Held-out recall of the job's adapter (computed on first request, then kept). 409 unless succeeded."""
-    chosen = tuple(b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none")
+    chosen = tuple(dict.fromkeys(b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"))
     return await run_in_threadpool(service.evaluation, tenant, job_id, chosen, refresh)
