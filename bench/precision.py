@@ -249,6 +249,9 @@ def main() -> int:
     parser.add_argument("--base-model", default="smollm2-135m")
     parser.add_argument("--reference-ref", default=REFERENCE_REF, help="commit whose recipe is the time reference")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference training")
+    parser.add_argument(
+        "--reference-profiles", default=None, help="train the reference on these profiles only (default: all of them)"
+    )
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-random, one profile and seed")
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -262,6 +265,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown profile {unknown[0]!r}; choose from {', '.join(PROFILES)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    ref_profiles = set(args.reference_profiles.split(",")) if args.reference_profiles else None
     if args.only:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         work = Path(args.workdir)
@@ -281,7 +285,7 @@ def main() -> int:
                 print(f"  ran {profile} seed {seed}: train {runs[-1]['train_s']:.0f}s", flush=True)
                 print("RUN " + json.dumps(runs[-1]), flush=True)  # each run's counts, kept if the bench is cut short
                 # The reference on the first seed of each profile, from its own cold home as well.
-                if i == 0 and not args.no_reference:
+                if i == 0 and not args.no_reference and (ref_profiles is None or profile in ref_profiles):
                     references.append(_child(args, "reference", profile, seed, work))
                     print(f"  reference {profile} seed {seed}: train {references[-1]['train_s']:.0f}s", flush=True)
                     print("REFERENCE " + json.dumps(references[-1]), flush=True)
