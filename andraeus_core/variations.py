@@ -1287,32 +1287,9 @@ def unknown_questions(
 
     out: list[Negative] = []
     used: set[str] = set()
-    for fact in profile.facts:
-        topics = near_unknown_topics(profile, fact)
-        picks = [t for t in topics[: near_per_fact * 2] if topic_key(t) not in used]
-        for topic in rng.sample(picks, min(near_per_fact, len(picks))):
-            used.add(topic_key(topic))
-            info = topic_info(topic)
-            answers = _abstentions(info, fact)
-            questions = unknown_phrasings(topic)
-            for q in rng.sample(questions, min(near_phrasings, len(questions))):
-                out.append(
-                    Negative(
-                        question=q,
-                        answer=rng.choice(answers),
-                        kind="unknown",
-                        topic=topic,
-                        group=f"unknown:{topic_key(topic)}",
-                        expect=UNKNOWN_EXPECT,
-                    )
-                )
-    catalog = [t for t in catalog_unknown_topics(profile) if topic_key(t) not in used]
-    rng.shuffle(catalog)
-    for topic in catalog[:count]:
-        info = topic_info(topic)
-        answers = _abstentions(info, related_fact(info))
-        questions = unknown_phrasings(topic) or [_fill(t, info, "") for t in _UNKNOWN_TEMPLATES]
-        for q in rng.sample(questions, min(catalog_phrasings, len(questions))):
+
+    def add(topic: str, answers: list[str], questions: list[str], n: int) -> None:
+        for q in rng.sample(questions, min(n, len(questions))):
             out.append(
                 Negative(
                     question=q,
@@ -1323,6 +1300,22 @@ def unknown_questions(
                     expect=UNKNOWN_EXPECT,
                 )
             )
+
+    for fact in profile.facts:
+        topics = near_unknown_topics(profile, fact)
+        picks = [t for t in topics[: near_per_fact * 2] if topic_key(t) not in used]
+        for topic in rng.sample(picks, min(near_per_fact, len(picks))):
+            used.add(topic_key(topic))
+            info = topic_info(topic)
+            answers = _abstentions(info, fact)
+            add(topic, answers, unknown_phrasings(topic), near_phrasings)
+    catalog = [t for t in catalog_unknown_topics(profile) if topic_key(t) not in used]
+    rng.shuffle(catalog)
+    for topic in catalog[:count]:
+        info = topic_info(topic)
+        answers = _abstentions(info, related_fact(info))
+        questions = unknown_phrasings(topic) or [_fill(t, info, "") for t in _UNKNOWN_TEMPLATES]
+        add(topic, answers, questions, catalog_phrasings)
     return out
 
 
