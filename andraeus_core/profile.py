@@ -415,6 +415,20 @@ class _JsonObject(dict):
     duplicate: str | None = None
 
 
+def _decode_json(decode: Callable[[str], Any], text: str, source: str) -> Any:
+    """``decode(text)``, its failures as a :class:`ProfileError` naming the line."""
+    try:
+        return decode(text)
+    except json.JSONDecodeError as exc:
+        raise ProfileError(
+            f"{source}, line {exc.lineno}: not valid JSON: {exc.msg}.", source=source, line=exc.lineno
+        ) from None
+    except RecursionError:
+        raise ProfileError(f"{source}: the JSON document is nested too deeply.", source=source) from None
+    except ValueError:  # an integer longer than Python's int-conversion limit (4,300 digits)
+        raise ProfileError(f"{source}: not valid JSON: a number has too many digits.", source=source) from None
+
+
 def _parse_json(text: str, source: str) -> tuple[Any, LineOf]:
     from json import decoder, scanner
 
@@ -432,32 +446,14 @@ def _parse_json(text: str, source: str) -> tuple[Any, LineOf]:
 
     # The C decoder first (~50x faster): it reports syntax errors and lets a document with far more values than any
     # profile be refused before the slow, position-tracking parse below.
-    try:
-        quick = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProfileError(
-            f"{source}, line {exc.lineno}: not valid JSON: {exc.msg}.", source=source, line=exc.lineno
-        ) from None
-    except RecursionError:
-        raise ProfileError(f"{source}: the JSON document is nested too deeply.", source=source) from None
-    except ValueError:  # an integer longer than Python's int-conversion limit (4,300 digits)
-        raise ProfileError(f"{source}: not valid JSON: a number has too many digits.", source=source) from None
+    quick = _decode_json(json.loads, text, source)
     if _count_values(quick, _MAX_NODES) > _MAX_NODES:
         raise ProfileError(f"{source}: the JSON document is too large for a profile.", source=source)
 
     dec = json.JSONDecoder()
     dec.parse_object = parse_object  # type: ignore[assignment]
     dec.scan_once = scanner.py_make_scanner(dec)  # the C scanner would bypass parse_object
-    try:
-        data = dec.decode(text)
-    except json.JSONDecodeError as exc:
-        raise ProfileError(
-            f"{source}, line {exc.lineno}: not valid JSON: {exc.msg}.", source=source, line=exc.lineno
-        ) from None
-    except RecursionError:
-        raise ProfileError(f"{source}: the JSON document is nested too deeply.", source=source) from None
-    except ValueError:  # an integer longer than Python's int-conversion limit (4,300 digits)
-        raise ProfileError(f"{source}: not valid JSON: a number has too many digits.", source=source) from None
+    data = _decode_json(dec.decode, text, source)
 
     lines: dict[Path_, int] = {}
     _line = _LineIndex(text)
