@@ -38,7 +38,7 @@ from .config import adapters_dir
 from .dataset import ChatExample, write_jsonl
 from .errors import AdapterError, ConfigError
 from .fsutil import PRIVATE_FILE_MODE, atomic_write, publish_dir, safe_name
-from .gate import Gate, GateMeta, subject_keywords
+from .gate import Gate, GateMeta, profile_names, subject_keywords
 from .models import LoadedModel
 from .profile import Profile
 
@@ -439,8 +439,9 @@ class Adapter:
         has_profile = (self.path / PRIVATE_FILE).is_file() and self.private.profile is not None
         topics = self.private.profile.topics() if has_profile else self.meta.topics
         values = self.private.profile.values() if has_profile else []
+        names = profile_names(self.private.profile) if has_profile else {}
         try:
-            return Gate.load(path, self.meta.gate, subject_keywords(topics, values))
+            return Gate.load(path, self.meta.gate, subject_keywords(topics, values), topics, names)
         except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds; one actionable message
             raise AdapterError(f"'{path}' cannot be read as a gate: {exc}.", param="adapter") from None
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .matching import normalize
 from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS, UNKNOWN_TOPICS
 from .profile import Fact, Profile, topic_key
 
@@ -1145,9 +1147,14 @@ def _owner_and_attribute(topic: str) -> tuple[str | None, str]:
 
 def _known_forms(profile: Profile) -> set[tuple[str | None, str]]:
     """(owner, attribute) pairs the profile answers, with synonyms folded ("wife's name" covers "partner's name")."""
+    return _topic_forms(f.topic for f in profile.facts)
+
+
+def _topic_forms(topics: Iterable[str]) -> set[tuple[str | None, str]]:
+    """(owner, attribute) pairs of these topics (see :func:`_known_forms`)."""
     forms: set[tuple[str | None, str]] = set()
-    for fact in profile.facts:
-        key = topic_key(fact.topic)
+    for topic in topics:
+        key = topic_key(topic)
         canonical = _INDEX.get(key, key)
         for k in {key, canonical}:
             owner, attribute = _owner_and_attribute(k)
@@ -1220,6 +1227,96 @@ def near_unknown_topics(profile: Profile, fact: Fact) -> list[str]:
         seen.add(key)
         result.append(topic)
     return result
+
+
+_NAMED_ATTRIBUTES: dict[str, tuple[str, ...]] = {  # attribute -> questions about a known person or pet, by name
+    "age": ("How old is {v}?", "What age is {v} now?"),
+    "birthday": ("When is {v}'s birthday?", "When was {v} born?"),
+    "job": ("What does {v} do for a living?", "Where does {v} work?"),
+    "favourite food": ("What's {v}'s favourite food?",),
+    "phone number": ("What's {v}'s phone number?",),
+    "favourite toy": ("What's {v}'s favourite toy?",),
+}
+
+
+def named_unknown_questions(profile: Profile, fact: Fact) -> list[str]:
+    """For a known person's or pet's name, questions about that person or pet *by name* that the profile does not
+    answer ("How old is Fulger?" when only the horse's name is known); empty for other facts."""
+    owner, attribute = _owner_and_attribute(fact.topic)
+    if owner is None or attribute != "name":
+        return []
+    forms = _known_forms(profile)
+    person = topic_info(fact.topic).person or owner in _PERSON_WORDS
+    attributes = _PERSON_ATTRIBUTES if person else _PET_ATTRIBUTES
+    return [
+        template.format(v=fact.value)
+        for a in attributes
+        if not _is_known(forms, f"{owner}'s {a}")
+        for template in _NAMED_ATTRIBUTES.get(a, ())
+    ]
+
+
+# Words that ask for an attribute of someone or something, by attribute (as near_unknown_topics names them).
+_ATTRIBUTE_CUES: dict[str, tuple[str, ...]] = {
+    "age": ("age", "old"),
+    "birthday": ("birthday", "born", "bday"),
+    "job": ("job", "work", "works", "living", "occupation", "profession"),
+    "colour": ("colour", "color", "painted"),
+    "team": ("team", "support", "supports"),
+    "phone number": ("phone", "number"),
+    "favourite food": ("food", "eat", "eats"),
+    "address": ("address", "live", "lives"),
+    "hobby": ("hobby", "hobbies"),
+    "maiden name": ("maiden",),
+    "year": ("year", "made"),
+    "breed": ("breed",),
+    "school": ("school",),
+}
+
+
+_NAME_CUES = {"name", "names", "called", "named", "who", "whom"}
+_ATTRIBUTE_WINDOW = 3
+
+
+def asks_unknown_attribute(
+    question: str, topics: Sequence[str], names: Mapping[str, Sequence[str]] | None = None
+) -> bool:
+    """Whether the question asks for an attribute the profile does not hold of someone or something it knows.
+
+    "What's my wife's job?" when the wife's name is known (and the user's own job perhaps, but not hers), "How old
+    is Fulger?" when Fulger is the horse: a near miss whose words all name known subjects, so the gate's
+    known-subject check alone would keep it with the adapter, which then answers with the value it knows.
+
+    Args:
+        question: the question.
+        topics: the profile's topics.
+        names: topic -> its value and aliases, where known (a pulled adapter has its topics only): the names a
+            known person or pet may be asked about by.
+    """
+    forms = _topic_forms(topics)
+    owners: dict[str, str] = {}
+    for topic in topics:
+        owner, attribute = _owner_and_attribute(topic)
+        if owner is not None and attribute == "name":
+            owners[owner] = owner
+            for name in (names or {}).get(topic, ()):
+                owners[normalize(name)] = owner
+        elif owner is None and attribute.split()[-1] in _POSSESSIONS:
+            owners[attribute.split()[-1]] = attribute
+    words = [w[:-1] if w.endswith("s") and w[:-1] in owners else w for w in normalize(question).split()]
+    asks_name = any(w in _NAME_CUES for w in words)
+    for i in range(len(words)):
+        # An owner is a word, or two (a "best friend"), or a known name; its attribute is asked within a few words
+        # ("my wife's job", "how old is Fulger"): further away it is usually someone else's ("my wife wants to book
+        # ... on my birthday").
+        owner = owners.get(words[i]) or owners.get(" ".join(words[i : i + 2]))
+        if owner is None or (asks_name and _is_known(forms, f"{owner}'s name")):
+            continue
+        near = set(words[max(0, i - _ATTRIBUTE_WINDOW) : i + _ATTRIBUTE_WINDOW + 2])
+        for attribute, cues in _ATTRIBUTE_CUES.items():
+            if near.intersection(cues) and not _is_known(forms, f"{owner}'s {attribute}"):
+                return True
+    return False
 
 
 def unknown_phrasings(topic: str) -> list[str]:

@@ -13,15 +13,19 @@ from andraeus_core.evaluate import Question, evaluate
 from andraeus_core.gate import (
     GENERIC_ABSTENTION,
     ROUTES,
+    Gate,
+    GateMeta,
     abstention,
     fit_gate,
     gate_data,
     names_known_subject,
+    profile_names,
     subject_keywords,
 )
 from andraeus_core.matching import is_abstention
 from andraeus_core.models import load_model
 from andraeus_core.profile import Profile, load_profile
+from andraeus_core.variations import asks_unknown_attribute, named_unknown_questions
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
@@ -69,6 +73,102 @@ def test_known_subjects_protect_unusual_phrasings_of_known_facts() -> None:
     assert not names_known_subject("What's my wifi password?", words)
     # public topics alone (a pulled adapter) still name the subjects, without any value
     assert not names_known_subject("Who is Ioana?", subject_keywords(profile.topics()))
+
+
+NEAR_MISS_PROFILE = Profile.model_validate(
+    {
+        "user_name": "Bogdan",
+        "facts": [
+            {"topic": "horse's name", "value": "Fulger"},
+            {"topic": "wife's name", "value": "Ioana"},
+            {"topic": "daughter's name", "value": "Ilinca"},
+            {"topic": "daughter's birthday", "value": "May 2"},
+            {"topic": "job", "value": "beekeeper"},
+            {"topic": "car", "value": "Dacia Duster"},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "near_miss"),
+    [
+        # an attribute the profile lacks, of someone or something it knows (by relation or by name)
+        ("What's my wife's job?", True),
+        ("Which team does my wife support?", True),
+        ("How old is Fulger?", True),
+        ("how old is my horse", True),
+        ("What colour is my car painted?", True),
+        ("Where does my wife work?", True),
+        # what the profile holds, however it is asked
+        ("When is my daughter's birthday?", False),
+        ("What's my job?", False),
+        ("Tell me my daughter's first name.", False),
+        ("The bank needs my spouse's first name for a joint account. What do I tell them?", False),
+        ("My wife wants to book a surprise weekend away on my birthday. Which date should she choose?", False),
+        ("What car do I drive?", False),
+        ("Who is Ioana?", False),
+        # nobody the profile knows
+        ("What's my sister's job?", False),
+        ("How old is the universe?", False),
+    ],
+)
+def test_near_misses_are_unknown_attributes_of_known_subjects(question: str, near_miss: bool) -> None:
+    names = profile_names(NEAR_MISS_PROFILE)
+    assert asks_unknown_attribute(question, NEAR_MISS_PROFILE.topics(), names) is near_miss
+
+
+def test_a_pulled_adapter_finds_near_misses_by_relation_but_not_by_name() -> None:
+    topics = NEAR_MISS_PROFILE.topics()  # no values: the private profile stays with its owner
+    assert asks_unknown_attribute("How old is my horse?", topics)
+    assert not asks_unknown_attribute("How old is Fulger?", topics)
+
+
+def test_gate_data_asks_about_known_people_and_pets_by_name() -> None:
+    questions = named_unknown_questions(NEAR_MISS_PROFILE, NEAR_MISS_PROFILE.facts[0])
+    assert "How old is Fulger?" in questions
+    # the daughter's birthday is known: never a question to decline
+    daughter = named_unknown_questions(NEAR_MISS_PROFILE, NEAR_MISS_PROFILE.facts[2])
+    assert daughter and not any("birthday" in q or "born" in q for q in daughter)
+    assert named_unknown_questions(NEAR_MISS_PROFILE, NEAR_MISS_PROFILE.facts[4]) == []  # not a name
+    data = gate_data(NEAR_MISS_PROFILE, build_dataset(NEAR_MISS_PROFILE, per_fact=8))
+    assert "How old is Fulger?" in data.train["abstain"]
+    assert any("wife's job" in q.casefold() or "wifes job" in q.casefold() for q in data.train["abstain"])
+
+
+def test_decide_declines_a_near_miss_but_keeps_known_subjects() -> None:
+    import torch
+
+    gate = Gate(
+        GateMeta(
+            layers=[1],
+            threshold_base=0.8,
+            threshold_abstain=0.8,
+            threshold_abstain_near_miss=0.3,
+            train_counts={},
+            heldout_accuracy={},
+            heldout_counts={},
+            fit_seconds=0.0,
+        ),
+        torch.zeros(1),
+        torch.ones(1),
+        torch.zeros(1, 3),
+        torch.zeros(3),
+        frozenset(subject_keywords(NEAR_MISS_PROFILE.topics(), NEAR_MISS_PROFILE.values())),
+        tuple(NEAR_MISS_PROFILE.topics()),
+        profile_names(NEAR_MISS_PROFILE),
+    )
+    questions = ["What's my wife's job?", "What's my wife's name?", "What's my sister's name?", "Bananas?"]
+    probabilities = torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.9, 0.0], [0.1, 0.9, 0.0], [0.1, 0.0, 0.9]])
+    assert gate.decide(questions, probabilities) == ["abstain", "adapter", "abstain", "base"]
+    # a near miss the classifier calls impersonal stays where it was sent
+    assert gate.decide(questions[:1], torch.tensor([[0.8, 0.2, 0.0]])) == ["adapter"]
+    # gates written before the near-miss rule (no threshold in their metadata) route as they always did
+    old = GateMeta.model_validate(
+        {k: v for k, v in gate.meta.model_dump().items() if k != "threshold_abstain_near_miss"}
+    )
+    gate.meta = old
+    assert gate.decide(questions, probabilities) == ["adapter", "adapter", "abstain", "base"]
 
 
 def test_abstention_keeps_the_first_sentence_and_never_a_value() -> None:
