@@ -594,6 +594,23 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
+# Shorter shared prefixes are not worth a separate forward pass (a chat template's header is ~10 tokens).
+MIN_SHARED_PREFIX = 32
+
+
+def _shared_prefix(sequences: list[list[int]]) -> int:
+    """The length of the token prefix all ``sequences`` share, leaving each at least one token of its own (the
+    generation needs one uncached input token per row)."""
+    first = sequences[0]
+    n = min(len(seq) for seq in sequences) - 1
+    for seq in sequences[1:]:
+        k = 0
+        while k < n and seq[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
 def generate_batch(
     model: Any,
     tokenizer: Any,
@@ -634,13 +651,30 @@ def generate_batch(
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            # A prompt prefix every conversation of the chunk shares (the system prompt; for the in-context baseline
+            # every fact) is computed once and its KV cache repeated across the batch, instead of once per row: on a
+            # long shared prompt this is most of the work. The rows' own tokens follow it, left-padded, and the
+            # positions come from the attention mask, so each row sees what it would have seen alone.
+            shared = _shared_prefix([encoded[i] for i in chunk]) if len(chunk) > 1 else 0
+            cache = None
+            if shared >= MIN_SHARED_PREFIX:
+                with torch.inference_mode():
+                    prefix_ids = torch.tensor([encoded[chunk[0]][:shared]], dtype=torch.long, device=device)
+                    cache = model(input_ids=prefix_ids, use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(chunk))
+            else:
+                shared = 0
+            width = max(len(encoded[i]) for i in chunk) - shared
+            ids = torch.full((len(chunk), shared + width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), shared + width), dtype=torch.long)
+            if shared:
+                ids[:, :shared] = torch.tensor(encoded[chunk[0]][:shared], dtype=torch.long)
+                mask[:, :shared] = 1
             for row, i in enumerate(chunk):
-                seq = encoded[i]
-                ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-                mask[row, width - len(seq) :] = 1
+                seq = encoded[i][shared:]
+                ids[row, shared + width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                mask[row, shared + width - len(seq) :] = 1
+            extra = {"past_key_values": cache} if cache is not None else {}
             with torch.inference_mode():
                 out = model.generate(
                     input_ids=ids.to(device),
@@ -651,9 +685,10 @@ def generate_batch(
                     top_p=None,
                     top_k=None,
                     pad_token_id=pad_id,
+                    **extra,
                 )
             for row, i in enumerate(chunk):
-                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+                answers[i] = tokenizer.decode(out[row, shared + width :], skip_special_tokens=True).strip()
     finally:
         if was_training:
             model.train()

@@ -100,6 +100,23 @@ def test_generate_batch_matches_one_by_one_greedy(tiny_model):
     assert all(isinstance(a, str) for a in batched)
 
 
+def test_generate_batch_computes_a_shared_system_prompt_once(tiny_model, monkeypatch: pytest.MonkeyPatch):
+    # the in-context baseline's shape: a long system prompt (every fact) shared by every question
+    system = "You know these facts about the user. " + " ".join(f"Fact {i}: the value is v{i}." for i in range(20))
+    questions = ["hi", "what is my dog called, please?", "ok", "and my birthday?"]
+    convs = [[{"role": "system", "content": system}, {"role": "user", "content": q}] for q in questions]
+    prefixes: list[int] = []
+    shared_prefix = models._shared_prefix
+    monkeypatch.setattr(models, "_shared_prefix", lambda seqs: prefixes.append(shared_prefix(seqs)) or prefixes[-1])
+    batched = models.generate_batch(tiny_model.model, tiny_model.tokenizer, convs, max_new_tokens=6, batch_size=4)
+    assert prefixes and prefixes[0] >= models.MIN_SHARED_PREFIX  # the cached path was taken
+    single = [models.generate_batch(tiny_model.model, tiny_model.tokenizer, [c], max_new_tokens=6)[0] for c in convs]
+    assert batched == single
+    # a row that is the shared prefix plus a single token of its own still gets one uncached token
+    assert models._shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert models._shared_prefix([[5, 6], [7, 8]]) == 0
+
+
 @pytest.mark.slow
 def test_embedded_conversion_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ANDRAEUS_MODELS_DIR", str(tmp_path / "fresh-models"))
