@@ -20,7 +20,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -168,6 +168,7 @@ def prepare_dataset(
     *,
     guard_answer_fn: Callable[[list[str]], list[str]] | None = None,
     user_name: str | None = None,
+    exclude_questions: Sequence[str] = (),
 ) -> Any:
     """The ChatDataset to train on: given as is, or built from a Profile or a profile file path.
 
@@ -184,6 +185,7 @@ def prepare_dataset(
         system_prompt=config.system_prompt,
         guard_answer_fn=guard_answer_fn,
         typo_augment=config.typo_augment,
+        exclude_questions=exclude_questions,
     )
 
 

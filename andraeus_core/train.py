@@ -50,6 +50,7 @@ from .update import (
     check_parent,
     diff_profiles,
     lineage_fields,
+    parent_heldout_examples,
     parent_profile,
 )
 
@@ -155,7 +156,9 @@ def train(
         )
         dataset = plan.dataset
     else:
-        dataset = prepare_dataset(source, config, guard_answer_fn=guard_answerer(loaded))
+        # A full retrain of a parent keeps the parent's held-out questions out of training too.
+        held = [e.question for e in parent_heldout_examples(parent)] if parent is not None else []
+        dataset = prepare_dataset(source, config, guard_answer_fn=guard_answerer(loaded), exclude_questions=held)
     if not dataset.train:
         raise ConfigError("The dataset has no training examples; add facts to the profile.", param="profile")
     target = out_dir if out_dir is not None else config.out_dir

@@ -247,6 +247,12 @@ class UpdatePlan:
     gate_dataset: ChatDataset
 
 
+def parent_heldout_examples(parent: Adapter) -> list[ChatExample]:
+    """The parent's held-out split (empty when it has none): a child never trains on these questions, so that
+    every version of a lineage is measured on phrasings no version trained on."""
+    return [ChatExample.model_validate(row) for _, row in (parent.heldout() or []) if isinstance(row, dict)]
+
+
 def _negative_example(system: str, n: Negative, split: str) -> ChatExample:
     meta = ExampleMeta(topic=n.topic, dimension=n.kind, kind=n.kind, split=split, expect=list(n.expect))  # type: ignore[arg-type]
     messages = [{"role": "system", "content": system}, {"role": "user", "content": n.question}]
@@ -297,7 +303,7 @@ def build_update_dataset(
         )
     if diff.empty:
         raise ConfigError("The new profile holds the same facts as the adapter: nothing to update.", param="profile")
-    parent_heldout = [ChatExample.model_validate(row) for _, row in (parent.heldout() or []) if isinstance(row, dict)]
+    parent_heldout = parent_heldout_examples(parent)
     full = build_dataset(
         profile,
         per_fact=config.per_fact,
@@ -428,6 +434,7 @@ __all__ = [
     "diff_profiles",
     "history",
     "lineage_fields",
+    "parent_heldout_examples",
     "parent_profile",
     "update_config",
 ]
