@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import hub_stub
 import pytest
 
 from andraeus_core.adapter import Adapter, AdapterMeta
@@ -15,6 +16,8 @@ from andraeus_core.errors import AdapterError, ConfigError
 from andraeus_core.profile import Profile
 from andraeus_core.update import build_update_dataset, diff_profiles, lineage_fields, update_config
 from tests.helpers import PROFILE
+
+hub_server = hub_stub.hub_server  # the fixture
 
 #: PROFILE with the dog's name changed (Buddy -> Max), the employer removed and a favourite colour added.
 NEW_PROFILE: dict[str, Any] = {
@@ -256,3 +259,28 @@ def test_cli_update_continues_the_parent_weights_and_history_prints_the_chain(tm
     same = _write_profile(tmp_path / "same.json", NEW_PROFILE)
     assert main(["update", str(tmp_path / "v2"), str(same), "--out", str(tmp_path / "v3")]) == 0
     assert "Nothing changed" in capsys.readouterr().out and not (tmp_path / "v3").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Hub: every push is tagged v<version>; owner/name@v2 resolves (local Hub stand-in on 127.0.0.1)
+
+
+def test_push_tags_each_version_and_at_v2_resolves_to_it(tmp_path, make_adapter, hub_server, caplog):
+    from hub_stub import ALICE_TOKEN
+
+    from andraeus_core import hub
+
+    v1 = Adapter.load(make_adapter(tmp_path / "v1", seed=1))
+    v2 = Adapter.load(make_adapter(tmp_path / "v2", seed=2, version=2, method="update"))
+    hub.push_adapter(v1.path, "alice/facts", ALICE_TOKEN)
+    hub.push_adapter(v2.path, "alice/facts", ALICE_TOKEN)  # a second commit to the same repo
+    repo = hub_server.repos["alice/facts"]
+    assert repo.tags == {"v1": repo.commits[-2].sha, "v2": repo.commits[-1].sha}
+    for ref, local in (("alice/facts@v1", v1), ("alice/facts@v2", v2), ("alice/facts", v2)):
+        pulled = Adapter.load(hub.resolve_adapter(ref, token=ALICE_TOKEN))
+        assert pulled.weights_sha256() == local.weights_sha256()
+        assert pulled.meta.version == local.meta.version
+    # The same version pushed again: a new commit, the tag stays where it was (with a warning).
+    hub.push_adapter(v2.path, "alice/facts", ALICE_TOKEN, commit_message="again")
+    assert repo.tags["v2"] == repo.commits[-2].sha
+    assert "Tag v2 already exists" in caplog.text
