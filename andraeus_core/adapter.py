@@ -126,8 +126,9 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 3 numbers the adapters of a lineage: every adapter written before it is the first of its own."""
-    return {**data, "version": data.get("version", 1)}
+    """Version 3 adds the lineage fields, all optional: an adapter written before it reads as version 1 of its own
+    lineage (the field's default), and its file is written back without fields it never had."""
+    return dict(data)
 
 
 #: ``_UPGRADES[n]`` turns a version-n object into version n+1. Append one when the layout changes; never edit one.

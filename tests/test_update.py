@@ -192,7 +192,7 @@ def test_older_andraeus_json_files_read_as_version_1():
     for old in ({"format": 1, "topics": ["dog's name"]}, {"schema_version": 2, "topics": ["dog's name"]}, {}):
         meta = AdapterMeta.from_json(old)
         assert (meta.schema_version, meta.version, meta.parent, meta.changes, meta.lineage) == (3, 1, None, [], [])
-        assert meta.to_json()["version"] == 1
+        assert "version" not in meta.to_json()  # a field it never had is not written back
     assert AdapterMeta().version == 1
 
 
