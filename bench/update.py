@@ -123,6 +123,10 @@ def main() -> int:
     old_dog = v1_profile.fact(CHANGED).accepted()
     rows: list[tuple[str, float, dict[str, Any]]] = []
 
+    def progress(event: Any) -> None:
+        if event.phase != "train" or event.step % 10 == 0 or event.step == event.total_steps:
+            print(f"  [{event.phase}] {event.step}/{event.total_steps} {event.message}", file=sys.stderr, flush=True)
+
     def timed(label: str, fn: Any) -> Any:
         start = time.perf_counter()
         adapter = fn()
@@ -131,13 +135,15 @@ def main() -> int:
         return adapter, seconds
 
     v1, t_v1 = timed("v1 (train)", lambda: train_adapter(
-        v1_profile, TrainConfig.preset("cpu", **overrides), out_dir=work / "v1"))  # fmt: skip
+        v1_profile, TrainConfig.preset("cpu", **overrides), progress, out_dir=work / "v1"))  # fmt: skip
     up_config = update_config(v1, **({"per_fact": 6, "early_stop": False} if args.quick else {}))
     full_config = update_config(v1, full=True)
-    v2, t_up = timed("v2 update", lambda: train_adapter(v2_profile, up_config, out_dir=work / "v2", parent=v1))
+    v2, t_up = timed(
+        "v2 update", lambda: train_adapter(v2_profile, up_config, progress, out_dir=work / "v2", parent=v1)
+    )
     v2f, t_full = timed(
         "v2 full retrain",
-        lambda: train_adapter(v2_profile, full_config, out_dir=work / "v2-full", parent=v1, full=True),
+        lambda: train_adapter(v2_profile, full_config, progress, out_dir=work / "v2-full", parent=v1, full=True),
     )
     questions = questions_of(v2.path)
     rows.append(("v1 (parent)", t_v1, score(v1.path, questions_of(v1.path), old_dog, parent=True)))
@@ -150,7 +156,9 @@ def main() -> int:
         profile = profile.model_copy(update={"facts": facts})
         child, seconds = timed(
             f"v{i + 3} update ({DRIFTING})",
-            lambda p=parent, pr=profile, i=i: train_adapter(pr, up_config, out_dir=work / f"v{i + 3}", parent=p),
+            lambda p=parent, pr=profile, i=i: train_adapter(
+                pr, up_config, progress, out_dir=work / f"v{i + 3}", parent=p
+            ),
         )
         drift_seconds.append(seconds)
         parent = child
