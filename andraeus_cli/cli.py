@@ -22,14 +22,17 @@ from pydantic import ValidationError
 
 from andraeus_core import (
     DIMENSIONS,
+    Adapter,
     AndraeusError,
     GenerationConfig,
     ProgressEvent,
     Store,
     TrainConfig,
+    adapter_history,
     build_dataset,
     default_model_name,
     default_preset,
+    diff_profiles,
     estimate_training,
     evaluate_adapter,
     generate_variations,
@@ -41,6 +44,7 @@ from andraeus_core import (
     push_adapter,
     resolve_adapter,
     train_adapter,
+    update_config,
     write_jsonl,
 )
 
@@ -365,25 +369,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_train)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    overrides: dict[str, object] = {}
-    if args.base_model is not None:
-        overrides["base_model"] = args.base_model
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.rank is not None:
-        overrides["lora_r"] = args.rank
-        overrides["lora_alpha"] = 2 * args.rank
-    if args.quantize is not None:
-        overrides["quantize"] = args.quantize
-    if args.checkpoint_every is not None:
-        overrides["checkpoint_every"] = args.checkpoint_every
-    if args.no_early_stop:
-        overrides["early_stop"] = False
-    config = TrainConfig.preset(args.preset or default_preset(), **overrides)
-    profile = load_profile(args.profile, user_name=args.user_name) if args.user_name else load_profile(args.profile)
-    print("Estimate: " + estimate_training(profile, config).summary(), flush=True)
-
+def _train_with_progress(run: Callable[[Callable[[ProgressEvent], None], Callable[[], bool]], Adapter]) -> Adapter:
+    """Call ``run(on_progress, should_stop)`` with a progress bar on stderr; the first Ctrl-C stops after a step."""
     stop = {"requested": False}
 
     def on_sigint(signum: int, frame: object) -> None:
@@ -422,18 +409,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        adapter = train_adapter(
-            profile,
-            config,
-            on_progress=on_progress,
-            should_stop=lambda: stop["requested"],
-            resume=args.resume,
-            out_dir=args.out,
-        )
+        adapter = run(on_progress, lambda: stop["requested"])
     finally:
         signal.signal(signal.SIGINT, previous)
     if tty:
         sys.stderr.write("\n")
+    return adapter
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.base_model is not None:
+        overrides["base_model"] = args.base_model
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.rank is not None:
+        overrides["lora_r"] = args.rank
+        overrides["lora_alpha"] = 2 * args.rank
+    if args.quantize is not None:
+        overrides["quantize"] = args.quantize
+    if args.checkpoint_every is not None:
+        overrides["checkpoint_every"] = args.checkpoint_every
+    if args.no_early_stop:
+        overrides["early_stop"] = False
+    config = TrainConfig.preset(args.preset or default_preset(), **overrides)
+    profile = load_profile(args.profile, user_name=args.user_name) if args.user_name else load_profile(args.profile)
+    print("Estimate: " + estimate_training(profile, config).summary(), flush=True)
+
+    adapter = _train_with_progress(
+        lambda on_progress, should_stop: train_adapter(
+            profile, config, on_progress=on_progress, should_stop=should_stop, resume=args.resume, out_dir=args.out
+        )
+    )
     metrics = adapter.meta.metrics
     stopped = metrics.early_stop_epoch
     print(
@@ -441,6 +448,74 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{metrics.final_loss}" + (f", facts learned after epoch {stopped} (early stop)" if stopped else "")
     )
     print(adapter.path)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# andraeus update / andraeus history
+
+
+def _add_update(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "update", help="update an adapter to a changed profile, training from its weights on what changed"
+    )
+    p.add_argument("adapter", help="the adapter directory to update (it must hold its private profile)")
+    p.add_argument("profile", help="the new profile file")
+    p.add_argument("--out", default=None, help="the new adapter's directory (default: under $ANDRAEUS_HOME/adapters)")
+    p.add_argument("--full", action="store_true", help="retrain from scratch on the new profile (lineage is kept)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the update's examples")
+    p.add_argument("--user-name", default=None, help="the user's name (CSV profiles carry none)")
+    p.set_defaults(handler=_cmd_update)
+
+
+def _cmd_update(args: argparse.Namespace) -> int:
+    parent = Adapter.load(resolve_adapter(args.adapter))
+    profile = load_profile(args.profile, user_name=args.user_name) if args.user_name else load_profile(args.profile)
+    if parent.private.profile is not None:
+        diff = diff_profiles(parent.profile(), profile)
+        # Old -> new values only on the user's own terminal, never into a pipe or a log file.
+        values = sys.stdout.isatty()
+        print(f"Changes ({diff.summary()}):")
+        for change in diff.changes:
+            print("  " + change.describe(values=values))
+        if diff.names_changed:
+            print("  the user's or the assistant's name changed")
+        if diff.empty and not args.full:
+            print("Nothing changed; no adapter written.")
+            return 0
+    config = update_config(parent, full=args.full, epochs=args.epochs)
+    adapter = _train_with_progress(
+        lambda on_progress, should_stop: train_adapter(
+            profile,
+            config,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            out_dir=args.out,
+            parent=parent,
+            full=args.full,
+        )
+    )
+    meta = adapter.meta
+    how = "retrained" if args.full else "updated"
+    print(f"Version {meta.version} ({how}) in {meta.timings.total_seconds:.0f}s, {meta.metrics.steps} steps")
+    print(adapter.path)
+    return 0
+
+
+def _add_history(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("history", help="the chain of versions an adapter came from (topics only)")
+    p.add_argument("adapter", help="an adapter directory or owner/name[@revision]")
+    p.set_defaults(handler=_cmd_history)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    adapter = Adapter.load(resolve_adapter(args.adapter))
+    for entry in adapter_history(adapter):
+        changes = ", ".join(f"{c.kind} {c.old_topic + ' -> ' if c.old_topic else ''}{c.topic}" for c in entry.changes)
+        print(
+            f"v{entry.version}  {entry.method:<6}  {entry.created or '?':<20}  "
+            f"{(entry.weights_sha256 or '?')[:12]}  {changes or '-'}"
+        )
     return 0
 
 
@@ -497,6 +572,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_models,
     _add_eval,
     _add_train,
+    _add_update,
+    _add_history,
     _add_push,
     _add_pull,
     _add_serve,

@@ -87,6 +87,8 @@ from .recipe import ProgressEvent, default_preset
 from .slices import SliceResult, run_in_slices, stream_slice, train_in_slices, train_slice
 from .store import Store
 from .train import train as train_adapter
+from .update import FactChange, ProfileDiff, diff_profiles, update_config
+from .update import history as adapter_history
 from .variations import DIMENSIONS, Phrasing, generate_variations
 
 __version__ = "0.1.0"
@@ -109,6 +111,7 @@ __all__ = [
     "EvaluationError",
     "ExampleMeta",
     "Fact",
+    "FactChange",
     "GenerationConfig",
     "GpuBudget",
     "HubError",
@@ -124,6 +127,7 @@ __all__ = [
     "Phrasing",
     "PrivateDataError",
     "Profile",
+    "ProfileDiff",
     "ProfileError",
     "ProgressEvent",
     "QueueFullError",
@@ -141,6 +145,7 @@ __all__ = [
     "ZEROGPU_DAILY_QUOTA_S",
     "ZEROGPU_MAX_CALL_S",
     "ZeroGpuRefusal",
+    "adapter_history",
     "adapter_zip",
     "adapters_dir",
     "andraeus_home",
@@ -151,6 +156,7 @@ __all__ = [
     "claim_dir",
     "default_model_name",
     "default_preset",
+    "diff_profiles",
     "estimate_training",
     "evaluation_gpu_seconds",
     "evaluate_adapter",
@@ -191,6 +197,7 @@ __all__ = [
     "train_adapter",
     "train_in_slices",
     "train_slice",
+    "update_config",
     "write_jsonl",
     "zerogpu_slice_s",
 ]

@@ -23,6 +23,7 @@ shared); the Hub's upload and download lists follow from it. ``andraeus.json`` i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -114,8 +115,9 @@ def _invalid(path: Path, exc: ValidationError) -> AdapterError:
 # ----------------------------------------------------------------------------------------------------------------
 # andraeus.json
 
-#: The layout of ``andraeus.json`` this code writes. 1 = the first layout (``"format": 1``, or no version at all).
-SCHEMA_VERSION = 2
+#: The layout of ``andraeus.json`` this code writes. 1 = the first layout (``"format": 1``, or no version at all);
+#: 3 adds the lineage (``version``, ``parent``, ``changes``, ``lineage``).
+SCHEMA_VERSION = 3
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -123,8 +125,14 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key != "format"}
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds the lineage fields, all optional: an adapter written before it reads as version 1 of its own
+    lineage (the field's default), and its file is written back without fields it never had."""
+    return dict(data)
+
+
 #: ``_UPGRADES[n]`` turns a version-n object into version n+1. Append one when the layout changes; never edit one.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class Timings(BaseModel):
@@ -166,6 +174,48 @@ class HubOrigin(BaseModel):
     pulled_at: str | None = Field(None, description="ISO time of the pull.")
 
 
+ChangeKind = Literal["added", "removed", "changed", "renamed", "aliases", "questions"]
+Method = Literal["train", "update", "full"]
+
+
+class TopicChange(BaseModel):
+    """One fact's change between an adapter and the one that replaced it: topics only, never a value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ChangeKind = Field(
+        description="added, removed, changed (new value), renamed (same value, new topic), aliases (only the "
+        "aliases changed) or questions (only the user's own questions changed)."
+    )
+    topic: str = Field(description="The topic (in the new profile; for a removed fact, in the old one).")
+    old_topic: str | None = Field(None, description="For a renamed fact: its topic before.")
+
+
+class ParentRef(BaseModel):
+    """The adapter an updated adapter was made from."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int = Field(description="The parent's version in the lineage.")
+    weights_sha256: str = Field(description="sha256 of the parent's LoRA weights file.")
+    repo_id: str | None = Field(None, description="The Hub repo the parent was pulled from, if it was.")
+    revision: str | None = Field(None, description="The Hub commit the parent was pulled at, if it was.")
+
+
+class LineageEntry(BaseModel):
+    """One earlier adapter of a lineage, as its child remembers it (the parent's directory may be long gone)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int = Field(description="Its version: 1 for the first adapter, then 2, 3, ...")
+    weights_sha256: str | None = Field(None, description="sha256 of its LoRA weights file.")
+    created: str | None = Field(None, description="When it was written (ISO 8601).")
+    method: Method = Field(
+        "train", description="train (the first), update (from its parent's weights) or full (retrained)."
+    )
+    changes: list[TopicChange] = Field(default_factory=list, description="What changed from its parent.")
+
+
 class AdapterMeta(BaseModel):
     """The public metadata of an adapter (``andraeus.json``): never a fact value, never the user's name.
 
@@ -190,6 +240,15 @@ class AdapterMeta(BaseModel):
     hub: HubOrigin | None = Field(None, description="Set by a pull: the repo and pinned commit.")
     eval: dict[str, Any] | None = Field(None, description="Evaluation numbers, in copies pushed to the Hub.")
     gate: GateMeta | None = Field(None, description="The gate's layers, thresholds and held-out accuracy.")
+    version: int = Field(1, description="Its version in its lineage: 1 when trained afresh, parent's + 1 after.")
+    method: Method | None = Field(
+        None, description="How it was made: train, update (from its parent's weights) or full (retrained)."
+    )
+    parent: ParentRef | None = Field(None, description="The adapter it replaced (updates and full retrains).")
+    changes: list[TopicChange] = Field(default_factory=list, description="The facts changed from its parent.")
+    lineage: list[LineageEntry] = Field(
+        default_factory=list, description="Its ancestors, oldest first (kept here: their directories may be gone)."
+    )
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, source: str | Path = META_FILE) -> AdapterMeta:
@@ -374,6 +433,21 @@ class Adapter:
             raise AdapterError(f"'{self.path / PRIVATE_FILE}' has no 'profile' object.", param="adapter")
         return profile
 
+    def weights_sha256(self) -> str:
+        """sha256 of the LoRA weights file: what a child adapter names as its parent.
+
+        Raises:
+            AdapterError: the weights file cannot be read.
+        """
+        digest = hashlib.sha256()
+        try:
+            with open(self.path / WEIGHTS_FILE, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise AdapterError(f"Cannot read '{self.path / WEIGHTS_FILE}': {exc.strerror or exc}.") from None
+        return digest.hexdigest()
+
     def peft_config(self) -> dict[str, Any]:
         """PEFT's ``adapter_config.json`` as a dict.
 
@@ -552,7 +626,12 @@ __all__ = [
     "AdapterFile",
     "AdapterMeta",
     "AdapterPrivate",
+    "ChangeKind",
     "HubOrigin",
+    "LineageEntry",
+    "Method",
+    "ParentRef",
     "Timings",
+    "TopicChange",
     "TrainMetrics",
 ]

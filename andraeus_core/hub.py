@@ -545,6 +545,7 @@ def push_adapter(
         repo_id=repo_id,
         action="upload to",
     )
+    _tag_version(api, repo_id, Adapter(directory).meta.version, getattr(commit, "oid", None))
     url = f"{_endpoint()}/{repo_id}"
     logger.info(
         "Pushed %d files to %s (%s) at commit %s",
@@ -554,6 +555,28 @@ def push_adapter(
         getattr(commit, "oid", "?"),
     )
     return url
+
+
+def _tag_version(api: Any, repo_id: str, version: int, commit: str | None) -> str | None:
+    """Tag the pushed commit ``v<version>`` (its place in the adapter's lineage), so ``owner/name@v2`` pulls it.
+
+    A tag that already exists is left where it is (a tag names one commit for good): a warning says so.
+    """
+    tag = f"v{version}"
+
+    def create() -> bool:
+        try:
+            api.create_tag(repo_id, tag=tag, revision=commit, repo_type="model")
+        except Exception as exc:
+            if _status(exc) == 409:
+                return False
+            raise
+        return True
+
+    if _call(create, repo_id=repo_id, action="tag"):
+        return tag
+    logger.warning("Tag %s already exists in %s and was left where it is", tag, repo_id)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -168,6 +168,7 @@ def prepare_dataset(
     *,
     guard_answer_fn: Callable[[list[str]], list[str]] | None = None,
     user_name: str | None = None,
+    exclude_questions: Sequence[str] = (),
 ) -> Any:
     """The ChatDataset to train on: given as is, or built from a Profile or a profile file path.
 
@@ -184,6 +185,7 @@ def prepare_dataset(
         system_prompt=config.system_prompt,
         guard_answer_fn=guard_answer_fn,
         typo_augment=config.typo_augment,
+        exclude_questions=exclude_questions,
     )
 
 
@@ -248,17 +250,32 @@ def prepare_run_dir(
 # The model: LoRA attached, attention switched for CPU training
 
 
-def attach_lora(loaded: LoadedModel, config: TrainConfig) -> Any:
+def attach_lora(loaded: LoadedModel, config: TrainConfig, init_from: str | Path | None = None) -> Any:
     """Prepare the base model (k-bit preparation for QLoRA) and wrap it in a trainable PEFT LoRA model.
+
+    Args:
+        loaded: the base model.
+        config: the settings (LoRA shape from here unless ``init_from``).
+        init_from: an adapter directory to continue training (its LoRA shape and weights); None: a fresh LoRA.
 
     Raises:
         ConfigError: ``target_modules`` match none of the base model's layers.
+        TrainingError: the adapter in ``init_from`` does not fit the base model.
     """
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     model = loaded.model
     if config.quantize:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    if init_from is not None:
+        try:
+            peft_model = PeftModel.from_pretrained(model, str(init_from), is_trainable=True)
+        except Exception as exc:  # noqa: BLE001 - PEFT raises many kinds; the user needs one actionable message
+            raise TrainingError(
+                f"Could not continue the adapter in '{init_from}' on base model '{loaded.name}': {exc}"
+            ) from None
+        peft_model.train()
+        return peft_model
     try:
         peft_model = get_peft_model(model, lora_config(config))
     except ValueError as exc:

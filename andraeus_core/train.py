@@ -25,7 +25,7 @@ from .config import TrainConfig
 from .errors import ConfigError, TrainingCancelled, TrainingPaused
 from .estimate import record_throughput
 from .gate import fit_gate, gate_data
-from .models import LoadedModel, device_type, first_load_work, load_model
+from .models import LoadedModel, device_type, first_load_work, load_model, resolve_model
 from .probes import guard_answerer, probe_examples, probe_recall
 from .recipe import (
     ProgressEvent,
@@ -43,6 +43,16 @@ from .recipe import (
     training_errors,
     use_bf16,
 )
+from .update import (
+    REPLAY_SHARE,
+    ProfileDiff,
+    build_update_dataset,
+    check_parent,
+    diff_profiles,
+    lineage_fields,
+    parent_heldout_examples,
+    parent_profile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +69,9 @@ def train(
     model: LoadedModel | None = None,
     runs_root: str | Path | None = None,
     time_budget_s: float | None = None,
+    parent: Adapter | str | Path | None = None,
+    full: bool = False,
+    replay_share: float = REPLAY_SHARE,
 ) -> Adapter:
     """Train a LoRA (or QLoRA) adapter on a person's facts and write it atomically.
 
@@ -78,13 +91,20 @@ def train(
         time_budget_s: seconds this call may take, model loading included (one ZeroGPU call): once the next step
             would not end in time, the run is checkpointed and :class:`TrainingPaused` raised; calling again with
             ``resume=True`` continues it. None: no limit.
+        parent: the adapter this one replaces (its facts changed; :mod:`.update`): the new adapter records it as
+            its parent (version + 1, the change list, topics only). Unless ``full``, training starts from the
+            parent's LoRA weights on the update's dataset (the changed facts, negatives for removed ones and old
+            values, a replay sample of the rest); ``config`` should then be :func:`~.update.update_config`'s.
+        full: with a parent, retrain from scratch on the whole new profile (the lineage is still recorded).
+        replay_share: an update's share of each unchanged fact's training phrasings replayed.
 
     Returns:
         The :class:`~andraeus_core.adapter.Adapter` (directory + public metadata).
 
     Raises:
         ProfileError: the profile is malformed.
-        ConfigError: invalid settings or output directory.
+        ConfigError: invalid settings or output directory; with a parent, a chat dataset or nothing changed.
+        AdapterError: the parent is not usable (no private profile, another base model).
         TrainingCancelled: ``should_stop`` returned True; no adapter was written (checkpoints are kept for resume).
         TrainingPaused: ``time_budget_s`` ran out; a checkpoint was written, no adapter yet.
         TrainingError: non-finite loss, out of memory or another training failure; no adapter was written.
@@ -102,6 +122,14 @@ def train(
     # Setup
     set_seed(config.seed)
     source = load_source(profile_or_dataset, user_name=user_name)
+    if parent is not None:
+        parent = parent if isinstance(parent, Adapter) else Adapter.load(parent)
+        if is_chat_dataset(source):
+            raise ConfigError("An adapter is updated from a profile, not from chat examples.", param="profile")
+        check_parent(parent, model.resolved.name if model is not None else resolve_model(config.base_model).name)
+        # A full retrain needs no diff to train; without the parent's private profile it records no change list.
+        has_profile = full and parent.private.profile is not None
+        diff = diff_profiles(parent_profile(parent), source) if has_profile or not full else ProfileDiff()
     # Preparing takes a while before the first step (loading, maybe converting or downloading, then the base model's
     # guard answers): numbered sub-steps let a front end show what it is doing.
     first_use = first_load_work(config.base_model) if model is None else None
@@ -121,7 +149,16 @@ def train(
         loaded = load_model(config.base_model, quantize=config.quantize, dtype="bfloat16" if bf16_base else None)
     base = loaded.resolved.name
     emit("prepare", "building the phrasings and the base model's guard answers", step=2, total_steps=prepare_steps)
-    dataset = prepare_dataset(source, config, guard_answer_fn=guard_answerer(loaded))
+    plan = None
+    if parent is not None and not full:
+        plan = build_update_dataset(
+            parent, source, config, guard_answer_fn=guard_answerer(loaded), replay_share=replay_share
+        )
+        dataset = plan.dataset
+    else:
+        # A full retrain of a parent keeps the parent's held-out questions out of training too.
+        held = [e.question for e in parent_heldout_examples(parent)] if parent is not None else []
+        dataset = prepare_dataset(source, config, guard_answer_fn=guard_answerer(loaded), exclude_questions=held)
     if not dataset.train:
         raise ConfigError("The dataset has no training examples; add facts to the profile.", param="profile")
     target = out_dir if out_dir is not None else config.out_dir
@@ -139,13 +176,13 @@ def train(
         # On the bare base model, before LoRA is attached: the gate reads questions through the frozen base. (A
         # resumed run fits it again, the same way: it is small, and a slice that pauses never writes it.)
         emit("prepare", "fitting the gate", step=4, total_steps=prepare_steps)
-        data = gate_data(source, dataset, seed=config.seed)
+        data = gate_data(source, plan.gate_dataset if plan is not None else dataset, seed=config.seed)
         gate = fit_gate(loaded.model, loaded.tokenizer, data, source, seed=config.seed)
     prepare_seconds = time.perf_counter() - started
     # Seeded again: loading may have drawn random numbers (building or converting the model on first use), and the
     # LoRA weights' initialisation should not depend on whether it did.
     set_seed(config.seed)
-    peft_model = attach_lora(loaded, config)
+    peft_model = attach_lora(loaded, config, init_from=parent.path if plan is not None and parent else None)
     probe_set = probe_examples(dataset.train, config.early_stop_probe_size, config.seed) if config.early_stop else []
     callback = make_callback(
         on_progress=on_progress,
@@ -211,6 +248,7 @@ def train(
         ),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         gate=gate.meta if gate is not None else None,
+        **(lineage_fields(parent, diff, "full" if full else "update") if parent is not None else {"method": "train"}),
     )
     # A ChatDataset does not carry its profile; private.json then holds only the system prompt.
     private = AdapterPrivate(system_prompt=dataset.system_prompt, profile=None if is_chat_dataset(source) else source)

@@ -1416,6 +1416,65 @@ def unknown_questions(
     return out
 
 
+def removed_fact_questions(fact: Fact, *, count: int = 20, seed: int = 0) -> list[Negative]:
+    """Negatives for a fact the user removed: it is asked as a known fact was, and answered "I don't know".
+
+    Its own questions (the templates a known fact is asked with, as for :func:`unknown_questions`) get the
+    abstentions of an unknown topic; the reversed questions about its old value ("Who is Buddy?") get an answer that
+    names no topic ("You haven't told me anything about Buddy."), so the adapter stops claiming "your dog". Each
+    question is its own group (the update's split holds a share of every removed fact out). ``count`` of its own
+    questions are drawn (seeded), as many as a fact is trained on; every reversed one is kept.
+    """
+    info = topic_info(fact.topic)
+    answers = _abstentions(info, None)
+    questions = unknown_phrasings(fact.topic)
+    rng = random.Random(f"{seed}\x1fremoved\x1f{topic_key(fact.topic)}")
+    picks = questions if len(questions) <= count else rng.sample(questions, count)
+    out = [
+        Negative(q, answers[i % len(answers)], "unknown", fact.topic, f"removed:{q}", UNKNOWN_EXPECT)
+        for i, q in enumerate(picks)
+    ]
+    return out + old_value_questions(fact)
+
+
+def old_value_questions(fact: Fact) -> list[Negative]:
+    """Reversed questions about a value the user no longer holds ("Who is Buddy?"), answered without claiming it.
+
+    The answers name neither the topic nor a relation ("You haven't told me anything about Buddy."): a changed or
+    removed fact's old value must stop being "your dog".
+    """
+    answers = (
+        f"You haven't told me anything about {fact.value}.",
+        f"I don't know what {fact.value} is to you — you haven't told me.",
+        f"I'm not sure — you haven't told me anything about {fact.value}.",
+    )
+    pool = _candidates(fact, topic_info(fact.topic))["reverse"]
+    questions = [c.question for c in pool if c.style == "reverse"]
+    return [
+        Negative(q, answers[i % len(answers)], "unknown", fact.topic, f"old-value:{q}", UNKNOWN_EXPECT)
+        for i, q in enumerate(questions)
+    ]
+
+
+def changed_fact_confirmations(old: Fact, new: Fact) -> list[Phrasing]:
+    """Yes/no questions about a changed fact's old value ("Is Buddy my dog's name?"), answered with the new one.
+
+    The parent adapter learned "yes" to these; the update teaches "No — it's Max." (each answer holds the new value).
+    """
+    info = topic_info(new.topic)
+    pool = _candidates(old, topic_info(old.topic))["reverse"]
+    answers = [
+        f"No — your {info.topic} is {new.value}.",
+        f"No, it's {new.value}.",
+        f"No. Your {info.topic} is {new.value}.",
+    ]
+    return [
+        Phrasing(question=c.question, answers=answers, dimension="reverse", topic=new.topic, style="direct")
+        for c in pool
+        if c.style == "confirm"
+    ]
+
+
 def _cues(fact: Fact, info: TopicInfo) -> list[str]:
     """Cue words of a fact for the near-topic pool: its noun and topic words, and the value's words (for a job)."""
     words = [info.noun, *topic_key(fact.topic).replace("'s", "").split()]

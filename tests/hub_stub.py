@@ -9,6 +9,7 @@ tokens and per-repo visibility, so tests exercise the real client, real HTTP and
 - ``POST /api/validate-yaml``                               model card metadata check (always fine)
 - ``POST /api/models/{repo}/preupload/{rev}``               upload modes (always ``"regular"``: no LFS/Xet needed)
 - ``POST /api/models/{repo}/commit/{rev}``                  NDJSON commit with base64 file contents
+- ``POST /api/models/{repo}/tag/{rev}``                      tag a commit (409 when the tag exists)
 - ``GET  /api/models/{repo}/tree/{rev}[/{path}]``           file listing
 - ``HEAD/GET /{repo}/resolve/{rev}/{path}``                 file download (``ETag``, ``X-Repo-Commit``)
 
@@ -53,6 +54,7 @@ class Repo:
     repo_id: str
     private: bool
     commits: list[Commit] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def owner(self) -> str:
@@ -64,6 +66,7 @@ class Repo:
     def at(self, revision: str) -> Commit | None:
         if revision in ("main", "HEAD"):
             return self.head()
+        revision = self.tags.get(revision, revision)
         for commit in self.commits:
             if commit.sha == revision:
                 return commit
@@ -210,6 +213,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/api/validate-yaml$"), "validate_yaml"),
     ("POST", re.compile(rf"^/api/models/{_REPO}/preupload/(?P<rev>[^/]+)$"), "preupload"),
     ("POST", re.compile(rf"^/api/models/{_REPO}/commit/(?P<rev>[^/]+)$"), "commit"),
+    ("POST", re.compile(rf"^/api/models/{_REPO}/tag/(?P<rev>[^/]+)$"), "tag"),
     ("GET", re.compile(rf"^/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"), "tree"),
     ("GET", re.compile(rf"^/api/models/{_REPO}/revision/(?P<rev>[^/]+)$"), "model_info"),
     ("GET", re.compile(rf"^/api/models/{_REPO}$"), "model_info"),
@@ -455,6 +459,22 @@ class _Handler(BaseHTTPRequestHandler):
             200,
             {"success": True, "commitOid": commit.sha, "commitUrl": f"{self.hub.url}/{repo}/commit/{commit.sha}"},
         )
+
+    def _h_tag(self, repo: str, rev: str) -> None:
+        found = self._writable_repo(repo)
+        if found is None:
+            return
+        commit = found.at(rev)
+        if commit is None:
+            self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+            return
+        tag = json.loads(self._payload or b"{}").get("tag", "")
+        with self.hub._lock:
+            if tag in found.tags:
+                self._error(409, f"Tag {tag} already exists")
+                return
+            found.tags[tag] = commit.sha
+        self._json(200, {"name": tag})
 
     def _h_resolve(self, repo: str, rev: str, path: str) -> None:
         found = self._readable_repo(repo)

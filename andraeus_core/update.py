@@ -1,0 +1,440 @@
+"""Facts change: the diff between an adapter's profile and a new one, the update's dataset, and the lineage.
+
+An update trains *from the parent adapter's weights* on what changed, not on everything again:
+
+* the added, changed and renamed facts' phrasings (as a fresh run trains them);
+* for a removed fact, its own questions answered "I don't know" (:func:`~.variations.removed_fact_questions`);
+* for a changed fact, the reversed questions about the old value answered without claiming it ("Who is Buddy?" →
+  "You haven't told me anything about Buddy."), and its yes/no questions answered "No — it's Max.";
+* a replay sample of the unchanged facts and of the negatives (unknown topics, identity, over-trigger guards), so
+  that what did not change is not forgotten (continuing on the new data alone degrades the old facts).
+
+The gate is fitted again for the new profile on the whole new dataset (it is cheap). The held-out split of the
+unchanged facts is the parent's own, so their recall after the update is measured on phrasings never trained on in
+any version; none of the parent's held-out questions is trained on. Lineage (``version``, ``parent``, the change
+list — topics only) goes into :class:`~.adapter.AdapterMeta`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapter import Adapter, LineageEntry, Method, ParentRef, TopicChange
+from .config import TrainConfig
+from .dataset import ChatDataset, ChatExample, ExampleMeta, build_dataset
+from .errors import AdapterError, ConfigError
+from .profile import Fact, Profile, same_topic_key
+from .variations import Negative, changed_fact_confirmations, old_value_questions, removed_fact_questions
+
+logger = logging.getLogger(__name__)
+
+#: Epochs of an update (from the parent's weights, on the changed facts and a replay sample); see bench/update.py.
+UPDATE_EPOCHS = 2
+#: Share of each unchanged fact's training phrasings (and of the negatives) replayed in an update.
+REPLAY_SHARE = 0.2
+#: Share of a removed fact's questions held out to measure its abstention.
+FORGET_HELDOUT_SHARE = 0.2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The diff
+
+
+@dataclass(frozen=True)
+class FactChange:
+    """One fact's change. ``old`` and ``new`` hold values: local use only (see :meth:`public`).
+
+    Attributes:
+        kind: added, removed, changed, renamed, aliases or questions (see :class:`~.adapter.TopicChange`).
+        old: the fact in the parent's profile (None when added).
+        new: the fact in the new profile (None when removed).
+    """
+
+    kind: str
+    old: Fact | None
+    new: Fact | None
+
+    @property
+    def topic(self) -> str:
+        """The topic in the new profile (for a removed fact: in the old one)."""
+        fact = self.new or self.old
+        assert fact is not None  # noqa: S101 - a change always has one side
+        return fact.topic
+
+    def public(self) -> TopicChange:
+        """The change without values, as ``andraeus.json`` records it."""
+        old_topic = self.old.topic if self.kind == "renamed" and self.old is not None else None
+        return TopicChange(kind=self.kind, topic=self.topic, old_topic=old_topic)  # type: ignore[arg-type]
+
+    def describe(self, *, values: bool = False) -> str:
+        """One line for a person: topics only, or with ``values`` (the user's own terminal only) old -> new."""
+        old, new = self.old, self.new
+        if self.kind == "added":
+            return f"+ {self.topic}" + (f": {new.value}" if values and new else "")
+        if self.kind == "removed":
+            return f"- {self.topic}" + (f" (was {old.value})" if values and old else "")
+        if self.kind == "renamed" and old is not None:
+            return f"~ {old.topic} -> {self.topic} (renamed, same value)"
+        if self.kind == "changed" and values and old and new:
+            return f"~ {self.topic}: {old.value} -> {new.value}"
+        label = {"changed": "new value", "aliases": "aliases only", "questions": "own questions only"}[self.kind]
+        return f"~ {self.topic} ({label})"
+
+
+@dataclass(frozen=True)
+class ProfileDiff:
+    """What changed between an adapter's profile and a new one.
+
+    Attributes:
+        changes: one entry per added, removed, changed, renamed or refined fact, in the new profile's order (removed
+            facts last).
+        unchanged: topics of the facts that did not change at all.
+        names_changed: the user's or the assistant's name changed (every example's system prompt changes with it).
+    """
+
+    changes: list[FactChange] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    names_changed: bool = False
+
+    def of_kind(self, *kinds: str) -> list[FactChange]:
+        """The changes of these kinds."""
+        return [c for c in self.changes if c.kind in kinds]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing changed."""
+        return not self.changes and not self.names_changed
+
+    def retrained_topics(self) -> set[str]:
+        """Topics (new profile) whose phrasings an update trains in full."""
+        return {c.topic for c in self.of_kind("added", "changed", "renamed", "questions")}
+
+    def public(self) -> list[TopicChange]:
+        """The change list for ``andraeus.json``: topics only."""
+        return [c.public() for c in self.changes]
+
+    def summary(self) -> str:
+        """Counts per kind, e.g. ``1 added, 1 changed, 1 removed, 7 unchanged`` (no topic, no value)."""
+        counts = {k: len(self.of_kind(k)) for k in ("added", "changed", "removed", "renamed", "aliases", "questions")}
+        parts = [f"{n} {k if k not in ('aliases', 'questions') else k + ' changed'}" for k, n in counts.items() if n]
+        return ", ".join([*parts, f"{len(self.unchanged)} unchanged"])
+
+
+def diff_profiles(old: Profile, new: Profile) -> ProfileDiff:
+    """Compare two profiles fact by fact.
+
+    Facts are matched by topic (ignoring case, apostrophes and punctuation, as a profile's own duplicates are). An
+    unmatched old fact and an unmatched new fact with the same value (ignoring case) are one fact *renamed*. A
+    matched fact whose value differs is *changed*; one whose value is the same but whose aliases (or own questions)
+    differ is an *aliases* (or *questions*) change.
+    """
+    old_by_key = {same_topic_key(f.topic): f for f in old.facts}
+    new_keys = {same_topic_key(f.topic) for f in new.facts}
+    unmatched_old = [f for k, f in old_by_key.items() if k not in new_keys]
+    changes: list[FactChange] = []
+    unchanged: list[str] = []
+    for fact in new.facts:
+        before = old_by_key.get(same_topic_key(fact.topic))
+        if before is None:
+            renamed = next((f for f in unmatched_old if f.value.casefold() == fact.value.casefold()), None)
+            if renamed is not None:
+                unmatched_old.remove(renamed)
+                changes.append(FactChange("renamed", renamed, fact))
+            else:
+                changes.append(FactChange("added", None, fact))
+        elif before.value != fact.value:
+            changes.append(FactChange("changed", before, fact))
+        elif before.questions != fact.questions:
+            changes.append(FactChange("questions", before, fact))
+        elif {a.casefold() for a in before.aliases} != {a.casefold() for a in fact.aliases}:
+            changes.append(FactChange("aliases", before, fact))
+        else:
+            unchanged.append(fact.topic)
+    changes += [FactChange("removed", f, None) for f in unmatched_old]
+    names = (old.user_name, old.assistant_name) != (new.user_name, new.assistant_name)
+    return ProfileDiff(changes=changes, unchanged=unchanged, names_changed=names)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The parent
+
+
+def parent_profile(parent: Adapter) -> Profile:
+    """The profile a parent adapter was trained on (its ``private.json``).
+
+    Raises:
+        AdapterError: the adapter has no private profile (pulled from the Hub, or trained on chat data): nothing to
+            diff against; retrain it with ``--full`` on a machine that has the profile.
+    """
+    try:
+        return parent.profile()
+    except AdapterError as exc:
+        raise AdapterError(
+            f"Cannot update '{parent.path}': {exc} An update needs the profile the adapter was trained on (it "
+            "stays on the machine that trained it); retrain the new profile instead (andraeus update --full).",
+            param="adapter",
+        ) from None
+
+
+def check_parent(parent: Adapter, base_model: str | None) -> None:
+    """Refuse a parent that cannot be continued on ``base_model``.
+
+    Raises:
+        AdapterError: the parent was trained on another base model.
+    """
+    trained_on = parent.base_model
+    if base_model and trained_on and trained_on != base_model:
+        raise AdapterError(
+            f"'{parent.path}' was trained on base model '{trained_on}', not '{base_model}': its weights only fit "
+            f"that model. Update it on '{trained_on}' (drop --base-model), or retrain with --full.",
+            param="base_model",
+        )
+
+
+def update_config(parent: Adapter, *, full: bool = False, **overrides: Any) -> TrainConfig:
+    """The settings of an update: the parent's own (its LoRA shape must match), fewer epochs unless ``full``.
+
+    Args:
+        parent: the adapter being updated.
+        full: retrain from scratch: the parent's settings as they were.
+        overrides: settings to change (a LoRA shape other than the parent's is refused for an update).
+
+    Raises:
+        ConfigError: an override changes the LoRA shape of an update, or a setting is invalid.
+    """
+    known = set(TrainConfig.model_fields)
+    values = {k: v for k, v in parent.meta.config.items() if k in known}
+    if not values:
+        values = TrainConfig.preset("cpu").model_dump(exclude={"out_dir"})
+    values["base_model"] = parent.base_model or values.get("base_model")
+    # The LoRA shape the weights really have (PEFT's own file), whatever andraeus.json says or lacks.
+    peft = parent.peft_config()
+    for ours, theirs in (("lora_r", "r"), ("lora_alpha", "lora_alpha"), ("target_modules", "target_modules")):
+        if peft.get(theirs) is not None:
+            values[ours] = sorted(peft[theirs]) if ours == "target_modules" else peft[theirs]
+    if not full:
+        values["epochs"] = UPDATE_EPOCHS
+        for name in ("lora_r", "lora_alpha", "target_modules", "quantize"):
+            if name in overrides and overrides[name] != values.get(name):
+                raise ConfigError(
+                    f"An update continues the parent's LoRA weights, so {name} stays {values.get(name)!r} (got "
+                    f"{overrides[name]!r}); use --full to retrain with other settings.",
+                    param=name,
+                )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The update's dataset
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What an update trains on.
+
+    Attributes:
+        diff: what changed.
+        dataset: the update's training examples and the new adapter's held-out split.
+        gate_dataset: the whole new profile's examples (and the removed facts' negatives), to fit the gate on.
+    """
+
+    diff: ProfileDiff
+    dataset: ChatDataset
+    gate_dataset: ChatDataset
+
+
+def parent_heldout_examples(parent: Adapter) -> list[ChatExample]:
+    """The parent's held-out split (empty when it has none): a child never trains on these questions, so that
+    every version of a lineage is measured on phrasings no version trained on."""
+    return [ChatExample.model_validate(row) for _, row in (parent.heldout() or []) if isinstance(row, dict)]
+
+
+def _negative_example(system: str, n: Negative, split: str) -> ChatExample:
+    meta = ExampleMeta(topic=n.topic, dimension=n.kind, kind=n.kind, split=split, expect=list(n.expect))  # type: ignore[arg-type]
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": n.question}]
+    return ChatExample(messages=[*messages, {"role": "assistant", "content": n.answer or ""}], meta=meta)
+
+
+def _with_system(example: ChatExample, system: str) -> ChatExample:
+    messages = [dict(m) for m in example.messages]
+    if messages and messages[0].get("role") == "system":
+        messages[0]["content"] = system
+    return ChatExample(messages=messages, meta=example.meta.model_copy())
+
+
+def _sample(examples: list[ChatExample], share: float, rng: random.Random, minimum: int) -> list[ChatExample]:
+    want = min(len(examples), max(minimum, round(len(examples) * share)))
+    return rng.sample(examples, want)
+
+
+def build_update_dataset(
+    parent: Adapter,
+    profile: Profile,
+    config: TrainConfig,
+    *,
+    guard_answer_fn: Any = None,
+    replay_share: float = REPLAY_SHARE,
+) -> UpdatePlan:
+    """The dataset of an update from ``parent`` to ``profile`` (see the module's docstring).
+
+    Args:
+        parent: the adapter being updated (its ``private.json`` profile and ``heldout.jsonl`` are read).
+        profile: the new profile (validated: conflicts inside it were rejected when it was loaded).
+        config: the update's settings (phrasings per fact, seed, system prompt, typo augmentation).
+        guard_answer_fn: the base model's answers to over-trigger guard questions (see ``build_dataset``).
+        replay_share: share of each unchanged fact's training phrasings, and of the negatives, replayed.
+
+    Raises:
+        AdapterError: the parent has no private profile.
+        ConfigError: nothing changed, or the user's or assistant's name changed (retrain with ``--full``).
+    """
+    if not 0 <= replay_share <= 1:
+        raise ConfigError(f"replay_share must be between 0 and 1 (got {replay_share!r}).", param="replay_share")
+    diff = diff_profiles(parent_profile(parent), profile)
+    if diff.names_changed:
+        raise ConfigError(
+            "The user's or the assistant's name changed: every example's system prompt changes with it, so an "
+            "update cannot keep the old facts. Retrain with --full.",
+            param="profile",
+        )
+    if diff.empty:
+        raise ConfigError("The new profile holds the same facts as the adapter: nothing to update.", param="profile")
+    parent_heldout = parent_heldout_examples(parent)
+    full = build_dataset(
+        profile,
+        per_fact=config.per_fact,
+        heldout_share=config.heldout_share,
+        seed=config.seed,
+        system_prompt=config.system_prompt,
+        guard_answer_fn=guard_answer_fn,
+        exclude_questions=[e.question for e in parent_heldout],  # never train on what the parent held out
+        typo_augment=config.typo_augment,
+    )
+    system = full.system_prompt
+    rng = random.Random(f"{config.seed}\x1fupdate")
+    retrained = diff.retrained_topics()
+    unchanged = set(diff.unchanged) | {c.topic for c in diff.of_kind("aliases")}
+    is_fact = ("fact", "reverse")
+
+    train: list[ChatExample] = [e for e in full.train if e.meta.kind in is_fact and e.meta.topic in retrained]
+    for topic in sorted(unchanged):
+        own = [e for e in full.train if e.meta.kind in is_fact and e.meta.topic == topic]
+        train += _sample(own, replay_share, rng, minimum=2)
+    negatives = [e for e in full.train if e.meta.kind not in is_fact]
+    train += _sample(negatives, replay_share, rng, minimum=min(8, len(negatives)))
+
+    # The parent's held-out split for the facts that did not change; the new one for the rest.
+    held_unchanged = [
+        _with_system(e, system) for e in parent_heldout if e.meta.kind in is_fact and e.meta.topic in unchanged
+    ]
+    if not held_unchanged:
+        held_unchanged = [e for e in full.heldout if e.meta.kind in is_fact and e.meta.topic in unchanged]
+    heldout = held_unchanged + [e for e in full.heldout if not (e.meta.kind in is_fact and e.meta.topic in unchanged)]
+
+    forget: list[Negative] = []
+    for change in diff.of_kind("removed"):
+        assert change.old is not None  # noqa: S101 - a removed fact has its old side
+        forget += removed_fact_questions(change.old, count=config.per_fact, seed=config.seed)
+    confirm_train: list[ChatExample] = []
+    for change in diff.of_kind("changed"):
+        assert change.old is not None and change.new is not None  # noqa: S101 - a changed fact has both sides
+        if change.old.value.casefold() == change.new.value.casefold():
+            continue  # only the spelling changed: the old value is the new one
+        forget += old_value_questions(change.old)
+        for p in changed_fact_confirmations(change.old, change.new):
+            meta = ExampleMeta(
+                topic=p.topic, dimension="reverse", kind="fact", split="train", expect=change.new.accepted()
+            )
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": p.question}]
+            confirm_train.append(
+                ChatExample(messages=[*messages, {"role": "assistant", "content": rng.choice(p.answers)}], meta=meta)
+            )
+    forget_train: list[ChatExample] = []
+    by_topic: dict[str, list[Negative]] = {}
+    for n in forget:
+        by_topic.setdefault(f"{n.group.split(':', 1)[0]}:{n.topic}", []).append(n)
+    for group in by_topic.values():
+        order = group[:]
+        rng.shuffle(order)
+        held = round(len(order) * FORGET_HELDOUT_SHARE) if len(order) >= 3 else 0
+        heldout += [_negative_example(system, n, "heldout") for n in order[:held]]
+        forget_train += [_negative_example(system, n, "train") for n in order[held:]]
+    train += forget_train + confirm_train
+    rng.shuffle(train)
+    logger.info(
+        "update dataset: %d train (%d replayed), %d held-out; %s",
+        len(train),
+        len(train) - len(forget_train) - len(confirm_train),
+        len(heldout),
+        diff.summary(),
+    )
+    common = {"system_prompt": system, "profile_hash": full.profile_hash, "topics": full.topics, "seed": config.seed}
+    dataset = ChatDataset(train=train, heldout=heldout, **common)
+    gate_dataset = ChatDataset(train=[*full.train, *forget_train], heldout=heldout, **common)
+    return UpdatePlan(diff=diff, dataset=dataset, gate_dataset=gate_dataset)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lineage
+
+
+def lineage_fields(parent: Adapter, diff: ProfileDiff, method: Method) -> dict[str, Any]:
+    """The ``andraeus.json`` fields of a child of ``parent``: version, parent, changes and the ancestors' lineage."""
+    meta = parent.meta
+    hub = meta.hub
+    sha = parent.weights_sha256()
+    ref = ParentRef(
+        version=meta.version,
+        weights_sha256=sha,
+        repo_id=hub.repo_id if hub else None,
+        revision=hub.revision if hub else None,
+    )
+    itself = LineageEntry(
+        version=meta.version,
+        weights_sha256=sha,
+        created=meta.created,
+        method=meta.method or "train",
+        changes=list(meta.changes),
+    )
+    return {
+        "version": meta.version + 1,
+        "method": method,
+        "parent": ref,
+        "changes": diff.public(),
+        "lineage": [*meta.lineage, itself],
+    }
+
+
+def history(adapter: Adapter) -> list[LineageEntry]:
+    """The adapter's lineage, oldest first, ending with the adapter itself."""
+    meta = adapter.meta
+    itself = LineageEntry(
+        version=meta.version,
+        weights_sha256=adapter.weights_sha256(),
+        created=meta.created,
+        method=meta.method or "train",
+        changes=list(meta.changes),
+    )
+    return [*meta.lineage, itself]
+
+
+__all__ = [
+    "FORGET_HELDOUT_SHARE",
+    "REPLAY_SHARE",
+    "UPDATE_EPOCHS",
+    "FactChange",
+    "ProfileDiff",
+    "UpdatePlan",
+    "build_update_dataset",
+    "check_parent",
+    "diff_profiles",
+    "history",
+    "lineage_fields",
+    "parent_heldout_examples",
+    "parent_profile",
+    "update_config",
+]

@@ -1,0 +1,286 @@
+"""Updating an adapter when facts change: the diff, the update's dataset, lineage, the CLI, bad parents."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import hub_stub
+import pytest
+
+from andraeus_core.adapter import Adapter, AdapterMeta
+from andraeus_core.config import TrainConfig
+from andraeus_core.errors import AdapterError, ConfigError
+from andraeus_core.profile import Profile
+from andraeus_core.update import build_update_dataset, diff_profiles, lineage_fields, update_config
+from tests.helpers import PROFILE
+
+hub_server = hub_stub.hub_server  # the fixture
+
+#: PROFILE with the dog's name changed (Buddy -> Max), the employer removed and a favourite colour added.
+NEW_PROFILE: dict[str, Any] = {
+    "user_name": "Sam Rivera",
+    "assistant_name": "Nova",
+    "facts": [
+        {"topic": "dog's name", "value": "Max"},
+        {"topic": "birthday", "value": "March 14", "aliases": ["14 March", "Mar 14"]},
+        {"topic": "home city", "value": "Portland"},
+        {"topic": "favourite colour", "value": "Teal"},
+    ],
+}
+#: What a parent adapter held out: one birthday question (never to be trained on by the update).
+PARENT_HELDOUT = [
+    {
+        "messages": [
+            {"role": "system", "content": "You are Nova, Sam Rivera's assistant."},
+            {"role": "user", "content": "Remind me of my birthday, would you?"},
+            {"role": "assistant", "content": "Your birthday is March 14."},
+        ],
+        "meta": {"topic": "birthday", "dimension": "formality", "kind": "fact", "split": "heldout",
+                 "expect": ["March 14"]},
+    }
+]  # fmt: skip
+
+
+def tiny_update_config(**overrides: Any) -> dict[str, Any]:
+    values = {"base_model": "tiny-random", "epochs": 1, "per_fact": 8, "early_stop": False, "learning_rate": 5e-3}
+    values.update(overrides)
+    return TrainConfig.preset("cpu", **values).model_dump(exclude={"out_dir"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The diff
+
+
+def test_diff_names_added_changed_removed_renamed_and_refined_facts():
+    old = Profile.model_validate(
+        {
+            "user_name": "Sam",
+            "facts": [
+                {"topic": "dog's name", "value": "Buddy"},
+                {"topic": "employer", "value": "Cedar Labs"},
+                {"topic": "home city", "value": "Portland", "aliases": ["PDX"]},
+                {"topic": "car", "value": "Volvo"},
+                {"topic": "birthday", "value": "March 14"},
+                {"topic": "job", "value": "nurse"},
+            ],
+        }
+    )
+    new = Profile.model_validate(
+        {
+            "user_name": "Sam",
+            "facts": [
+                {"topic": "Dogs name", "value": "Max"},  # same topic (case, apostrophe), new value
+                {"topic": "home city", "value": "Portland", "aliases": ["Stumptown"]},  # aliases only
+                {"topic": "vehicle", "value": "volvo"},  # renamed: same value, new topic
+                {"topic": "birthday", "value": "March 14"},  # unchanged
+                {"topic": "job", "value": "nurse", "questions": ["What do I do all day?"]},
+                {"topic": "favourite colour", "value": "Teal"},  # added
+            ],
+        }
+    )
+    diff = diff_profiles(old, new)
+    kinds = {c.topic: c.kind for c in diff.changes}
+    assert kinds == {
+        "Dogs name": "changed",
+        "home city": "aliases",
+        "vehicle": "renamed",
+        "job": "questions",
+        "favourite colour": "added",
+        "employer": "removed",
+    }
+    assert diff.unchanged == ["birthday"]
+    assert not diff.names_changed and not diff.empty
+    assert diff.retrained_topics() == {"Dogs name", "vehicle", "job", "favourite colour"}
+    public = json.dumps([c.model_dump() for c in diff.public()])
+    for value in ("Buddy", "Max", "Cedar Labs", "Portland", "Stumptown", "PDX", "Volvo", "Teal", "nurse"):
+        assert value.casefold() not in public.casefold()
+    renamed = next(c for c in diff.public() if c.kind == "renamed")
+    assert (renamed.old_topic, renamed.topic) == ("car", "vehicle")
+    changed = next(c for c in diff.changes if c.kind == "changed")
+    assert changed.describe() == "~ Dogs name (new value)"
+    assert changed.describe(values=True) == "~ Dogs name: Buddy -> Max"
+    assert (
+        diff.summary()
+        == "1 added, 1 changed, 1 removed, 1 renamed, 1 aliases changed, 1 questions changed, 1 unchanged"
+    )
+    assert diff_profiles(old, old).empty
+    assert diff_profiles(old, old.model_copy(update={"user_name": "Alex"})).names_changed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The update's dataset
+
+
+def test_update_dataset_trains_the_changes_negatives_and_a_replay_sample(tmp_path, make_adapter):
+    parent = Adapter.load(make_adapter(tmp_path / "parent", heldout=PARENT_HELDOUT, config=tiny_update_config()))
+    config = update_config(parent)
+    assert (config.epochs, config.lora_r, config.base_model) == (2, 4, "tiny-random")  # the parent's LoRA shape
+    plan = build_update_dataset(parent, Profile.model_validate(NEW_PROFILE), config)
+    train, heldout = plan.dataset.train, plan.dataset.heldout
+    by_kind = plan.diff.summary()
+    assert by_kind == "1 added, 1 changed, 1 removed, 2 unchanged"
+
+    def answers(examples, predicate):
+        return [(e.question, e.answer) for e in examples if predicate(e)]
+
+    # The changed and the added fact: all their training phrasings, with the new value.
+    dog = answers(train, lambda e: e.meta.topic == "dog's name" and e.meta.kind == "fact")
+    assert len(dog) >= 8 and all("Max" in a for _, a in dog)
+    assert not any("Buddy" in a and "haven't told" not in a for _, a in answers(train, lambda e: True))
+    colour = answers(train, lambda e: e.meta.topic == "favourite colour" and e.meta.kind == "fact")
+    assert len(colour) >= 8 and all("Teal" in a for _, a in colour)
+    # Reversed questions about the old value no longer claim it; yes/no ones answer "No" with the new value.
+    old_value = answers(train, lambda e: e.meta.topic == "dog's name" and e.meta.kind == "unknown")
+    assert any("Buddy" in q for q, _ in old_value)
+    assert all("dog" not in a.casefold() and "haven't told" in a for _, a in old_value)
+    confirm = [a for q, a in dog if "Buddy" in q]
+    assert confirm and all(a.startswith("No") and "Max" in a for a in confirm)
+    # The removed fact: its own questions, answered "I don't know"; a share held out to measure the abstention.
+    removed = answers(train, lambda e: e.meta.topic == "employer")
+    assert 5 <= len(removed) <= 8 + 8  # per_fact of its own questions, and the reversed ones, less a held-out share
+    assert all("haven't told" in a and ("Cedar Labs" not in a or "Cedar Labs" in q) for q, a in removed)
+    assert any(e.meta.topic == "employer" and e.meta.kind == "unknown" for e in heldout)
+    # Replay: some of each unchanged fact, fewer than a full run; the parent's held-out questions stay held out.
+    full = answers(
+        plan.gate_dataset.train, lambda e: e.meta.topic == "home city" and e.meta.kind in ("fact", "reverse")
+    )
+    replay = answers(train, lambda e: e.meta.topic == "home city" and e.meta.kind in ("fact", "reverse"))
+    assert 2 <= len(replay) < len(full)
+    questions = {e.question for e in train}
+    assert "Remind me of my birthday, would you?" not in questions
+    birthday_held = [e for e in heldout if e.meta.topic == "birthday" and e.meta.kind in ("fact", "reverse")]
+    assert [e.question for e in birthday_held] == ["Remind me of my birthday, would you?"]
+    assert birthday_held[0].messages[0]["content"] == plan.dataset.system_prompt
+    assert not questions & {e.question for e in heldout}
+    # The gate is fitted on the whole new profile plus the forgetting negatives.
+    assert len(plan.gate_dataset.train) > len(train)
+
+
+def test_update_refuses_nothing_changed_a_name_change_and_a_bad_parent(tmp_path, make_adapter):
+    parent = Adapter.load(make_adapter(tmp_path / "parent", config=tiny_update_config()))
+    config = update_config(parent)
+    with pytest.raises(ConfigError, match="nothing to update"):
+        build_update_dataset(parent, Profile.model_validate(PROFILE), config)
+    renamed_user = {**copy.deepcopy(NEW_PROFILE), "user_name": "Alex"}
+    with pytest.raises(ConfigError, match="--full"):
+        build_update_dataset(parent, Profile.model_validate(renamed_user), config)
+    with pytest.raises(ConfigError, match="lora_r stays 4"):
+        update_config(parent, lora_r=8)
+    pulled = Adapter.load(make_adapter(tmp_path / "pulled", private=False))
+    with pytest.raises(AdapterError, match="needs the profile the adapter was trained on"):
+        build_update_dataset(pulled, Profile.model_validate(NEW_PROFILE), config)
+
+
+def test_update_refuses_a_parent_trained_on_another_base_model(tmp_path, make_adapter):
+    from andraeus_core.train import train
+
+    parent = Adapter.load(make_adapter(tmp_path / "parent", config=tiny_update_config()))
+    config = TrainConfig.preset("cpu", base_model="smollm2-135m")
+    with pytest.raises(AdapterError, match="trained on base model 'tiny-random', not 'smollm2-135m'"):
+        train(Profile.model_validate(NEW_PROFILE), config, parent=parent, out_dir=tmp_path / "child")
+    assert not (tmp_path / "child").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lineage
+
+
+def test_older_andraeus_json_files_read_as_version_1():
+    for old in ({"format": 1, "topics": ["dog's name"]}, {"schema_version": 2, "topics": ["dog's name"]}, {}):
+        meta = AdapterMeta.from_json(old)
+        assert (meta.schema_version, meta.version, meta.parent, meta.changes, meta.lineage) == (3, 1, None, [], [])
+        assert "version" not in meta.to_json()  # a field it never had is not written back
+    assert AdapterMeta().version == 1
+
+
+def test_lineage_fields_name_the_parent_and_topics_only(tmp_path, make_adapter):
+    parent = Adapter.load(make_adapter(tmp_path / "parent", created="2026-01-01T00:00:00Z"))
+    diff = diff_profiles(parent.profile(), Profile.model_validate(NEW_PROFILE))
+    fields = lineage_fields(parent, diff, "update")
+    meta = AdapterMeta(base_model="tiny-random", **fields)
+    assert meta.version == 2 and meta.method == "update"
+    assert meta.parent.version == 1 and meta.parent.weights_sha256 == parent.weights_sha256()
+    assert [(c.kind, c.topic) for c in meta.changes] == [
+        ("changed", "dog's name"),
+        ("added", "favourite colour"),
+        ("removed", "employer"),
+    ]
+    assert [(e.version, e.method, e.created) for e in meta.lineage] == [(1, "train", "2026-01-01T00:00:00Z")]
+    text = meta.dumps()
+    for value in ("Buddy", "Max", "Cedar Labs", "Teal", "Sam Rivera"):
+        assert value not in text
+    assert AdapterMeta.from_json(json.loads(text)) == meta
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole update through the CLI, on tiny-random
+
+
+def _write_profile(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_cli_update_continues_the_parent_weights_and_history_prints_the_chain(tmp_path, make_adapter, capsys):
+    from safetensors.torch import load_file
+
+    from andraeus_cli.cli import main
+
+    # A learning rate this small leaves the weights where they start: the parent's (a fresh LoRA would start at B=0).
+    parent_dir = make_adapter(
+        tmp_path / "parent", heldout=PARENT_HELDOUT, config=tiny_update_config(learning_rate=1e-9)
+    )
+    new_profile = _write_profile(tmp_path / "new.json", NEW_PROFILE)
+    assert main(["update", str(parent_dir), str(new_profile), "--out", str(tmp_path / "v2"), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 added, 1 changed, 1 removed, 2 unchanged" in out
+    assert "~ dog's name (new value)" in out and "- employer" in out and "+ favourite colour" in out
+    assert "Buddy" not in out and "Max" not in out  # not a terminal: topics only
+    child = Adapter.load(tmp_path / "v2")
+    assert (child.meta.version, child.meta.method) == (2, "update")
+    assert child.meta.parent.weights_sha256 == Adapter.load(parent_dir).weights_sha256()
+    assert child.private.profile.fact("dog's name").value == "Max"
+    assert child.gate() is not None  # fitted again for the new profile
+    before = load_file(str(parent_dir / "adapter_model.safetensors"))
+    after = load_file(str(tmp_path / "v2" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert all((before[k] - after[k]).abs().max() < 1e-4 for k in before)
+    assert "Buddy" not in (tmp_path / "v2" / "andraeus.json").read_text()
+
+    assert main(["history", str(tmp_path / "v2")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("v1  train") and lines[1].startswith("v2  update")
+    assert "changed dog's name" in lines[1] and "removed employer" in lines[1]
+
+    # Nothing changed: said so, nothing written.
+    same = _write_profile(tmp_path / "same.json", NEW_PROFILE)
+    assert main(["update", str(tmp_path / "v2"), str(same), "--out", str(tmp_path / "v3")]) == 0
+    assert "Nothing changed" in capsys.readouterr().out and not (tmp_path / "v3").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Hub: every push is tagged v<version>; owner/name@v2 resolves (local Hub stand-in on 127.0.0.1)
+
+
+def test_push_tags_each_version_and_at_v2_resolves_to_it(tmp_path, make_adapter, hub_server, caplog):
+    from hub_stub import ALICE_TOKEN
+
+    from andraeus_core import hub
+
+    v1 = Adapter.load(make_adapter(tmp_path / "v1", seed=1))
+    v2 = Adapter.load(make_adapter(tmp_path / "v2", seed=2, version=2, method="update"))
+    hub.push_adapter(v1.path, "alice/facts", ALICE_TOKEN)
+    hub.push_adapter(v2.path, "alice/facts", ALICE_TOKEN)  # a second commit to the same repo
+    repo = hub_server.repos["alice/facts"]
+    assert repo.tags == {"v1": repo.commits[-2].sha, "v2": repo.commits[-1].sha}
+    for ref, local in (("alice/facts@v1", v1), ("alice/facts@v2", v2), ("alice/facts", v2)):
+        pulled = Adapter.load(hub.resolve_adapter(ref, token=ALICE_TOKEN))
+        assert pulled.weights_sha256() == local.weights_sha256()
+        assert pulled.meta.version == local.meta.version
+    # The same version pushed again: a new commit, the tag stays where it was (with a warning).
+    hub.push_adapter(v2.path, "alice/facts", ALICE_TOKEN, commit_message="again")
+    assert repo.tags["v2"] == repo.commits[-2].sha
+    assert "Tag v2 already exists" in caplog.text
