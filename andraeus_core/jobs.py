@@ -48,6 +48,7 @@ from .profile import parse_profile
 from .recipe import default_preset
 from .store import FINISHED, Store, new_id
 from .train import train
+from .update import UPDATE_EPOCHS, update_config
 from .variations import generate_variations
 
 logger = logging.getLogger(__name__)
@@ -562,17 +563,24 @@ class Service:
                         param="Idempotency-Key",
                     )
                 return existing, False
-        if model not in self.base_models:
-            raise ConfigError(
-                f"Unknown base model {model!r}; fine-tune one of: {', '.join(self.base_models)}.", param="model"
-            )
-        if self.store.get_file(tenant, training_file) is None:
+        base = self._base_of(tenant, model)
+        file = self.store.get_file(tenant, training_file)
+        if file is None:
             raise NotFoundError(f"No file with id '{training_file}'.", param="training_file")
+        if base != model and file.get("kind") != "profile":
+            raise ConfigError(
+                f"Continuing from '{model}' needs a profile (YAML, JSON or CSV facts): the update is computed from "
+                "the facts that changed. Fine-tune a base model with a chat-JSONL file.",
+                param="training_file",
+            )
         seed = 0 if seed is None else seed
         if not 0 <= seed < 2**31:
             raise ConfigError(f"seed must be between 0 and 2147483647, got {seed}.", param="seed")
         check_metadata(metadata)
-        _, resolved = resolve_hyperparameters(model, hyperparameters or {}, seed)
+        hyper = dict(hyperparameters or {})
+        if base != model and hyper.get("n_epochs", "auto") == "auto":
+            hyper["n_epochs"] = UPDATE_EPOCHS  # continuing from a fine-tuned model: an update's fewer epochs
+        _, resolved = resolve_hyperparameters(base, hyper, seed)
         self._check_storage(tenant, 0)
         mine = self.store.count_jobs(("queued",), tenant=tenant)
         if mine >= self.max_queued_per_tenant:
@@ -614,6 +622,27 @@ class Service:
 
     def _retry_after(self) -> int:
         return 30
+
+    def _base_of(self, tenant: str, model: str) -> str:
+        """The base model a job on ``model`` trains: itself, or a fine-tuned model's base (the job then continues
+        from that model's adapter, as OpenAI fine-tunes a fine-tuned model named in ``model``).
+
+        Raises:
+            NotFoundError: an ``ft:`` model this tenant does not have (another tenant's is not found either).
+            ConfigError: an unknown base model.
+        """
+        if model in self.base_models:
+            return model
+        if model.startswith("ft:"):
+            record = self.store.get_model(tenant, model)
+            if record is None:
+                raise NotFoundError(f"The model '{model}' does not exist.", param="model")
+            return str(record["base_model"])
+        raise ConfigError(
+            f"Unknown base model {model!r}; fine-tune one of: {', '.join(self.base_models)}, or one of your ft: "
+            "models.",
+            param="model",
+        )
 
     def get_job(self, tenant: str, job_id: str) -> dict[str, Any]:
         job = self.store.get_job(tenant, job_id)
@@ -674,7 +703,27 @@ class Service:
             kind, _, parsed = parse_training_file(file["filename"], data)
             # A profile goes in as its file so train() records it in private.json (needed by the evaluation).
             source = Path(file["path"]) if kind == "profile" else _chat_dataset(parsed, data, job["seed"])
-            config, _ = resolve_hyperparameters(job["model"], job["hyperparameters"], job["seed"])
+            parent = None
+            if job["model"] not in self.base_models:  # a fine-tuned model: continue from its adapter
+                record = self.store.get_model(job["tenant"], job["model"])
+                if record is None:
+                    raise NotFoundError(
+                        f"The model '{job['model']}' this job continues from was deleted.", param="model"
+                    )
+                parent = record["path"]
+            config, _ = resolve_hyperparameters(
+                self._base_of(job["tenant"], job["model"]), job["hyperparameters"], job["seed"]
+            )
+            if parent is not None:
+                # An update trains with the parent's settings (its LoRA shape) and the job's resolved epochs (the
+                # update's fewer by default, see create_job), batch size and learning rate.
+                config = update_config(
+                    Adapter.load(parent),
+                    seed=job["seed"],
+                    epochs=config.epochs,
+                    batch_size=config.batch_size,
+                    learning_rate=config.learning_rate,
+                )
             last = {"t": 0.0}
 
             def on_progress(event: Any) -> None:
@@ -691,6 +740,7 @@ class Service:
                 resume=bool(job["resume"]),
                 out_dir=job["adapter_path"],
                 runs_root=run_path,
+                parent=parent,
             )
         except TrainingCancelled:
             if self._stop.is_set() and not cancel.is_set():
@@ -745,7 +795,8 @@ class Service:
 
     def _finish_success(self, job: dict[str, Any], adapter: Adapter) -> None:
         metrics = adapter.meta.metrics
-        model_id = fine_tuned_model_id(job["model"], job["suffix"], job["id"])
+        base = adapter.meta.base_model
+        model_id = fine_tuned_model_id(base, job["suffix"], job["id"])
         trained_tokens = int((metrics.tokens_per_epoch or 0) * (metrics.epochs or 0))
         finished = self.store.update_job(
             job["id"],
@@ -759,7 +810,7 @@ class Service:
         if not finished:  # cancelled while the adapter was being written
             shutil.rmtree(adapter.path, ignore_errors=True)
             return
-        self.store.add_model(job["tenant"], model_id, job["id"], job["model"], str(adapter.path))
+        self.store.add_model(job["tenant"], model_id, job["id"], base, str(adapter.path))
         self.store.add_checkpoint(
             job,
             int(metrics.steps or 0),
@@ -775,10 +826,14 @@ class Service:
     def list_models(self, tenant: str) -> list[dict[str, Any]]:
         """Base presets (``owned_by`` "andraeus") then the tenant's fine-tuned models."""
         out = [{"id": name, "created": 0, "owned_by": "andraeus"} for name in self.base_models]
-        out += [
-            {"id": m["id"], "created": m["created_at"], "owned_by": "user"} for m in self.store.list_models(tenant)
-        ]
+        out += [self._model_object(tenant, m) for m in self.store.list_models(tenant)]
         return out
+
+    def _model_object(self, tenant: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A fine-tuned model as the API shows it; one continued from another names it as ``parent``."""
+        job = self.store.get_job(tenant, record["job_id"])
+        parent = job["model"] if job is not None and job["model"] not in self.base_models else None
+        return {"id": record["id"], "created": record["created_at"], "owned_by": "user", "parent": parent}
 
     def get_model(self, tenant: str, model_id: str) -> dict[str, Any]:
         if model_id in self.base_models:
@@ -786,7 +841,7 @@ class Service:
         record = self.store.get_model(tenant, model_id)
         if record is None:
             raise NotFoundError(f"The model '{model_id}' does not exist.", param="model")
-        return {"id": record["id"], "created": record["created_at"], "owned_by": "user"}
+        return self._model_object(tenant, record)
 
     def _fine_tuned(self, tenant: str, model_id: str) -> dict[str, Any]:
         record = self.store.get_model(tenant, model_id)

@@ -193,6 +193,9 @@ class ModelObject(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(description="Unix time (0 for presets).")
     owned_by: str = Field(description="'andraeus' for presets, 'user' for the tenant's fine-tuned models.")
+    parent: str | None = Field(
+        None, description="The fine-tuned model this one was continued from (a job created with model='ft:...')."
+    )
 
 
 class ModelList(BaseModel):

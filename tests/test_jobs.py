@@ -12,6 +12,7 @@ import pytest
 from andraeus_core import Service, Store
 from andraeus_core.errors import ConfigError, ConflictError, NotFoundError, ProfileError, QueueFullError
 from andraeus_core.jobs import fine_tuned_model_id, parse_training_file, resolve_hyperparameters
+from andraeus_core.update import UPDATE_EPOCHS
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = (ROOT / "examples" / "minimal.csv").read_bytes()
@@ -187,6 +188,30 @@ def test_a_job_trains_registers_its_model_and_serves_it(service: Service, tiny_m
     assert report["n"] > 0 and report["system"] == "adapter+gate" and set(report["baselines"]) == {"adapter_alone"}
     assert (adapter_dir := Path(done["adapter_path"])).joinpath("gate.safetensors").is_file()
     assert service.evaluation("t1", job["id"], ()) == report  # kept, not recomputed
+
+    # Facts change: a job on the fine-tuned model continues from its adapter (OpenAI's fine-tune-a-fine-tune),
+    # for its own tenant only, from a profile only; the new model names its parent.
+    changed = MINIMAL.replace(b"Portland", b"Denver").replace(b"Buddy,Bud", b"Max,")
+    new_file = _file(service, data=changed)
+    with pytest.raises(NotFoundError, match="does not exist"):
+        service.create_job("t2", model=model_id, training_file=_file(service, "t2", data=changed))
+    chat_file = _file(service, name="chat.jsonl", data=(json.dumps(CHAT_LINE) + "\n").encode())
+    with pytest.raises(ConfigError, match="needs a profile"):
+        service.create_job("t1", model=model_id, training_file=chat_file)
+    child_job, _ = service.create_job("t1", model=model_id, training_file=new_file)
+    assert child_job["hyperparameters"]["n_epochs"] == UPDATE_EPOCHS  # an update's fewer epochs by default
+    claimed = service.store.claim_next_job()
+    assert claimed is not None and claimed["id"] == child_job["id"]
+    service.run_job(claimed)
+    child = service.get_job("t1", child_job["id"])
+    assert child["status"] == "succeeded", child["error"]
+    assert child["fine_tuned_model"].startswith("ft:tiny-random:")  # named for the base, as OpenAI names them
+    assert service.get_model("t1", child["fine_tuned_model"])["parent"] == model_id
+    assert service.get_model("t1", model_id)["parent"] is None
+    from andraeus_core.adapter import Adapter
+
+    meta = Adapter.load(child["adapter_path"]).meta
+    assert meta.version == 2 and meta.parent is not None and meta.parent.version == 1
 
     assert adapter_dir.is_dir()
     service.delete_model("t1", model_id)
