@@ -40,6 +40,16 @@ SEED_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_
 DEFAULT_GPU_COST_PER_HOUR = 11.058  # the seed's §8 price (an 8×H100 hour on a public cloud)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as torch's CPU capability checks report."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if callable(check))
+
+
 class TrainConfig(BaseModel):
     """Everything that decides how an adapter is trained.
 
@@ -217,7 +227,8 @@ class TrainConfig(BaseModel):
           * bf16 — the frozen base weights are stored in bf16 and the step runs under bf16 autocast, while the LoRA
             weights and AdamW state stay float32. On a CPU with AMX/AVX512-BF16 this measured ~1.45x faster per step
             than float32 (with eager attention and the answer-only LM head, see ``train``), and it halves the base
-            model's memory;
+            model's memory. A CPU without bf16 instructions emulates it, several times slower than float32: there
+            the preset leaves ``bf16`` to "where supported" (:func:`cpu_has_bf16`; CUDA's bf16 on a GPU);
           * gradient checkpointing kept — without it peak RSS was 3.2–3.9 GB (activations, and glibc keeping the
             freed activation memory of ever-changing batch shapes); with it 2.7 GB, for ~25% of the throughput;
           * length-grouped batches — little padding;
@@ -241,7 +252,8 @@ class TrainConfig(BaseModel):
                 "batch_size": 8,
                 "grad_accum": 1,
                 "epochs": 3,
-                "bf16": True,
+                # bf16 where the CPU computes it natively (else "where supported": CUDA's bf16, or float32).
+                "bf16": True if cpu_has_bf16() else None,
                 "batching": "grouped",
                 "learning_rate": 1e-3,
                 "lora_dropout": 0.0,

@@ -31,13 +31,15 @@ from .fsutil import atomic_write
 from .gate import gate_data
 from .models import PRESETS, device_type, first_load_work, load_tokenizer, model_dir, resolve_model
 from .probes import GUARD_MAX_NEW_TOKENS
-from .recipe import is_chat_dataset, load_source, pause_reserve_s, prepare_dataset
+from .recipe import is_chat_dataset, load_source, pause_reserve_s, prepare_dataset, use_bf16
 
 # Throughput used by estimate() before this machine has trained anything, as (parameter count × tokens/s): the
 # product is roughly constant across model sizes on one device. CPU: measured with bench/train_speed.py on the
 # 2-core dev machine (SmolLM2-135M, cpu preset); CUDA: a conservative H100 bf16 figure (~30% MFU).
 _DEFAULT_PARAM_TOKENS_PER_S = {"cpu": 135e6 * 350, "cuda": 3e13}
 _FIXED_OVERHEAD_S = {"cpu": 10.0, "cuda": 60.0}
+#: bf16 vs float32 training step on the dev machine's AMX CPU (the cpu preset's measurement, see TrainConfig.preset).
+_CPU_BF16_SPEEDUP = 1.45
 
 
 class TrainEstimate(BaseModel):
@@ -55,6 +57,9 @@ class TrainEstimate(BaseModel):
     tokens_per_second: float = Field(description="Assumed training throughput on this device.")
     calibrated: bool = Field(description="True when the throughput was measured by an earlier run on this machine.")
     expected_seconds: float = Field(description="Expected wall time, including model loading and probes.")
+    dtype: str = Field(
+        "float32", description="The base weights' training dtype ('bfloat16' where the device computes it natively)."
+    )
     gpu_cost_per_hour: float = Field(description="Price used for the cost figure (US dollars per hour).")
     cost_usd: float = Field(description="expected_seconds at gpu_cost_per_hour.")
 
@@ -64,6 +69,7 @@ class TrainEstimate(BaseModel):
         return (
             f"{self.train_examples} training examples ({self.heldout_examples} held out), "
             f"{self.tokens_per_epoch:,} tokens/epoch × {self.epochs} epochs = {self.steps} steps on {self.device} "
+            f"in {self.dtype} "
             f"with {self.base_model}; expected ~{_fmt_seconds(self.expected_seconds)} "
             f"at ~{self.tokens_per_second:,.0f} tokens/s ({source}); "
             f"cost at ${self.gpu_cost_per_hour:.3f}/h: ${self.cost_usd:.4f}"
@@ -131,7 +137,11 @@ def _assumed_throughput(base_model: str, config: TrainConfig) -> tuple[float, bo
         measured = None
     if measured:
         return float(measured), True
-    return _DEFAULT_PARAM_TOKENS_PER_S[device_type()] / max(_param_count(base_model), 1e6), False
+    device = device_type()
+    guess = _DEFAULT_PARAM_TOKENS_PER_S[device] / max(_param_count(base_model), 1e6)
+    if device == "cpu" and not use_bf16(config):
+        guess /= _CPU_BF16_SPEEDUP  # the default was measured in bf16 (the cpu preset on an AMX CPU)
+    return guess, False
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -170,6 +180,7 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
         tokens_per_second=round(tps, 1),
         calibrated=calibrated,
         expected_seconds=seconds,
+        dtype="4-bit" if config.quantize else "bfloat16" if use_bf16(config) else "float32",
         gpu_cost_per_hour=config.gpu_cost_per_hour,
         cost_usd=round(seconds / 3600 * config.gpu_cost_per_hour, 6),
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from andraeus_core.config import TrainConfig, adapters_dir
+from andraeus_core.config import TrainConfig, adapters_dir, cpu_has_bf16
 from andraeus_core.errors import ConfigError, ProfileError, TrainingCancelled, TrainingError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,9 +73,23 @@ def test_cpu_preset_keeps_the_lora_science():
     assert all(getattr(seed, f) == getattr(cpu, f) for f in same)
     assert cpu.batch_size * cpu.grad_accum == seed.batch_size * seed.grad_accum  # same effective batch
     assert 1 <= cpu.epochs <= seed.epochs
-    assert cpu.bf16 is True and cpu.lora_dropout == 0.0
+    assert cpu.lora_dropout == 0.0
+    assert cpu.bf16 is (True if cpu_has_bf16() else None)  # bf16 where this CPU computes it natively
     assert cpu.early_stop and cpu.batching == "grouped"
     assert seed.typo_augment == 0 and cpu.typo_augment > 0  # the seed recipe's data is the seed's
+
+
+def test_cpu_preset_chooses_bf16_by_the_cpu(monkeypatch):
+    import andraeus_core.config as config_module
+    from andraeus_core.estimate import estimate
+    from andraeus_core.recipe import use_bf16
+
+    for native in (True, False):
+        monkeypatch.setattr(config_module, "cpu_has_bf16", lambda native=native: native)
+        cpu = TrainConfig.preset("cpu", base_model="tiny-random")
+        assert use_bf16(cpu) is native  # no CUDA here: "where supported" is float32
+        est = estimate(ROOT / "examples" / "minimal.csv", cpu)
+        assert est.dtype == ("bfloat16" if native else "float32") and f"in {est.dtype}" in est.summary()
 
 
 def test_train_config_typo_augment_feeds_the_dataset():
@@ -384,8 +398,7 @@ def test_bf16_training_keeps_a_bf16_base_float32_lora_and_restores_attention(iso
 
     monkeypatch.setattr(train_module, "load_model", loading)
     seen = []
-    config = tiny_config(epochs=1)
-    assert config.bf16 is True  # the cpu preset trains in bf16
+    config = tiny_config(epochs=1, bf16=True)  # as the cpu preset trains where the CPU has bf16
     adapter = train_module.train(
         tiny_profile(),
         config,
