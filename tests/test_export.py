@@ -297,3 +297,66 @@ def test_vllm_rules_name_the_adapter_and_field(
     with pytest.raises(ConfigError, match="not URL-safe"):
         plan_vllm([alice], names=["my model"])
     assert not (tmp_path / "vllm").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The CLI and the API
+
+
+def test_cli_exports_and_reports_errors_without_a_traceback(
+    two_adapters: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from andraeus_cli import main
+
+    out = tmp_path / "bundle"
+    assert main(["export", *map(str, two_adapters), "--format", "vllm", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"to {out}" in printed and str(out / "serve.sh") in printed
+    assert main(["export", str(two_adapters[0]), "--format", "vllm", "--max-lora-rank", "12"]) == 1
+    assert "max_lora_rank must be one of" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing"), "--format", "merged"]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_api_export_is_a_tenant_scoped_job_with_a_download(make_adapter: Callable[..., Path]) -> None:
+    import io
+    import time
+    import zipfile
+
+    from fastapi.testclient import TestClient
+
+    from andraeus_core import Service, Store
+    from api.deps import ApiSettings
+    from api.main import create_app
+    from tests.test_hardening import KEYS, A, B, _succeeded_job
+
+    service = Service(Store(), workers=0)
+    with TestClient(create_app(ApiSettings(api_keys=KEYS, workers=0), service)) as c:
+        job = _succeeded_job(service, "alice", make_adapter)
+        model = job["fine_tuned_model"]
+        r = c.post(f"/v1/models/{model}/export", headers=A, json={"format": "merged"})
+        assert r.status_code == 200, r.text
+        export = r.json()
+        assert export["object"] == "model.export" and export["status"] in ("queued", "running", "succeeded")
+        assert c.get(f"/v1/exports/{export['id']}", headers=B).status_code == 404  # another tenant's
+        assert c.post(f"/v1/models/{model}/export", headers=B, json={"format": "merged"}).status_code == 404
+        deadline = time.monotonic() + 120
+        while export["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+            export = c.get(f"/v1/exports/{export['id']}", headers=A).json()
+        assert export["status"] == "succeeded", export
+        assert "model.safetensors" in export["files"] and "/" not in (export["error"] or {}).get("message", "")
+        download = c.get(export["download_url"], headers=A)
+        assert download.status_code == 200
+        names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()
+        assert any(n.endswith("/model.safetensors") for n in names)
+        assert c.get(export["download_url"], headers=B).status_code == 404
+
+        r = c.post(f"/v1/models/{model}/export", headers=A, json={"format": "gguf", "quant": "q4_0"})
+        assert r.status_code == 422  # not a type the schema offers
+        # Deleting the model deletes its exports: they hold the facts.
+        assert c.delete(f"/v1/models/{model}", headers=A).status_code == 200
+        assert c.get(f"/v1/exports/{export['id']}", headers=A).status_code == 404
+        assert not list((service.store.root / "model-exports").rglob("*.safetensors"))
