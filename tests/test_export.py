@@ -360,3 +360,41 @@ def test_api_export_is_a_tenant_scoped_job_with_a_download(make_adapter: Callabl
         assert c.delete(f"/v1/models/{model}", headers=A).status_code == 200
         assert c.get(f"/v1/exports/{export['id']}", headers=A).status_code == 404
         assert not list((service.store.root / "model-exports").rglob("*.safetensors"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The embedded default
+
+
+@pytest.mark.slow
+def test_default_model_exports_to_a_gguf_that_answers_like_the_adapter(default_model: Any, tmp_path: Path) -> None:
+    """SmolLM2-135M (llama, its real BPE vocabulary): the GGUF f16 loads back and gives the adapter's next tokens."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from andraeus_core import Adapter, AdapterMeta, AdapterPrivate, load_model
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(load_model("smollm2-135m").model, lora)
+    adapter = Adapter.write(
+        tmp_path / "nova",
+        peft_model,
+        AdapterMeta(base_model="smollm2-135m"),
+        AdapterPrivate(system_prompt=SYSTEM, profile=PROFILE),
+    )
+    peft_model.eval()
+    conversation = [{"role": "system", "content": SYSTEM}, *QUESTION]
+    expected = _logits(peft_model, default_model.tokenizer, conversation)
+
+    result = export_gguf(adapter.path, tmp_path / "gguf", quant="f16")
+    path = result.path / str(result.main_file)
+    assert _gguf_header_value(path, "general.architecture") == "llama"
+    assert _gguf_header_value(path, SYSTEM_PROMPT_KEY) == SYSTEM
+    model = AutoModelForCausalLM.from_pretrained(result.path, gguf_file=result.main_file)
+    back = _logits(model, default_model.tokenizer, conversation)
+    assert (back[-1].argmax() == expected[-1].argmax()).item()
+    top = expected[-1].topk(5).indices.tolist()
+    assert back[-1].topk(5).indices.tolist()[:3] == top[:3]
+    assert (back - expected).abs().max().item() < 0.5
