@@ -68,6 +68,7 @@ from .export import (
     VllmPlan,
     default_export_dir,
     export_adapter,
+    export_download,
     plan_vllm,
 )
 from .fsutil import claim_dir, start_sweeper
@@ -173,6 +174,7 @@ __all__ = [
     "evaluation_gpu_seconds",
     "evaluate_adapter",
     "export_adapter",
+    "export_download",
     "facts_system_prompt",
     "fine_tuned_model_id",
     "first_load_work",

@@ -35,6 +35,7 @@ import shlex
 import shutil
 import struct
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import Any, Literal
 from .adapter import CONFIG_FILE, GATE_FILE, WEIGHTS_FILE, Adapter
 from .config import andraeus_home
 from .errors import AdapterError, AndraeusError, ConfigError, ExportError
-from .fsutil import atomic_write, publish_dir, safe_name
+from .fsutil import atomic_write, publish_dir, publish_file, safe_name
 from .models import ResolvedModel, load_model, load_tokenizer, model_dir, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -881,6 +882,31 @@ def export_adapter(
     )
 
 
+def export_download(directory: str | Path) -> Path:
+    """The one file to download for a finished export: the GGUF itself for ``gguf``, else a zip of the directory
+    (stored, not compressed: weights barely compress), built next to it once and rebuilt when the export is newer.
+
+    Raises:
+        ExportError: ``directory`` is not a finished export.
+    """
+    directory = Path(directory)
+    try:
+        marker = json.loads((directory / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ExportError(f"'{directory.name}' is not a finished export.", param="export") from None
+    files = [str(f) for f in marker.get("files", [])]
+    ggufs = [f for f in files if f.endswith(".gguf")]
+    if marker.get("format") == "gguf" and len(ggufs) == 1:
+        return directory / ggufs[0]
+    target = directory.with_name(directory.name + ".zip")
+    if target.is_file() and target.stat().st_mtime >= (directory / MARKER_FILE).stat().st_mtime:
+        return target
+    with publish_file(target, private=True) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name in [*files, MARKER_FILE]:
+            archive.write(directory / name, arcname=f"{directory.name}/{name}")
+    return target
+
+
 def _progress(callback: ProgressCallback | None, message: str) -> None:
     logger.info("Export: %s", message)
     if callback is not None:
@@ -900,6 +926,7 @@ __all__ = [
     "VllmPlan",
     "default_export_dir",
     "export_adapter",
+    "export_download",
     "export_gguf",
     "export_merged",
     "export_ollama",

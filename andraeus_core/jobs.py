@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import threading
 import time
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +40,8 @@ from .errors import (
     TrainingCancelled,
 )
 from .evaluate import BASELINES, evaluate
-from .export import EXPORT_FORMATS, export_adapter
-from .fsutil import atomic_write, publish_file
+from .export import EXPORT_FORMATS, export_adapter, export_download
+from .fsutil import atomic_write
 from .hub import adapter_zip, push_adapter
 from .models import served_base_models
 from .profile import FORMATS as PROFILE_FORMATS
@@ -931,7 +930,6 @@ class Service:
         out = self._exports_dir(tenant) / f"{export['job_id']}-{export['format']}{suffix}"
         with self._export_runner:
             export["status"] = "running"
-            out.with_name(out.name + ".zip").unlink(missing_ok=True)  # the download of an earlier export
             try:
                 room = max(0, self.storage_quota_bytes - self.storage_used(tenant))
                 result = export_adapter(adapter_path, export["format"], out, quant=export["quant"], max_bytes=room)
@@ -974,16 +972,7 @@ class Service:
         export = self.get_export(tenant, export_id)
         if export["status"] != "succeeded" or not export["path"] or not Path(export["path"]).is_dir():
             raise ConflictError(f"Export '{export_id}' is {export['status']}; download it once it succeeded.")
-        directory = Path(export["path"])
-        if export["format"] == "gguf" and export["main_file"]:
-            return directory / export["main_file"]
-        target = directory.with_name(directory.name + ".zip")
-        if not target.is_file():
-            # Weights barely compress; storing them keeps the zip fast to build.
-            with publish_file(target, private=True) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-                for name in export["files"]:
-                    archive.write(directory / name, arcname=f"{directory.name}/{name}")
-        return target
+        return export_download(export["path"])
 
     def push_model(self, tenant: str, model_id: str, repo_id: str, token: str, private: bool = True) -> str:
         """Push a fine-tuned model to the user's Hub repo with their token (used once, never kept)."""
