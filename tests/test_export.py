@@ -398,3 +398,44 @@ def test_default_model_exports_to_a_gguf_that_answers_like_the_adapter(default_m
     top = expected[-1].topk(5).indices.tolist()
     assert back[-1].topk(5).indices.tolist()[:3] == top[:3]
     assert (back - expected).abs().max().item() < 0.5
+
+
+def test_a_qwen2_model_converts_to_a_qwen2_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The qwen2 path of llama.cpp's converter, on a tiny random Qwen2 with SmolLM2's tokenizer.
+
+    No Qwen tokenizer is reachable offline, and the converter fingerprints the tokenizer to name its pre-tokenizer:
+    this tokenizer under a qwen2 config gets a fingerprint it does not know, so the test names it (SmolLM2's).
+    """
+    import conversion.base
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from andraeus_core import Adapter, AdapterMeta, AdapterPrivate, model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir("tiny-random"))
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    base = tmp_path / "qwen-base"
+    Qwen2ForCausalLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(Qwen2ForCausalLM.from_pretrained(base), lora)
+    adapter = Adapter.write(
+        tmp_path / "qwen-adapter", peft_model, AdapterMeta(base_model=str(base)), AdapterPrivate(system_prompt=SYSTEM)
+    )
+    monkeypatch.setattr(conversion.base.TextModel, "get_vocab_base_pre", lambda self, tokenizer: "smollm")
+    result = export_gguf(adapter.path, tmp_path / "gguf", quant="q8_0")
+    path = result.path / str(result.main_file)
+    assert _gguf_header_value(path, "general.architecture") == "qwen2"
+    assert _gguf_header_value(path, SYSTEM_PROMPT_KEY) == SYSTEM
