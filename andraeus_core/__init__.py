@@ -28,6 +28,7 @@ from .errors import (
     ConflictError,
     ContextLengthError,
     EvaluationError,
+    ExportError,
     HubError,
     ModelLoadError,
     ModelNotAvailableError,
@@ -59,6 +60,17 @@ from .estimate import (
 from .estimate import estimate as estimate_training
 from .evaluate import EvalReport, load_questions
 from .evaluate import evaluate as evaluate_adapter
+from .export import (
+    EXPORT_FORMATS,
+    GGUF_QUANTS,
+    VLLM_LORA_RANKS,
+    ExportResult,
+    VllmPlan,
+    default_export_dir,
+    export_adapter,
+    export_download,
+    plan_vllm,
+)
 from .fsutil import claim_dir, start_sweeper
 from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
 from .jobs import Completion, Service, fine_tuned_model_id
@@ -108,10 +120,14 @@ __all__ = [
     "ContextLengthError",
     "DIMENSIONS",
     "EvalReport",
+    "EXPORT_FORMATS",
     "EvaluationError",
+    "ExportError",
+    "ExportResult",
     "ExampleMeta",
     "Fact",
     "FactChange",
+    "GGUF_QUANTS",
     "GenerationConfig",
     "GpuBudget",
     "HubError",
@@ -142,6 +158,8 @@ __all__ = [
     "TrainingCancelled",
     "TrainingError",
     "TrainingPaused",
+    "VLLM_LORA_RANKS",
+    "VllmPlan",
     "ZEROGPU_DAILY_QUOTA_S",
     "ZEROGPU_MAX_CALL_S",
     "ZeroGpuRefusal",
@@ -154,12 +172,15 @@ __all__ = [
     "build_dataset",
     "check_served_base_model",
     "claim_dir",
+    "default_export_dir",
     "default_model_name",
     "default_preset",
     "diff_profiles",
     "estimate_training",
     "evaluation_gpu_seconds",
     "evaluate_adapter",
+    "export_adapter",
+    "export_download",
     "facts_system_prompt",
     "fine_tuned_model_id",
     "first_load_work",
@@ -180,6 +201,7 @@ __all__ = [
     "model_dir",
     "models_dir",
     "parse_profile",
+    "plan_vllm",
     "profile_from_rows",
     "profile_hash",
     "pull_adapter",

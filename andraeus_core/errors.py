@@ -105,6 +105,12 @@ class EvaluationError(AndraeusError):
     code = "invalid_evaluation"
 
 
+class ExportError(AndraeusError):
+    """Exporting an adapter (merged model, GGUF, Ollama, vLLM bundle) failed; nothing half-written is left behind."""
+
+    code = "export_failed"
+
+
 class HubError(AndraeusError):
     """Talking to the Hugging Face Hub failed; the local adapter is untouched."""
 

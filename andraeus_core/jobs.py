@@ -40,6 +40,7 @@ from .errors import (
     TrainingCancelled,
 )
 from .evaluate import BASELINES, evaluate
+from .export import EXPORT_FORMATS, export_adapter, export_download
 from .fsutil import atomic_write
 from .hub import adapter_zip, push_adapter
 from .models import served_base_models
@@ -63,6 +64,8 @@ MAX_CHAT_EXAMPLES = 10_000
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
+#: Exports waiting or running at once (all tenants); one runs at a time (each loads and merges a model).
+MAX_PENDING_EXPORTS = 4
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -397,6 +400,9 @@ class Service:
         self._evaluating: set[str] = set()  # job ids with an evaluation running (one per adapter at a time)
         self._evaluating_lock = threading.Lock()
         self._evaluation_slots = threading.BoundedSemaphore(max(1, max_evaluations))
+        self._exports: dict[str, dict[str, Any]] = {}  # export id -> its record (kept in memory, see start_export)
+        self._exports_lock = threading.Lock()
+        self._export_runner = threading.Lock()  # one export at a time
 
     # ------------------------------------------------------------------------------------------------------------
     # lifecycle
@@ -489,6 +495,7 @@ class Service:
         _, used = self.store.file_usage(tenant)
         for model in self.store.list_models(tenant):
             used += sum(f.stat().st_size for f in Path(model["path"]).rglob("*") if f.is_file())
+        used += sum(f.stat().st_size for f in self._exports_dir(tenant).rglob("*") if f.is_file())
         return used
 
     def _check_storage(self, tenant: str, adding: int) -> None:
@@ -886,6 +893,14 @@ class Service:
         for report in (self.store.root / "evals").glob(f"{job_id}-*.json"):
             report.unlink(missing_ok=True)
         (self.store.root / "exports" / f"{job_id}.zip").unlink(missing_ok=True)
+        for export in self._exports_dir(tenant).glob(f"{job_id}-*"):  # merged models and GGUF hold the facts
+            if export.is_dir():
+                shutil.rmtree(export, ignore_errors=True)
+            else:
+                export.unlink(missing_ok=True)
+        with self._exports_lock:
+            for key in [k for k, e in self._exports.items() if e["tenant"] == tenant and e["job_id"] == job_id]:
+                del self._exports[key]
 
     def chat_model(self, tenant: str, model_id: str) -> Any:
         """The loaded ChatModel for a base preset or one of the tenant's fine-tuned models."""
@@ -913,6 +928,106 @@ class Service:
         record = self._fine_tuned(tenant, model_id)
         dest = self.store.root / "exports" / f"{record['job_id']}.zip"
         return adapter_zip(record["path"], dest)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # exports (merged model, GGUF, Ollama, vLLM)
+
+    def _exports_dir(self, tenant: str) -> Path:
+        """Where a tenant's exports live: ``model-exports/<the tenant's hash, as for adapters>``."""
+        return self.store.root / "model-exports" / self.store.adapter_path(tenant, "-").parent.name
+
+    def start_export(self, tenant: str, model_id: str, fmt: str, quant: str | None = None) -> dict[str, Any]:
+        """Start exporting one of the tenant's fine-tuned models in a background thread; returns the export record
+        (``status`` queued, then running, succeeded or failed). One export runs at a time.
+
+        Records live in memory: a restarted server forgets them (the files of an unfinished export never appear).
+
+        Raises:
+            NotFoundError: no such model. ConfigError: an unknown format or quant.
+            QueueFullError: too many exports are waiting. QuotaError: the tenant's storage is used up.
+        """
+        record = self._fine_tuned(tenant, model_id)
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}.", param="format")
+        self._check_storage(tenant, 0)
+        with self._exports_lock:
+            pending = [e for e in self._exports.values() if e["status"] in ("queued", "running")]
+            if len(pending) >= MAX_PENDING_EXPORTS:
+                raise QueueFullError("Other exports are waiting; retry later.", retry_after=60)
+            export = {
+                "id": new_id("export-"),
+                "object": "model.export",
+                "tenant": tenant,
+                "job_id": record["job_id"],
+                "model": model_id,
+                "format": fmt,
+                "quant": quant,
+                "status": "queued",
+                "created_at": int(time.time()),
+                "finished_at": None,
+                "error": None,
+                "bytes": None,
+                "files": [],
+                "commands": [],
+                "path": None,
+                "main_file": None,
+            }
+            self._exports[export["id"]] = export
+        thread = threading.Thread(
+            target=self._run_export, args=(export, record["path"]), name="andraeus-export", daemon=True
+        )
+        thread.start()
+        return dict(export)
+
+    def _run_export(self, export: dict[str, Any], adapter_path: str) -> None:
+        tenant = export["tenant"]
+        suffix = f"-{export['quant']}" if export["quant"] else ""
+        out = self._exports_dir(tenant) / f"{export['job_id']}-{export['format']}{suffix}"
+        with self._export_runner:
+            export["status"] = "running"
+            try:
+                room = max(0, self.storage_quota_bytes - self.storage_used(tenant))
+                result = export_adapter(adapter_path, export["format"], out, quant=export["quant"], max_bytes=room)
+            except AndraeusError as exc:
+                message = self._without_paths(exc.message.replace(str(adapter_path), "the model's adapter"))
+                export.update(status="failed", error={"code": exc.code, "message": message, "param": exc.param})
+            except Exception as exc:  # noqa: BLE001 - a background thread must record every failure
+                logger.exception("Export %s failed", export["id"])
+                message = f"The export failed: {type(exc).__name__}."
+                export.update(status="failed", error={"code": "export_failed", "message": message, "param": None})
+            else:
+                export.update(
+                    status="succeeded",
+                    bytes=result.bytes,
+                    files=result.files,
+                    commands=result.commands[1:] if export["format"] == "ollama" else [],
+                    path=str(result.path),
+                    main_file=result.main_file,
+                )
+            export["finished_at"] = int(time.time())
+
+    def get_export(self, tenant: str, export_id: str) -> dict[str, Any]:
+        """An export record of this tenant.
+
+        Raises:
+            NotFoundError: no such export for this tenant (or the server restarted since).
+        """
+        with self._exports_lock:
+            export = self._exports.get(export_id)
+            if export is None or export["tenant"] != tenant:
+                raise NotFoundError(f"No export '{export_id}'.", param="export_id")
+            return dict(export)
+
+    def export_file(self, tenant: str, export_id: str) -> Path:
+        """The download of a finished export: the GGUF file itself, else a zip of the export directory.
+
+        Raises:
+            NotFoundError: no such export. ConflictError: the export has not succeeded.
+        """
+        export = self.get_export(tenant, export_id)
+        if export["status"] != "succeeded" or not export["path"] or not Path(export["path"]).is_dir():
+            raise ConflictError(f"Export '{export_id}' is {export['status']}; download it once it succeeded.")
+        return export_download(export["path"])
 
     def push_model(self, tenant: str, model_id: str, repo_id: str, token: str, private: bool = True) -> str:
         """Push a fine-tuned model to the user's Hub repo with their token (used once, never kept)."""

@@ -696,6 +696,24 @@ def download_zip(state: Session | None):
     return sess, str(path)
 
 
+def export_model(state: Session | None, fmt: str, quant: str, progress: gr.Progress = gr.Progress()):  # noqa: B008
+    sess = _session(state)
+    adapter = _need_adapter(sess)
+    chosen_quant = quant if fmt in ("gguf", "ollama") else None
+    try:
+        result = core.export_adapter(
+            adapter,
+            fmt,
+            sess.serve_dir / f"export-{fmt}",
+            quant=chosen_quant,
+            on_progress=lambda message: progress(0.5, desc=message),
+        )
+        path = core.export_download(result.path)
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    return sess, str(path)
+
+
 def push(
     state: Session | None, repo_id: str, private: bool, pasted_token: str, oauth_token: gr.OAuthToken | None = None
 ):
@@ -824,6 +842,18 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Share", id="share"):
             zip_btn = gr.Button("Download adapter (.zip)", elem_id="zip")
             zip_file = gr.File(label="Adapter zip (no personal files inside)", interactive=False, elem_id="zip-file")
+            gr.Markdown(
+                "### Export for Ollama, llama.cpp or transformers\n"
+                "The adapter merged into its base model (without the gate: it answers like the adapter alone). It "
+                "holds your facts: keep the download on your own machine."
+            )
+            with gr.Row():
+                export_format = gr.Radio(
+                    ["merged", "gguf", "ollama"], value="ollama", label="Format", elem_id="export-format"
+                )
+                export_quant = gr.Radio(["f16", "q8_0"], value="q8_0", label="GGUF type", elem_id="export-quant")
+            export_btn = gr.Button("Export", elem_id="export")
+            export_file = gr.File(label="Export (GGUF file, or a zip)", interactive=False, elem_id="export-file")
             gr.Markdown("### Push to your Hugging Face account")
             if ON_SPACE:
                 gr.LoginButton()
@@ -878,6 +908,7 @@ def build_demo() -> gr.Blocks:
         message.submit(chat, chat_inputs, [state, chatbot, message], api_visibility="private", concurrency_limit=2)
         clear.click(lambda: [], None, [chatbot], api_visibility="private")
         zip_btn.click(download_zip, [state], [state, zip_file], api_name="download_zip")
+        export_btn.click(export_model, [state, export_format, export_quant], [state, export_file], api_name="export")
         push_btn.click(push, [state, repo, private, token], [state, push_status], api_name="push")
     blocks.queue(max_size=32, default_concurrency_limit=2)
     # launch() sets the limit from LAUNCH_KWARGS; a mounted or not yet launched app needs it on the Blocks itself.

@@ -17,6 +17,7 @@ from andraeus_core import (
     ConfigError,
     ConflictError,
     EvaluationError,
+    ExportError,
     HubError,
     ModelLoadError,
     ModelNotAvailableError,
@@ -46,6 +47,7 @@ _STATUS: list[tuple[type[AndraeusError], int, str]] = [
     (HubError, 502, "api_error"),
     (ModelLoadError, 500, "server_error"),
     (TrainingError, 500, "server_error"),
+    (ExportError, 400, "invalid_request_error"),  # too large, an architecture or template it cannot write
 ]
 
 _HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error"}

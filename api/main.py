@@ -29,7 +29,7 @@ from .errors import (
     install_error_handlers,
     internal_error_body,
 )
-from .routes import chat, files, health, jobs, models, variations
+from .routes import chat, exports, files, health, jobs, models, variations
 from .schemas import ErrorResponse
 
 logger = logging.getLogger("andraeus.api")
@@ -285,7 +285,7 @@ def create_app(settings: ApiSettings | None = None, service: Service | None = No
         app.add_middleware(LoopbackGuard)
     app.add_middleware(CatchAll)
     app.include_router(health.router)
-    for module in (files, jobs, models, chat, variations):
+    for module in (files, jobs, models, exports, chat, variations):
         app.include_router(module.router, prefix="/v1")
 
     @app.api_route(

@@ -210,6 +210,33 @@ class PushRequest(BaseModel):
     private: bool = Field(True, description="Create the repo private (default).")
 
 
+class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["merged", "gguf", "ollama", "vllm"] = Field(
+        description="merged (transformers directory), gguf (one file), ollama (GGUF, Modelfile) or vllm (LoRA files)."
+    )
+    quant: Literal["f16", "q8_0"] | None = Field(
+        None, description="GGUF type for gguf and ollama (default f16 for gguf, q8_0 for ollama)."
+    )
+
+
+class ExportObject(BaseModel):
+    id: str = Field(description="The export's id (export-...).")
+    object: Literal["model.export"] = "model.export"
+    model: str = Field(description="The fine-tuned model exported.")
+    format: str = Field(description="merged, gguf, ollama or vllm.")
+    quant: str | None = Field(None, description="The GGUF type, for gguf and ollama.")
+    status: Literal["queued", "running", "succeeded", "failed"] = Field(description="Where the export stands.")
+    created_at: int = Field(description="Unix time it was requested.")
+    finished_at: int | None = Field(None, description="Unix time it succeeded or failed.")
+    error: JobError | None = Field(None, description="Why it failed.")
+    bytes: int | None = Field(None, description="Size of the exported files.")
+    files: list[str] = Field(default_factory=list, description="The exported files (the download holds them).")
+    commands: list[str] = Field(default_factory=list, description="For ollama: the commands to create and run it.")
+    download_url: str | None = Field(None, description="GET it for the GGUF file (gguf) or a zip (other formats).")
+
+
 class PushResponse(BaseModel):
     url: str = Field(description="URL of the pushed commit or repo.")
     repo_id: str = Field(description="The repo pushed to.")

@@ -94,6 +94,10 @@ def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= names
     assert not names & {"private.json", "heldout.jsonl"}
 
+    # Share > Export: the adapter merged, as one GGUF file (the app's door to andraeus_core.export)
+    gguf_path = client.predict("gguf", "q8_0", api_name="/export")
+    assert gguf_path.endswith("-q8_0.gguf") and Path(gguf_path).read_bytes()[:4] == b"GGUF"
+
 
 def test_two_sessions_never_see_each_others_facts_adapter_or_chat(app_url: str):
     from gradio_client.exceptions import AppError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse
@@ -10,7 +10,16 @@ from starlette.concurrency import run_in_threadpool
 
 from ..deps import ServiceDep, TenantDep
 from ..errors import ApiError
-from ..schemas import DeletedObject, ModelList, ModelObject, PushRequest, PushResponse
+from ..schemas import (
+    DeletedObject,
+    ExportObject,
+    ExportRequest,
+    JobError,
+    ModelList,
+    ModelObject,
+    PushRequest,
+    PushResponse,
+)
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -50,6 +59,35 @@ async def push_model(
         )
     url = await run_in_threadpool(service.push_model, tenant, model_id, body.repo_id, x_hf_token, body.private)
     return PushResponse(url=url, repo_id=body.repo_id)
+
+
+def export_object(export: dict[str, Any]) -> ExportObject:
+    """The API's view of an export record (no server path)."""
+    done = export["status"] == "succeeded"
+    return ExportObject(
+        id=export["id"],
+        model=export["model"],
+        format=export["format"],
+        quant=export["quant"],
+        status=export["status"],
+        created_at=export["created_at"],
+        finished_at=export["finished_at"],
+        error=JobError(**export["error"]) if export["error"] else None,
+        bytes=export["bytes"],
+        files=export["files"],
+        commands=export["commands"],
+        download_url=f"/v1/exports/{export['id']}/content" if done else None,
+    )
+
+
+@router.post("/{model_id:path}/export", response_model=ExportObject)
+def export_model(service: ServiceDep, tenant: TenantDep, model_id: str, body: ExportRequest) -> ExportObject:
+    """Export the model (merged, GGUF, Ollama or vLLM) on this server; poll GET /v1/exports/{id}, then download.
+
+    The merged model and the GGUF hold the facts: they are kept with your models (and count towards your storage)
+    and deleted with the model; nothing is uploaded anywhere.
+    """
+    return export_object(service.start_export(tenant, model_id, body.format, body.quant))
 
 
 @router.get("/{model_id:path}", response_model=ModelObject)
