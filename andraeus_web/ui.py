@@ -843,13 +843,14 @@ def build_demo() -> gr.Blocks:
             zip_btn = gr.Button("Download adapter (.zip)", elem_id="zip")
             zip_file = gr.File(label="Adapter zip (no personal files inside)", interactive=False, elem_id="zip-file")
             gr.Markdown(
-                "### Export for Ollama, llama.cpp or transformers\n"
-                "The adapter merged into its base model (without the gate: it answers like the adapter alone). It "
-                "holds your facts: keep the download on your own machine."
+                "### Export for Ollama, llama.cpp, transformers or vLLM\n"
+                "merged / gguf / ollama: the adapter merged into its base model (without the gate: it answers like "
+                "the adapter alone). vllm: the LoRA files with a `vllm serve --enable-lora` script. Each holds your "
+                "facts: keep the download on your own machine."
             )
             with gr.Row():
                 export_format = gr.Radio(
-                    ["merged", "gguf", "ollama"], value="ollama", label="Format", elem_id="export-format"
+                    ["merged", "gguf", "ollama", "vllm"], value="ollama", label="Format", elem_id="export-format"
                 )
                 export_quant = gr.Radio(["f16", "q8_0"], value="q8_0", label="GGUF type", elem_id="export-quant")
             export_btn = gr.Button("Export", elem_id="export")

@@ -97,6 +97,9 @@ def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
     # Share > Export: the adapter merged, as one GGUF file (the app's door to andraeus_core.export)
     gguf_path = client.predict("gguf", "q8_0", api_name="/export")
     assert gguf_path.endswith("-q8_0.gguf") and Path(gguf_path).read_bytes()[:4] == b"GGUF"
+    with zipfile.ZipFile(client.predict("vllm", "q8_0", api_name="/export")) as archive:  # the GGUF type is ignored
+        names = {Path(n).name for n in archive.namelist()}
+    assert {"serve.sh", "adapter_model.safetensors"} <= names and "private.json" not in names
 
 
 def test_two_sessions_never_see_each_others_facts_adapter_or_chat(app_url: str):
