@@ -45,6 +45,7 @@ from andraeus_core import (
     load_profile,
     pull_adapter,
     push_adapter,
+    push_export,
     resolve_adapter,
     train_adapter,
     update_config,
@@ -585,10 +586,19 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output directory (default: under $ANDRAEUS_HOME/exports)")
     p.add_argument("--name", default=None, help="Ollama model name, or the vLLM name of a single adapter")
     p.add_argument("--max-lora-rank", type=int, default=None, help="vllm: --max-lora-rank (default: the smallest fit)")
+    p.add_argument("--push", default=None, metavar="REPO", help="also upload the export to this private Hub repo")
+    p.add_argument(
+        "--confirm-facts-in-weights",
+        action="store_true",
+        help="with --push: you understand the exported weights hold your facts (the repo is always private)",
+    )
+    p.add_argument("--token", default=None, help="with --push: write token (default: HF_TOKEN, else `hf auth login`)")
     p.set_defaults(handler=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.push and not args.confirm_facts_in_weights:  # refused before any work, not after a long export
+        push_export("", args.push, "", confirm_facts_in_weights=False)
     result = export_adapter(
         args.adapter,
         args.fmt,
@@ -603,6 +613,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print("Next:")
         for command in result.commands:
             print(f"  {command}")
+    if args.push:
+        url = push_export(result.path, args.push, _cli_token(args.token), confirm_facts_in_weights=True)
+        print(f"Pushed to {url} (private)")
     return 0
 
 

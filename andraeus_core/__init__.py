@@ -72,7 +72,7 @@ from .export import (
     plan_vllm,
 )
 from .fsutil import claim_dir, start_sweeper
-from .hub import adapter_zip, pull_adapter, push_adapter, resolve_adapter
+from .hub import adapter_zip, pull_adapter, push_adapter, push_export, resolve_adapter
 from .jobs import Completion, Service, fine_tuned_model_id
 from .models import (
     PRESETS,
@@ -206,6 +206,7 @@ __all__ = [
     "profile_hash",
     "pull_adapter",
     "push_adapter",
+    "push_export",
     "read_jsonl",
     "read_zerogpu_error",
     "recall_by_kind_chart",

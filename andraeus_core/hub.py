@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from .adapter import CONFIG_FILE, META_FILE, SHAREABLE_FILES, WEIGHTS_FILE, Adapter, AdapterMeta, HubOrigin
 from .config import andraeus_home
 from .errors import AdapterError, ConfigError, HubError, PrivateDataError
+from .export import MARKER_FILE
 from .fsutil import publish_dir, publish_file
 from .models import PRESETS, resolve_model
 
@@ -555,6 +556,72 @@ def push_adapter(
         getattr(commit, "oid", "?"),
     )
     return url
+
+
+def push_export(
+    export_dir: str | Path,
+    repo_id: str,
+    token: str,
+    *,
+    confirm_facts_in_weights: bool = False,
+    commit_message: str | None = None,
+) -> str:
+    """Upload a finished export (``andraeus export``: merged model, GGUF, Ollama or vLLM bundle) to a **private**
+    repo of the user's own.
+
+    An adapter's facts stay in its LoRA weights, which are pushed private by default; a merged model or a GGUF holds
+    them in the full weights, where anyone with the file can read them out. So an export is pushed only when asked
+    twice: ``confirm_facts_in_weights`` must be true, and the repo must be private (a new one is created private; an
+    existing public one is refused, with no override).
+
+    Raises:
+        ConfigError: not confirmed, or not a finished export.
+        HubError: bad token, no permission, a public repo, rate limits, server errors.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    if not confirm_facts_in_weights:
+        raise ConfigError(
+            "An exported model holds your facts in its weights. Pushing one needs your confirmation: pass "
+            "--confirm-facts-in-weights (confirm_facts_in_weights=True); it always goes to a private repo.",
+            param="confirm_facts_in_weights",
+        )
+    token = _check_token(token)
+    directory = Path(export_dir).expanduser()
+    try:
+        marker = json.loads((directory / MARKER_FILE).read_text(encoding="utf-8"))
+        files = [str(f) for f in marker["files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"'{directory.name}' is not a finished export.", param="export") from None
+    if any(Path(f).is_absolute() or ".." in Path(f).parts or not (directory / f).is_file() for f in files):
+        raise ConfigError(f"'{directory.name}' is not a finished export (its file list is damaged).", param="export")
+    _check_repo_id(repo_id if "/" in repo_id.strip() else f"user/{repo_id.strip()}")
+    api = _api(token)
+    who = _call(lambda: api.whoami(), repo_id=repo_id, action="push to")
+    repo_id = repo_id.strip() if "/" in repo_id.strip() else f"{who['name']}/{repo_id.strip()}"
+    _call(
+        lambda: api.create_repo(repo_id, repo_type="model", private=True, exist_ok=True),
+        repo_id=repo_id,
+        action="create",
+    )
+    info = _call(lambda: api.model_info(repo_id, timeout=HUB_TIMEOUT_S), repo_id=repo_id, action="check")
+    if info.private is not True:
+        raise HubError(
+            f"Refusing to push: '{repo_id}' is public, and an exported model holds your facts in its weights. Push "
+            "to a new repo name (it will be created private) or make that repo private on the Hub.",
+            param="repo_id",
+        )
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name)) for name in [*files, MARKER_FILE]
+    ]
+    message = commit_message or f"Upload Andraeus {marker.get('format', 'export')} export"
+    _call(
+        lambda: api.create_commit(repo_id, operations, commit_message=message, repo_type="model"),
+        repo_id=repo_id,
+        action="upload to",
+    )
+    logger.info("Pushed an export (%d files) to a private repo", len(operations))
+    return f"{_endpoint()}/{repo_id}"
 
 
 def _tag_version(api: Any, repo_id: str, version: int, commit: str | None) -> str | None:

@@ -317,6 +317,10 @@ def test_cli_exports_and_reports_errors_without_a_traceback(
     assert main(["export", str(tmp_path / "missing"), "--format", "merged"]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+    # pushing an export needs the confirmation, asked before the export is made
+    again = tmp_path / "again"
+    assert main(["export", str(two_adapters[0]), "--format", "vllm", "--out", str(again), "--push", "me/x"]) == 1
+    assert "--confirm-facts-in-weights" in capsys.readouterr().err and not again.exists()
 
 
 def test_api_export_is_a_tenant_scoped_job_with_a_download(make_adapter: Callable[..., Path]) -> None:

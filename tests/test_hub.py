@@ -417,3 +417,29 @@ def test_concurrent_pulls_of_the_same_revision_agree(hub_server: HubStub, adapte
     assert (paths[0] / "adapter_model.safetensors").read_bytes() == (
         adapter / "adapter_model.safetensors"
     ).read_bytes()
+
+
+def test_an_export_is_pushed_only_when_confirmed_and_only_to_a_private_repo(
+    hub_server: HubStub, adapter: Path, tmp_path: Path
+):
+    from andraeus_core import export_adapter
+    from andraeus_core.errors import ConfigError
+
+    bundle = export_adapter([adapter], "vllm", tmp_path / "bundle").path
+    with pytest.raises(ConfigError, match="holds your facts"):
+        hub.push_export(bundle, "alice/nova-vllm", ALICE_TOKEN)
+    assert hub_server.requests == []  # refused before anything is sent
+    with pytest.raises(ConfigError, match="not a finished export"):
+        hub.push_export(tmp_path, "alice/nova-vllm", ALICE_TOKEN, confirm_facts_in_weights=True)
+    url = hub.push_export(bundle, "alice/nova-vllm", ALICE_TOKEN, confirm_facts_in_weights=True)
+    assert url.endswith("/alice/nova-vllm")
+    repo = hub_server.repos["alice/nova-vllm"]
+    assert repo.private is True
+    assert "serve.sh" in repo.head().files and "andraeus-export.json" in repo.head().files
+    assert not any(name.endswith("private.json") for name in repo.head().files)
+    # an existing public repo is refused, with no override
+    hub_server.add_repo("alice/public-stuff", private=False, files={"notes.txt": b"hello"})
+    before = hub_server.repos["alice/public-stuff"].head().sha
+    with pytest.raises(HubError, match="public"):
+        hub.push_export(bundle, "alice/public-stuff", ALICE_TOKEN, confirm_facts_in_weights=True)
+    assert hub_server.repos["alice/public-stuff"].head().sha == before
