@@ -476,6 +476,14 @@ def upload_files(
 # Push
 
 
+def _own_repo(token: str, repo_id: str) -> tuple[Any, str]:
+    """The Hub client for ``token`` and the full repo id: a bare ``"name"`` goes under the token owner's name."""
+    api = _api(token)
+    who = _call(lambda: api.whoami(), repo_id=repo_id, action="push to")
+    repo_id = repo_id.strip()
+    return api, repo_id if "/" in repo_id else f"{who['name']}/{repo_id}"
+
+
 def push_adapter(
     adapter_dir: str | Path,
     repo_id: str,
@@ -509,16 +517,9 @@ def push_adapter(
 
     token = _check_token(token)
     directory = Path(adapter_dir).expanduser()
-    if "/" not in repo_id.strip():
-        _check_repo_id(f"user/{repo_id.strip()}")
-    else:
-        _check_repo_id(repo_id)
+    _check_repo_id(repo_id if "/" in repo_id.strip() else f"user/{repo_id.strip()}")
     Adapter(directory).check()
-    api = _api(token)
-    who = _call(lambda: api.whoami(), repo_id=repo_id, action="push to")
-    if "/" not in repo_id.strip():
-        repo_id = f"{who['name']}/{repo_id.strip()}"
-    repo_id = repo_id.strip()
+    api, repo_id = _own_repo(token, repo_id)
     files = upload_files(
         directory, repo_id, private=private, include_user_name=include_user_name, eval_summary=eval_summary
     )
@@ -596,9 +597,7 @@ def push_export(
     if any(Path(f).is_absolute() or ".." in Path(f).parts or not (directory / f).is_file() for f in files):
         raise ConfigError(f"'{directory.name}' is not a finished export (its file list is damaged).", param="export")
     _check_repo_id(repo_id if "/" in repo_id.strip() else f"user/{repo_id.strip()}")
-    api = _api(token)
-    who = _call(lambda: api.whoami(), repo_id=repo_id, action="push to")
-    repo_id = repo_id.strip() if "/" in repo_id.strip() else f"{who['name']}/{repo_id.strip()}"
+    api, repo_id = _own_repo(token, repo_id)
     _call(
         lambda: api.create_repo(repo_id, repo_type="model", private=True, exist_ok=True),
         repo_id=repo_id,
