@@ -292,7 +292,8 @@ def _readable_text(name: str, content: bytes) -> tuple[str, bool]:
 
 
 def _leak_check(files: dict[str, bytes], secrets: Iterable[tuple[str, str]]) -> None:
-    """Refuse to let out text that contains a fact value or the user name (whole-word, case-insensitive).
+    """Refuse to let out text that contains a fact value or the user name (whole-word, case-insensitive; words
+    joined by a hyphen are one word).
 
     Only text is searched: the strings of JSON files, and the model card, where a secret made only of digits is not
     looked for (the card's numbers are the metadata's numbers, and "64" in "rank 64" is no leak of a value "64").
@@ -306,7 +307,8 @@ def _leak_check(files: dict[str, bytes], secrets: Iterable[tuple[str, str]]) -> 
         for field_name, secret in secrets:
             if not digits_searchable and secret.isdigit():
                 continue
-            if re.search(rf"(?<!\w){re.escape(secret)}(?!\w)", text, flags=re.IGNORECASE):
+            # A hyphen joins a word to its neighbours: a dog called "Max" is not in the card's `--max-lora-rank`.
+            if re.search(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", text, flags=re.IGNORECASE):
                 raise PrivateDataError(
                     f"Refusing to share: {name} would contain the profile's {field_name}. Remove it from {name} "
                     f"({META_FILE} must hold no fact values) and try again.",

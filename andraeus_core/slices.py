@@ -61,6 +61,7 @@ def train_slice(
     should_stop: Callable[[], bool] | None = None,
     out_dir: str | Path | None = None,
     user_name: str | None = None,
+    parent: str | Path | None = None,
 ) -> SliceResult:
     """One slice of a run: :func:`~.train.train` with a time budget, its outcome as a :class:`SliceResult`.
 
@@ -69,7 +70,7 @@ def train_slice(
         config: as for ``train``; every slice of a run must get the same settings and data.
         budget_s: seconds this slice may take, loading included (None: no limit, the run ends in this slice).
         resume: continue from the run's last checkpoint (every slice but the first).
-        on_progress, should_stop, out_dir, user_name: as for ``train``.
+        on_progress, should_stop, out_dir, user_name, parent: as for ``train`` (``parent``: an update).
     """
     started = time.perf_counter()
 
@@ -86,6 +87,7 @@ def train_slice(
             out_dir=out_dir,
             user_name=user_name,
             time_budget_s=budget_s,
+            parent=parent,
         )
     except TrainingPaused as exc:
         return SliceResult(
@@ -115,6 +117,7 @@ def stream_slice(
     should_stop: Callable[[], bool] | None = None,
     out_dir: str | Path | None = None,
     user_name: str | None = None,
+    parent: str | Path | None = None,
 ) -> Iterator[ProgressEvent | SliceResult]:
     """:func:`train_slice` on a thread: yields its progress events as they come, then its :class:`SliceResult`.
 
@@ -138,6 +141,7 @@ def stream_slice(
                 should_stop=stop,
                 out_dir=out_dir,
                 user_name=user_name,
+                parent=parent,
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread below
             outcome["error"] = exc

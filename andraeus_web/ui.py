@@ -190,7 +190,26 @@ def apply_table(rows: Any, user_name: str, assistant_name: str, state: Session |
     except core.AndraeusError as exc:
         sess.profile = None
         return sess, _err(exc)
-    return sess, _facts_summary(sess.profile)
+    return sess, _facts_summary(sess.profile) + _change_since_adapter(sess)
+
+
+def _change_since_adapter(sess: Session) -> str:
+    """After a trained adapter's facts are edited: what changed (topics, in this user's own session), and the choice
+    between an update and a retrain."""
+    if sess.adapter is None or sess.profile is None:
+        return ""
+    try:
+        diff = core.diff_profiles(core.Adapter.load(sess.adapter).profile(), sess.profile)
+    except core.AndraeusError:
+        return ""
+    if diff.empty:
+        return ""
+    lines = "\n".join(f"- {c.describe(values=True)}" for c in diff.changes)
+    return (
+        f"\n\n**Changed since your adapter was trained** ({diff.summary()}):\n{lines}\n\n"
+        "Train tab: **Update adapter** teaches it just these changes, from its weights (fast), or **Train** "
+        "retrains from scratch."
+    )
 
 
 def _table_rows(rows: Any) -> list[list[Any]]:
@@ -324,6 +343,7 @@ def _slice_seconds(
     heldout: float,
     resume: bool,
     budget_s: float | None,
+    parent: str | None = None,
 ) -> int:
     """ZeroGPU duration of one training slice: the budget the slice loop chose (never over ANDRAEUS_ZEROGPU_MAX_S)."""
     try:
@@ -346,14 +366,22 @@ def _train_slice_on_gpu(
     heldout: float,
     resume: bool,
     budget_s: float | None,
+    parent: str | None = None,
 ):
     """One slice of a training run (one ZeroGPU call): yields ProgressEvents, then a SliceResult.
 
     Only plain, picklable values go in and out: on ZeroGPU this runs in a forked GPU worker. The cancel flag is a
-    file in the session directory because the disk is all the two processes share.
+    file in the session directory because the disk is all the two processes share. With ``parent`` (an adapter of
+    this session) the run is an update: from the parent's weights, with its settings, into a new directory.
     """
     directory = Path(session_dir)
-    config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout, out_dir=directory / "adapter")
+    if parent is None:
+        config = _config(base_model, preset, epochs, rank, qlora, per_fact, heldout, out_dir=directory / "adapter")
+    else:
+        parent_adapter = core.Adapter.load(parent)
+        config = core.update_config(
+            parent_adapter, out_dir=str(directory / f"adapter-v{parent_adapter.meta.version + 1}")
+        )
     # Handed over as a file: train() then keeps the profile in the adapter's private.json (given a Profile object
     # it currently records none). The file is in the session directory and removed right after.
     profile_file = directory / "profile.json"
@@ -362,7 +390,12 @@ def _train_slice_on_gpu(
     budget = max(1.0, budget_s - GPU_CALL_MARGIN_S) if budget_s and ON_ZERO_GPU else budget_s
     try:
         yield from core.stream_slice(
-            str(profile_file), config, budget_s=budget, resume=resume, should_stop=(directory / "cancel").exists
+            str(profile_file),
+            config,
+            budget_s=budget,
+            resume=resume,
+            should_stop=(directory / "cancel").exists,
+            parent=parent,
         )
     finally:
         profile_file.unlink(missing_ok=True)
@@ -442,9 +475,55 @@ def start_training(
     sess = _session(state)
     profile = _need_profile(sess)
     settings = (base_model, preset, int(epochs), int(rank), bool(qlora), int(per_fact), float(heldout))
+    yield from _run_training(sess, profile, settings, None, progress)
+
+
+def start_update(
+    state: Session | None,
+    base_model: str,
+    preset: str,
+    epochs: int,
+    rank: int,
+    qlora: bool,
+    per_fact: int,
+    heldout: float,
+    progress=gr.Progress(),  # noqa: B008 - gradio's idiom
+):
+    """Update the session's adapter to the edited facts: from its weights, on what changed (fast), in slices."""
+    sess = _session(state)
+    profile = _need_profile(sess)
+    if sess.adapter is None:
+        raise gr.Error("No adapter to update yet: train one first (Update then teaches it what you change).")
+    parent = sess.adapter
+    try:
+        diff = core.diff_profiles(core.Adapter.load(parent).profile(), profile)
+    except core.AndraeusError as exc:
+        raise gr.Error(_err(exc)) from None
+    if diff.empty:
+        yield (
+            sess,
+            _ok("Nothing changed since the adapter was trained: edit the facts, press Apply, then Update."),
+            None,
+        )
+        return
+    if diff.names_changed:
+        yield sess, "❌ Your name or the assistant's changed: every answer changes with it, so press **Train**.", None
+        return
+    settings = (base_model, preset, int(epochs), int(rank), bool(qlora), int(per_fact), float(heldout))
+    for _, status, losses in _run_training(sess, profile, settings, parent, progress):
+        yield sess, f"Update ({diff.summary()}): {status}", losses
+    if sess.adapter is not None and sess.adapter != parent:
+        # The new version stands alone (it records its parent's hash): the session keeps only what chat serves.
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _run_training(sess: Session, profile: Any, settings: tuple, parent: str | None, progress: Any):
+    """The slice loop of a training run (``parent`` None) or an update: yields (session, status, loss frame)."""
     config = _config(*settings)
-    resume, sess.paused = sess.paused == settings, None
-    sess.adapter, sess.chat_model = None, None
+    # What a run the quota paused is remembered by: its settings (and for an update, its parent).
+    key = settings if parent is None else (settings, parent)
+    resume, sess.paused = sess.paused == key, None
+    sess.adapter, sess.chat_model = None if parent is None else parent, None
     sess.cancel_flag.unlink(missing_ok=True)
     losses: list[dict[str, float]] = []
     plan, last, call = None, None, 0
@@ -458,7 +537,7 @@ def start_training(
             yield sess, f"Starting. {plan.summary(sess.quota_left_s)}", _loss_frame(losses)
         if ON_ZERO_GPU:  # download (or convert) the base model on the CPU, outside the visitor's GPU quota
             yield sess, "Preparing: fetching the base model (outside your GPU quota)", _loss_frame(losses)
-            core.model_dir(base_model)
+            core.model_dir(settings[0])
 
         def budget(previous: Any) -> float | None:
             if plan is None:
@@ -469,7 +548,10 @@ def start_training(
         def run_slice(resume_slice: bool, seconds: float | None):
             nonlocal call
             call += 1
-            return _train_slice_on_gpu(profile.model_dump_json(), str(sess.dir), *settings, resume_slice, seconds)
+            update = {"parent": parent} if parent is not None else {}
+            return _train_slice_on_gpu(
+                profile.model_dump_json(), str(sess.dir), *settings, resume_slice, seconds, **update
+            )
 
         for item in core.run_in_slices(run_slice, budget_s=budget, resume=resume, should_stop=sess.cancel_flag.exists):
             if isinstance(item, core.SliceResult):
@@ -484,7 +566,10 @@ def start_training(
                 progress(fraction, desc=status)
             yield sess, status, _loss_frame(losses)
     except gr.Error as exc:  # ZeroGPU refused or stopped a call
-        yield sess, _gpu_refusal_text(exc, sess, profile, config, plan, last, settings), _loss_frame(losses)
+        refusal = _gpu_refusal_text(exc, sess, profile, config, plan, last, settings)
+        if sess.paused is not None:
+            sess.paused = key
+        yield sess, refusal, _loss_frame(losses)
     except core.AndraeusError as exc:
         yield sess, _err(exc), _loss_frame(losses)
     except Exception as exc:  # noqa: BLE001 - shown to the user; the traceback goes to the server log only
@@ -812,6 +897,7 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 estimate_btn = gr.Button("Estimate time and cost")
                 train_btn = gr.Button("Train", variant="primary", elem_id="train")
+                update_btn = gr.Button("Update adapter (edited facts)", elem_id="update")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
             train_status = gr.Markdown(elem_id="train-status")
             loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", elem_id="loss-plot")
@@ -890,6 +976,14 @@ def build_demo() -> gr.Blocks:
             settings,
             [state, train_status, loss_plot],
             api_name="train",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+        )
+        update_btn.click(
+            start_update,
+            settings,
+            [state, train_status, loss_plot],
+            api_name="update",
             concurrency_limit=1,
             concurrency_id="gpu",
         )

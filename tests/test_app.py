@@ -101,6 +101,23 @@ def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
         names = {Path(n).name for n in archive.namelist()}
     assert {"serve.sh", "adapter_model.safetensors"} <= names and "private.json" not in names
 
+    # Facts change: the edited table shows what changed since the adapter, and Update teaches it just that
+    rows = [[t, "Max" if t == "dog's name" else v, "" if t == "dog's name" else a] for t, v, a in table["data"]]
+    rows = [r for r in rows if r[0] != "home city"] + [["cat's name", "Whiskers", ""]]
+    status = client.predict(
+        {"headers": ["topic", "value", "aliases"], "data": rows}, user, assistant, api_name="/apply_table"
+    )
+    assert "Changed since your adapter" in status and "Buddy -> Max" in status and "cat's name" in status, status
+    status, _plot = client.predict(*FAST.values(), api_name="/update")
+    assert status.startswith("Update (1 added, 1 changed, 1 removed") and "✅" in status, status
+    with zipfile.ZipFile(client.predict(api_name="/download_zip")) as archive:
+        meta = json.loads(next(archive.read(n) for n in archive.namelist() if n.endswith("andraeus.json")))
+    assert meta["version"] == 2 and meta["method"] == "update"
+    history, _ = client.predict("What's my dog's name?", [], False, True, api_name="/chat")
+    assert _content(history[-1]).strip()  # the updated adapter serves the chat
+    status, _plot = client.predict(*FAST.values(), api_name="/update")
+    assert "Nothing changed" in status
+
 
 def test_two_sessions_never_see_each_others_facts_adapter_or_chat(app_url: str):
     from gradio_client.exceptions import AppError

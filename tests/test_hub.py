@@ -155,6 +155,21 @@ def test_push_refuses_when_metadata_would_leak_a_fact_value(hub_server: HubStub,
     assert hub_server.uploads == []
 
 
+def test_a_common_word_as_a_value_does_not_block_sharing(hub_server: HubStub, adapter: Path):
+    # the card's own words ("--max-lora-rank" in its vLLM example) are not a dog called Max
+    private = json.loads((adapter / "private.json").read_text())
+    private["profile"]["facts"][0]["value"] = "Max"
+    (adapter / "private.json").write_text(json.dumps(private))
+    hub.push_adapter(adapter, "alice/pet-adapter", ALICE_TOKEN)
+    card = hub_server.repos["alice/pet-adapter"].head().files["README.md"].decode()
+    assert "--max-lora-rank" in card
+    # ... while the value itself, as a word, is still refused
+    meta = json.loads((adapter / "andraeus.json").read_text())
+    (adapter / "andraeus.json").write_text(json.dumps({**meta, "note": "a dog called Max."}))
+    with pytest.raises(HubError, match=r"facts\[0\]\.value"):
+        hub.push_adapter(adapter, "alice/pet-adapter-2", ALICE_TOKEN)
+
+
 def test_push_rejects_incomplete_adapter_before_any_request(hub_server: HubStub, adapter: Path):
     (adapter / "adapter_model.safetensors").unlink()
     with pytest.raises(AdapterError, match="adapter_model.safetensors"):
