@@ -27,7 +27,13 @@ from .config import TrainConfig
 from .dataset import ChatDataset, ChatExample, ExampleMeta, build_dataset
 from .errors import AdapterError, ConfigError
 from .profile import Fact, Profile, same_topic_key
-from .variations import Negative, changed_fact_confirmations, old_value_questions, removed_fact_questions
+from .variations import (
+    Negative,
+    changed_fact_confirmations,
+    old_value_questions,
+    removed_fact_questions,
+    removed_topic_questions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +360,12 @@ def build_update_dataset(
                 ChatExample(messages=[*messages, {"role": "assistant", "content": rng.choice(p.answers)}], meta=meta)
             )
     forget_train: list[ChatExample] = []
+    # A topic an earlier update removed: its value was trained into the ancestors' weights, which this update starts
+    # from, so a sample of its "I don't know" questions is replayed like an unchanged fact (else later updates let
+    # the old answer back). Lineage holds topics only, so the old value's reversed questions cannot be rebuilt.
+    for topic in earlier_removed_topics(parent, profile):
+        replay = [_negative_example(system, n, "train") for n in removed_topic_questions(topic, seed=config.seed)]
+        forget_train += _sample(replay, replay_share, rng, minimum=2)
     by_topic: dict[str, list[Negative]] = {}
     for n in forget:
         by_topic.setdefault(f"{n.group.split(':', 1)[0]}:{n.topic}", []).append(n)
@@ -409,6 +421,20 @@ def lineage_fields(parent: Adapter, diff: ProfileDiff, method: Method) -> dict[s
     }
 
 
+def earlier_removed_topics(parent: Adapter, profile: Profile) -> list[str]:
+    """Topics removed by ``parent`` or by the updates before it, back to the last adapter trained from scratch, that
+    ``profile`` does not hold again: their values are still in the weights an update starts from."""
+    held = {same_topic_key(t) for t in profile.topics()}
+    out: dict[str, str] = {}
+    for entry in reversed(history(parent)):
+        if entry.method != "update":
+            break  # trained from scratch: nothing earlier is in its weights
+        for change in entry.changes:
+            if change.kind == "removed" and same_topic_key(change.topic) not in held:
+                out.setdefault(same_topic_key(change.topic), change.topic)
+    return sorted(out.values())
+
+
 def history(adapter: Adapter) -> list[LineageEntry]:
     """The adapter's lineage, oldest first, ending with the adapter itself."""
     meta = adapter.meta
@@ -432,6 +458,7 @@ __all__ = [
     "build_update_dataset",
     "check_parent",
     "diff_profiles",
+    "earlier_removed_topics",
     "history",
     "lineage_fields",
     "parent_heldout_examples",

@@ -1425,16 +1425,21 @@ def removed_fact_questions(fact: Fact, *, count: int = 20, seed: int = 0) -> lis
     question is its own group (the update's split holds a share of every removed fact out). ``count`` of its own
     questions are drawn (seeded), as many as a fact is trained on; every reversed one is kept.
     """
-    info = topic_info(fact.topic)
-    answers = _abstentions(info, None)
-    questions = unknown_phrasings(fact.topic)
-    rng = random.Random(f"{seed}\x1fremoved\x1f{topic_key(fact.topic)}")
+    return removed_topic_questions(fact.topic, count=count, seed=seed) + old_value_questions(fact)
+
+
+def removed_topic_questions(topic: str, *, count: int = 20, seed: int = 0) -> list[Negative]:
+    """The part of :func:`removed_fact_questions` that needs only the topic: the fact's own questions, each
+    answered "I don't know". A later update replays a sample of them for a topic an earlier update removed, whose
+    value it no longer holds (lineage records topics only)."""
+    answers = _abstentions(topic_info(topic), None)
+    questions = unknown_phrasings(topic)
+    rng = random.Random(f"{seed}\x1fremoved\x1f{topic_key(topic)}")
     picks = questions if len(questions) <= count else rng.sample(questions, count)
-    out = [
-        Negative(q, answers[i % len(answers)], "unknown", fact.topic, f"removed:{q}", UNKNOWN_EXPECT)
+    return [
+        Negative(q, answers[i % len(answers)], "unknown", topic, f"removed:{q}", UNKNOWN_EXPECT)
         for i, q in enumerate(picks)
     ]
-    return out + old_value_questions(fact)
 
 
 def old_value_questions(fact: Fact) -> list[Negative]:

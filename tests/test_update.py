@@ -196,6 +196,41 @@ def test_older_andraeus_json_files_read_as_version_1():
     assert AdapterMeta().version == 1
 
 
+@pytest.mark.parametrize("method", ["update", "full"])
+def test_a_later_update_replays_a_topic_an_earlier_update_removed(tmp_path, make_adapter, method):
+    """v2 removed the employer; v3 only changes the colour. An update from v2's weights (which came from v1's, that
+    knew the employer) still trains a few "I don't know your employer" answers; after a full retrain it need not."""
+    lineage = [{"version": 1, "method": "train", "changes": []}]
+    changes = [{"kind": "removed", "topic": "employer"}, {"kind": "changed", "topic": "dog's name"}]
+    v2 = Adapter.load(
+        make_adapter(
+            tmp_path / "v2",
+            profile=NEW_PROFILE,
+            config=tiny_update_config(),
+            version=2,
+            method=method,
+            changes=changes,
+            lineage=lineage,
+        )
+    )
+    v3_profile = copy.deepcopy(NEW_PROFILE)
+    v3_profile["facts"][3]["value"] = "Olive"
+    plan = build_update_dataset(v2, Profile.model_validate(v3_profile), update_config(v2))
+    assert plan.diff.summary() == "1 changed, 3 unchanged"
+    employer = [e for e in plan.dataset.train if e.meta.topic == "employer"]
+    if method == "full":
+        assert employer == []
+        return
+    assert 2 <= len(employer) <= 8  # a replay sample, not the whole forgetting set
+    assert all(e.meta.kind == "unknown" and "haven't told" in e.answer for e in employer)
+    assert all("Cedar Labs" not in e.question + e.answer for e in employer)  # lineage has topics only
+    assert not any(e.meta.topic == "employer" for e in plan.dataset.heldout)
+    # A topic the new profile holds again is not replayed as unknown.
+    v3_profile["facts"].append({"topic": "employer", "value": "Birch Co"})
+    again = build_update_dataset(v2, Profile.model_validate(v3_profile), update_config(v2))
+    assert all(e.meta.kind != "unknown" for e in again.dataset.train if e.meta.topic == "employer")
+
+
 def test_lineage_fields_name_the_parent_and_topics_only(tmp_path, make_adapter):
     parent = Adapter.load(make_adapter(tmp_path / "parent", created="2026-01-01T00:00:00Z"))
     diff = diff_profiles(parent.profile(), Profile.model_validate(NEW_PROFILE))
