@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ from .errors import (
     TrainingCancelled,
 )
 from .evaluate import BASELINES, evaluate
-from .export import EXPORT_FORMATS, export_adapter, export_download
-from .fsutil import atomic_write
+from .export import EXPORT_FORMATS, MARKER_FILE, export_adapter, export_download, export_vllm
+from .fsutil import atomic_write, safe_name
 from .hub import adapter_zip, push_adapter
 from .models import served_base_models
 from .profile import FORMATS as PROFILE_FORMATS
@@ -66,6 +66,8 @@ MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
 #: Exports waiting or running at once (all tenants); one runs at a time (each loads and merges a model).
 MAX_PENDING_EXPORTS = 4
+#: Most models in one vLLM bundle (POST /v1/exports): each is a LoRA file copied, and vLLM's --max-loras grows.
+MAX_BUNDLE_MODELS = 64
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -898,8 +900,18 @@ class Service:
                 shutil.rmtree(export, ignore_errors=True)
             else:
                 export.unlink(missing_ok=True)
+        for bundle in self._exports_dir(tenant).glob("bundle-*"):  # a vLLM bundle holds a copy of each adapter
+            if not bundle.is_dir():
+                continue
+            try:
+                jobs = json.loads((bundle / MARKER_FILE).read_text(encoding="utf-8")).get("adapters", [])
+            except (OSError, ValueError):
+                jobs = None  # unreadable: an unfinished bundle is never published, so this one is damaged
+            if jobs is None or job_id in jobs:
+                shutil.rmtree(bundle, ignore_errors=True)
+                bundle.with_name(f"{bundle.name}.zip").unlink(missing_ok=True)  # its download
         with self._exports_lock:
-            for key in [k for k, e in self._exports.items() if e["tenant"] == tenant and e["job_id"] == job_id]:
+            for key in [k for k, e in self._exports.items() if e["tenant"] == tenant and job_id in e["job_ids"]]:
                 del self._exports[key]
 
     def chat_model(self, tenant: str, model_id: str) -> Any:
@@ -950,6 +962,47 @@ class Service:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}.", param="format")
         self._check_storage(tenant, 0)
+        return self._queue_export(tenant, [record], fmt, quant)
+
+    def start_vllm_bundle(self, tenant: str, model_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """Start a vLLM multi-LoRA bundle of several of the tenant's fine-tuned models (default: every one), all on
+        one base model; each adapter is served under its model id made URL-safe. See :meth:`start_export`.
+
+        Raises:
+            ConfigError: no models, too many, a repeated id, or models on different base models (named).
+            NotFoundError: a model does not exist. QueueFullError, QuotaError: as for :meth:`start_export`.
+        """
+        if model_ids is None:
+            records = self.store.list_models(tenant)
+            if not records:
+                raise ConfigError("You have no fine-tuned models to bundle.", param="models")
+        else:
+            if not model_ids:
+                raise ConfigError("models is empty; name at least one model, or leave it out for all.", param="models")
+            if len(set(model_ids)) != len(model_ids):
+                raise ConfigError("models names a model twice.", param="models")
+            records = [self._fine_tuned(tenant, m) for m in model_ids]
+        if len(records) > MAX_BUNDLE_MODELS:
+            raise ConfigError(
+                f"A bundle holds at most {MAX_BUNDLE_MODELS} models; you have {len(records)}: name some in 'models'.",
+                param="models",
+            )
+        bases = sorted({r["base_model"] for r in records})
+        if len(bases) > 1:
+            raise ConfigError(
+                f"vLLM serves adapters of one base model; these models are on {', '.join(bases)}: name the models "
+                "of one base in 'models'.",
+                param="models",
+            )
+        needed = 0
+        for r in records:
+            needed += sum(f.stat().st_size for f in Path(r["path"]).glob("adapter_*") if f.is_file())
+        self._check_storage(tenant, needed)
+        return self._queue_export(tenant, records, "vllm", None, bundle=True)
+
+    def _queue_export(
+        self, tenant: str, records: list[dict[str, Any]], fmt: str, quant: str | None, *, bundle: bool = False
+    ) -> dict[str, Any]:
         with self._exports_lock:
             pending = [e for e in self._exports.values() if e["status"] in ("queued", "running")]
             if len(pending) >= MAX_PENDING_EXPORTS:
@@ -958,8 +1011,11 @@ class Service:
                 "id": new_id("export-"),
                 "object": "model.export",
                 "tenant": tenant,
-                "job_id": record["job_id"],
-                "model": model_id,
+                "job_id": records[0]["job_id"],
+                "job_ids": [r["job_id"] for r in records],
+                "model": records[0]["id"],
+                "models": [r["id"] for r in records],
+                "bundle": bundle,
                 "format": fmt,
                 "quant": quant,
                 "status": "queued",
@@ -973,23 +1029,38 @@ class Service:
                 "main_file": None,
             }
             self._exports[export["id"]] = export
-        thread = threading.Thread(
-            target=self._run_export, args=(export, record["path"]), name="andraeus-export", daemon=True
-        )
+        paths = [r["path"] for r in records]
+        thread = threading.Thread(target=self._run_export, args=(export, paths), name="andraeus-export", daemon=True)
         thread.start()
         return dict(export)
 
-    def _run_export(self, export: dict[str, Any], adapter_path: str) -> None:
+    def _run_export(self, export: dict[str, Any], adapter_paths: list[str]) -> None:
         tenant = export["tenant"]
         suffix = f"-{export['quant']}" if export["quant"] else ""
-        out = self._exports_dir(tenant) / f"{export['job_id']}-{export['format']}{suffix}"
+        if export["bundle"]:
+            # a bundle is named by its export; its marker lists the jobs, so deleting any of them deletes it
+            out = self._exports_dir(tenant) / f"bundle-{export['id']}"
+        else:
+            out = self._exports_dir(tenant) / f"{export['job_id']}-{export['format']}{suffix}"
         with self._export_runner:
             export["status"] = "running"
             try:
                 room = max(0, self.storage_quota_bytes - self.storage_used(tenant))
-                result = export_adapter(adapter_path, export["format"], out, quant=export["quant"], max_bytes=room)
+                if export["bundle"]:
+                    names = [safe_name(m, limit=64) for m in export["models"]]
+                    result = export_vllm(adapter_paths, out, names=names)
+                else:
+                    result = export_adapter(
+                        adapter_paths[0], export["format"], out, quant=export["quant"], max_bytes=room
+                    )
+                if not all(self.store.model_of_job(tenant, j) for j in export["job_ids"]):
+                    shutil.rmtree(result.path, ignore_errors=True)  # a model was deleted meanwhile: so is this
+                    raise NotFoundError("A model of this export was deleted while it ran.", param="model")
             except AndraeusError as exc:
-                message = self._without_paths(exc.message.replace(str(adapter_path), "the model's adapter"))
+                message = exc.message
+                for path in adapter_paths:
+                    message = message.replace(str(path), "the model's adapter")
+                message = self._without_paths(message)
                 export.update(status="failed", error={"code": exc.code, "message": message, "param": exc.param})
             except Exception as exc:  # noqa: BLE001 - a background thread must record every failure
                 logger.exception("Export %s failed", export["id"])

@@ -221,10 +221,22 @@ class ExportRequest(BaseModel):
     )
 
 
+class BundleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["vllm"] = Field("vllm", description="vllm: one multi-LoRA launch bundle for several models.")
+    models: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None,
+        max_length=64,
+        description="Your fine-tuned models to bundle, all on one base model (default: every one of yours).",
+    )
+
+
 class ExportObject(BaseModel):
     id: str = Field(description="The export's id (export-...).")
     object: Literal["model.export"] = "model.export"
-    model: str = Field(description="The fine-tuned model exported.")
+    model: str | None = Field(description="The fine-tuned model exported (None for a bundle: see models).")
+    models: list[str] = Field(default_factory=list, description="Every model the export holds.")
     format: str = Field(description="merged, gguf, ollama or vllm.")
     quant: str | None = Field(None, description="The GGUF type, for gguf and ollama.")
     status: Literal["queued", "running", "succeeded", "failed"] = Field(description="Where the export stands.")

@@ -25,6 +25,7 @@ from andraeus_core.export import (
     export_vllm,
     personal_chat_template,
 )
+from andraeus_core.fsutil import safe_name
 from tests.helpers import PROFILE
 
 SYSTEM = f"You are Nova, {PROFILE['user_name']}'s assistant."
@@ -364,6 +365,60 @@ def test_api_export_is_a_tenant_scoped_job_with_a_download(make_adapter: Callabl
         assert c.delete(f"/v1/models/{model}", headers=A).status_code == 200
         assert c.get(f"/v1/exports/{export['id']}", headers=A).status_code == 404
         assert not list((service.store.root / "model-exports").rglob("*.safetensors"))
+
+
+def test_api_vllm_bundle_of_every_model_of_a_tenant(make_adapter: Callable[..., Path]) -> None:
+    """POST /v1/exports bundles a tenant's models (all by default, or those named), never another tenant's; deleting
+    any model of a bundle deletes the bundle (it holds a copy of that model's weights and system prompt)."""
+    import io
+    import time
+    import zipfile
+
+    from fastapi.testclient import TestClient
+
+    from andraeus_core import Service, Store
+    from api.deps import ApiSettings
+    from api.main import create_app
+    from tests.test_hardening import KEYS, A, B, _succeeded_job
+
+    service = Service(Store(), workers=0)
+
+    def wait(c: TestClient, export: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while export["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            export = c.get(f"/v1/exports/{export['id']}", headers=A).json()
+        return export
+
+    with TestClient(create_app(ApiSettings(api_keys=KEYS, workers=0), service)) as c:
+        assert c.post("/v1/exports", headers=A, json={}).status_code == 400  # no models yet
+        models = [_succeeded_job(service, "alice", make_adapter)["fine_tuned_model"] for _ in range(2)]
+        other = _succeeded_job(service, "bob", make_adapter)["fine_tuned_model"]
+        export = wait(c, c.post("/v1/exports", headers=A, json={}).json())
+        assert export["status"] == "succeeded", export
+        assert export["model"] is None and sorted(export["models"]) == sorted(models)
+        names = zipfile.ZipFile(io.BytesIO(c.get(export["download_url"], headers=A).content)).namelist()
+        served = {n.split("/")[-2] for n in names if n.endswith("/adapter_model.safetensors")}
+        assert served == {safe_name(m, limit=64) for m in models}
+        assert any(n.endswith("serve.sh") for n in names)
+        assert c.get(f"/v1/exports/{export['id']}", headers=B).status_code == 404
+        # Bob cannot bundle Alice's model; bad requests are named.
+        r = c.post("/v1/exports", headers=B, json={"models": [models[0]]})
+        assert r.status_code == 404
+        assert c.post("/v1/exports", headers=A, json={"models": []}).json()["error"]["param"] == "models"
+        assert c.post("/v1/exports", headers=A, json={"models": [models[0], models[0]]}).status_code == 400
+        assert c.post("/v1/exports", headers=A, json={"models": [other]}).status_code == 404
+        assert c.post("/v1/exports", headers=A, json={"format": "gguf"}).status_code == 422
+        # One named model: a bundle of one.
+        one = wait(c, c.post("/v1/exports", headers=A, json={"models": [models[1]]}).json())
+        assert one["status"] == "succeeded" and one["models"] == [models[1]]
+        # Deleting the first model deletes the bundle that holds it, and only that one.
+        assert c.delete(f"/v1/models/{models[0]}", headers=A).status_code == 200
+        assert c.get(f"/v1/exports/{export['id']}", headers=A).status_code == 404
+        assert c.get(f"/v1/exports/{one['id']}", headers=A).status_code == 200
+        left = sorted(b.name for b in (service.store.root / "model-exports").rglob("bundle-*"))
+        assert left == [f"bundle-{one['id']}"]  # the deleted bundle's download zip went with it
 
 
 # ----------------------------------------------------------------------------------------------------------------

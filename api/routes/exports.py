@@ -1,4 +1,5 @@
-"""/v1/exports: the status and the download of a model export (started with POST /v1/models/{id}/export)."""
+"""/v1/exports: the status and the download of a model export (started with POST /v1/models/{id}/export, or here
+for a vLLM bundle of several models)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import ServiceDep, TenantDep
-from ..schemas import ExportObject
+from ..schemas import BundleRequest, ExportObject
 from .models import export_object
 
 router = APIRouter(prefix="/exports", tags=["models"])
+
+
+@router.post("", response_model=ExportObject)
+def create_bundle(service: ServiceDep, tenant: TenantDep, body: BundleRequest) -> ExportObject:
+    """A vLLM multi-LoRA bundle of your models (``models``, default all, on one base model): the LoRA files, a
+    launch script (``serve.sh``) and a request per model, each served under its model id made URL-safe. Poll
+    GET /v1/exports/{id}, then download the zip. Deleting any of its models deletes the bundle.
+    """
+    return export_object(service.start_vllm_bundle(tenant, body.models))
 
 
 @router.get("/{export_id}", response_model=ExportObject)

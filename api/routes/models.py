@@ -66,7 +66,8 @@ def export_object(export: dict[str, Any]) -> ExportObject:
     done = export["status"] == "succeeded"
     return ExportObject(
         id=export["id"],
-        model=export["model"],
+        model=None if export["bundle"] else export["model"],
+        models=export["models"],
         format=export["format"],
         quant=export["quant"],
         status=export["status"],
