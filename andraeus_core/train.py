@@ -15,7 +15,7 @@ import math
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ def train(
     parent: Adapter | str | Path | None = None,
     full: bool = False,
     replay_share: float = REPLAY_SHARE,
+    exclude_questions: Sequence[str] = (),
 ) -> Adapter:
     """Train a LoRA (or QLoRA) adapter on a person's facts and write it atomically.
 
@@ -97,6 +98,9 @@ def train(
             values, a replay sample of the rest); ``config`` should then be :func:`~.update.update_config`'s.
         full: with a parent, retrain from scratch on the whole new profile (the lineage is still recorded).
         replay_share: an update's share of each unchanged fact's training phrasings replayed.
+        exclude_questions: questions never to train on (a hand-written evaluation set): a generated phrasing or
+            guard question equal to one (case and punctuation aside) moves to the held-out split. Applies when the
+            dataset is built here from a profile (not to a given ``ChatDataset`` or an update's dataset).
 
     Returns:
         The :class:`~andraeus_core.adapter.Adapter` (directory + public metadata).
@@ -158,6 +162,7 @@ def train(
     else:
         # A full retrain of a parent keeps the parent's held-out questions out of training too.
         held = [e.question for e in parent_heldout_examples(parent)] if parent is not None else []
+        held += list(exclude_questions)
         dataset = prepare_dataset(source, config, guard_answer_fn=guard_answerer(loaded), exclude_questions=held)
     if not dataset.train:
         raise ConfigError("The dataset has no training examples; add facts to the profile.", param="profile")

@@ -80,14 +80,18 @@ def _counts(report: dict, system: str) -> dict:
 
 def run_one(profile: str, seed: int, base_model: str, workdir: Path, quick: bool) -> dict:
     from andraeus_core.config import TrainConfig
-    from andraeus_core.evaluate import evaluate
+    from andraeus_core.evaluate import evaluate, load_questions
     from andraeus_core.train import train
 
     overrides: dict = {"seed": seed, "base_model": base_model}
     if quick:
         overrides.update(epochs=1, per_fact=6)
     start = time.perf_counter()
-    adapter = train(ROOT / PROFILES[profile][0], TrainConfig.preset("cpu", **overrides), out_dir=workdir)
+    # The evaluation set's questions are never trained on: a few of its general-knowledge questions are also in the
+    # guard pools, and training on them would flatter retention.
+    unseen = [q.question for q in load_questions(ROOT / PROFILES[profile][1])]
+    config = TrainConfig.preset("cpu", **overrides)
+    adapter = train(ROOT / PROFILES[profile][0], config, out_dir=workdir, exclude_questions=unseen)
     train_s = time.perf_counter() - start
     out: dict = {"profile": profile, "seed": seed, "train_s": round(train_s, 1), "gate": None}
     if adapter.meta.gate is not None:

@@ -9,6 +9,7 @@ changed fact's old value on held-out "forgetting" questions.
 
     python bench/update.py                 # ~25-40 min on 2 cores
     python bench/update.py --quick         # smoke run on tiny-random (figures meaningless)
+    python bench/update.py --v1 OUT/v1 --drift 0 --update-epochs 1   # tune the update on an earlier run's v1
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--drift", type=int, default=5, help="successive small updates after the first")
     parser.add_argument("--out", default=None, help="keep the adapters here (default: a temporary directory)")
+    parser.add_argument(
+        "--v1", default=None, help="reuse this v1 adapter (an earlier run's <out>/v1) instead of training"
+    )
+    parser.add_argument("--update-epochs", type=int, default=None, help="override the update's epochs (tuning)")
+    parser.add_argument("--replay-share", type=float, default=None, help="override the update's replay share (tuning)")
     args = parser.parse_args()
 
     from andraeus_core import Adapter, TrainConfig, train_adapter, update_config
@@ -134,12 +140,20 @@ def main() -> int:
         print(f"{label}: {seconds:.0f}s, {adapter.meta.metrics.steps} steps", flush=True)
         return adapter, seconds
 
-    v1, t_v1 = timed("v1 (train)", lambda: train_adapter(
-        v1_profile, TrainConfig.preset("cpu", **overrides), progress, out_dir=work / "v1"))  # fmt: skip
-    up_config = update_config(v1, **({"per_fact": 6, "early_stop": False} if args.quick else {}))
+    if args.v1:
+        v1, t_v1 = Adapter.load(args.v1), float("nan")
+        print(f"v1 reused from {args.v1}", flush=True)
+    else:
+        v1, t_v1 = timed("v1 (train)", lambda: train_adapter(
+            v1_profile, TrainConfig.preset("cpu", **overrides), progress, out_dir=work / "v1"))  # fmt: skip
+    up_overrides: dict[str, Any] = {"per_fact": 6, "early_stop": False} if args.quick else {}
+    if args.update_epochs is not None:
+        up_overrides["epochs"] = args.update_epochs
+    replay = {"replay_share": args.replay_share} if args.replay_share is not None else {}
+    up_config = update_config(v1, **up_overrides)
     full_config = update_config(v1, full=True)
     v2, t_up = timed(
-        "v2 update", lambda: train_adapter(v2_profile, up_config, progress, out_dir=work / "v2", parent=v1)
+        "v2 update", lambda: train_adapter(v2_profile, up_config, progress, out_dir=work / "v2", parent=v1, **replay)
     )
     v2f, t_full = timed(
         "v2 full retrain",
@@ -157,7 +171,7 @@ def main() -> int:
         child, seconds = timed(
             f"v{i + 3} update ({DRIFTING})",
             lambda p=parent, pr=profile, i=i: train_adapter(
-                pr, up_config, progress, out_dir=work / f"v{i + 3}", parent=p
+                pr, up_config, progress, out_dir=work / f"v{i + 3}", parent=p, **replay
             ),
         )
         drift_seconds.append(seconds)

@@ -208,7 +208,9 @@ def test_train_learns_writes_a_complete_adapter_and_reloads_identically(isolated
     events = []
     config = tiny_config(epochs=4, learning_rate=1e-2)
     dataset = tiny_dataset(config)
-    adapter = train(tiny_profile(), config, on_progress=events.append, model=loaded)
+    # A question of a hand-written evaluation set is never trained on: it moves to the held-out split.
+    unseen = next(e for e in dataset.train if e.meta.kind == "fact").question
+    adapter = train(tiny_profile(), config, on_progress=events.append, model=loaded, exclude_questions=[unseen])
 
     # Learning: loss goes down, LoRA weights moved, base weights did not.
     losses = adapter.meta.metrics.losses
@@ -242,7 +244,9 @@ def test_train_learns_writes_a_complete_adapter_and_reloads_identically(isolated
     assert private["system_prompt"] == dataset.system_prompt
     assert private["profile"]["user_name"] == "Sam Rivera" and len(private["profile"]["facts"]) == 3
     heldout = (path / "heldout.jsonl").read_text().splitlines()
-    assert len(heldout) == len(dataset.heldout) and "meta" in json.loads(heldout[0])
+    moved = sum(e.question == unseen for e in dataset.train)
+    assert len(heldout) == len(dataset.heldout) + moved and "meta" in json.loads(heldout[0])
+    assert unseen in {json.loads(line)["messages"][1]["content"] for line in heldout}
     assert not list(path.parent.glob(".*tmp*"))
 
     # Reload: same logits as the trained model in memory.
