@@ -368,8 +368,10 @@ class _Batch:
     leaves at once (its cache rows are dropped). Decoding one token for 8 rows costs little more than for one on a
     CPU (the weights are read once per step), which is where the throughput comes from.
 
-    The adapter's on/off switch is model-wide, so a batch holds rows of one state; answers routed the other way wait
-    in the queue, and after :data:`SLICE_TOKENS` steps with anyone waiting the whole batch yields (like a slice).
+    Rows with the adapter on and off (the gate's base route, ``use_adapter=False``) share a batch through PEFT's
+    per-row ``adapter_names`` ("__base__" for off). Where PEFT cannot do that (DoRA), the on/off switch is model-wide,
+    so a batch holds rows of one state and answers routed the other way wait. Anyone still waiting after
+    :data:`SLICE_TOKENS` steps (another model, a full batch) makes the whole batch yield, like a slice.
     """
 
     def __init__(self, chat: ChatModel):
@@ -377,7 +379,8 @@ class _Batch:
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask: Any = None  # (rows, cached positions): 1 for a row's real tokens, 0 for its left padding
-        self.disabled: bool | None = None
+        self.disabled: bool | None = None  # the rows' one adapter state, when they cannot be mixed
+        self.mixed = chat.has_adapter and _per_row_adapters(chat.model)
         self.eos_ids = _eos_ids(chat.model, chat.tokenizer)
         top_k = getattr(getattr(chat.model, "generation_config", None), "top_k", None)
         self.top_k = top_k if isinstance(top_k, int) and top_k > 0 else None
@@ -387,7 +390,7 @@ class _Batch:
         return (
             isinstance(task, _Task)
             and task.chat is self.chat
-            and (self.disabled is None or task.disabled is None or task.disabled == self.disabled)
+            and (self.mixed or self.disabled is None or task.disabled is None or task.disabled == self.disabled)
         )
 
     def run(self, first: _Task, scheduler: _Scheduler) -> None:
@@ -427,7 +430,7 @@ class _Batch:
             if blocked is not None:
                 task.leave(blocked, scheduler)
                 return
-            if self.disabled is not None and task.disabled != self.disabled:
+            if not self.mixed and self.disabled is not None and task.disabled != self.disabled:
                 scheduler.submit(task)  # routed the other way: it runs in a later batch
                 return
             device = _model_device(self.chat.model)
@@ -507,14 +510,20 @@ class _Batch:
         tokens = torch.tensor([[row.pending] for row in self.rows], dtype=torch.long, device=device)
         positions = torch.tensor([[row.length] for row in self.rows], dtype=torch.long, device=device)
         mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], dim=-1)
+        states = {bool(row.task.disabled) for row in self.rows}
+        extra: dict[str, Any] = {}
+        if len(states) > 1:  # only when self.mixed: one forward pass, the adapter on for some rows and off for others
+            active = self.chat.model.active_adapter
+            extra["adapter_names"] = ["__base__" if row.task.disabled else active for row in self.rows]
         try:
-            with self._adapter_state(bool(self.disabled)):
+            with self._adapter_state(len(states) == 1 and states.pop()):
                 out = self.chat.model(
                     input_ids=tokens,
                     attention_mask=mask,
                     position_ids=positions,
                     past_key_values=self.cache,
                     use_cache=True,
+                    **extra,
                 )
         except BaseException as exc:  # noqa: BLE001 - every row's reader raises it
             for row in self.rows:
@@ -596,6 +605,14 @@ def _pad_left(tensor: Any, width: int, dim: int) -> Any:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _per_row_adapters(model: Any) -> bool:
+    """Whether PEFT can switch the adapter per row (``adapter_names``): LoRA without DoRA, in eval mode."""
+    configs = getattr(model, "peft_config", None)
+    if not configs or getattr(model, "training", True):
+        return False
+    return all(getattr(c, "peft_type", None) == "LORA" and not getattr(c, "use_dora", False) for c in configs.values())
 
 
 def _plain_cache(cache: Any) -> bool:

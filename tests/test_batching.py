@@ -218,9 +218,9 @@ def fresh_model(shared_models_dir: Path, monkeypatch: pytest.MonkeyPatch):
     return load_model("tiny-random")
 
 
-def test_adapter_on_and_off_rows_are_never_mixed(tmp_path: Path, make_adapter, fresh_model, rows_seen) -> None:
-    """The adapter's switch is model-wide: answers routed to the base model and to the adapter run in separate
-    batches, each with the text it has alone."""
+def test_adapter_on_and_off_rows_share_a_batch(tmp_path: Path, make_adapter, fresh_model, rows_seen) -> None:
+    """Answers with the adapter on and off (``use_adapter=False``, the gate's base route) run in one batch through
+    PEFT's per-row ``adapter_names``, each with the text it has alone."""
     chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", weights="large"), max_batch=8)
     config = GenerationConfig(max_new_tokens=10)
     on = _alone(chat, "hello", config)[0]
@@ -238,7 +238,23 @@ def test_adapter_on_and_off_rows_are_never_mixed(tmp_path: Path, make_adapter, f
             a.thread.start()
         wait_queued(4)
     assert [a.text() for a in answers] == [on, off, on, off]
-    assert max(rows_seen) == 2
+    assert max(rows_seen) == 4
+
+
+def test_the_gate_routes_rows_of_one_batch(tmp_path: Path, make_adapter, fresh_model) -> None:
+    """A gate that sends everything to the base model: batched answers are the base model's, as alone."""
+    chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", weights="large", gate="base"), max_batch=8)
+    config = GenerationConfig(max_new_tokens=8)
+    base = _alone(chat, "What colour are ripe bananas?", config, use_adapter=False)[0]
+    adapter = _alone(chat, "What colour are ripe bananas?", config, gate=False)[0]
+    assert base != adapter
+    routed = _Answer(chat, "What colour are ripe bananas?", config)
+    forced = _Answer(chat, "What colour are ripe bananas?", config, gate=False)
+    with _held() as wait_queued:
+        routed.thread.start()
+        forced.thread.start()
+        wait_queued(2)
+    assert (routed.text(), forced.text()) == (base, adapter)
 
 
 def test_the_batch_size_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
