@@ -399,21 +399,27 @@ class _Batch:
 
         pending = [first]
         steps = 0
-        with torch.inference_mode():
-            while True:
-                room = max(self.chat.max_batch - len(self.rows) - len(pending), 0)
-                pending += scheduler.take_joinable(self, room)
-                for task in pending:
-                    self._admit(task, scheduler)
-                pending = []
-                if not self.rows:
-                    return
-                if steps >= SLICE_TOKENS and scheduler.waiting():
-                    for row in self.rows:
-                        row.task.leave("yield", scheduler)
-                    return
-                self._step(scheduler)
-                steps += 1
+        try:
+            with torch.inference_mode():
+                while True:
+                    room = max(self.chat.max_batch - len(self.rows) - len(pending), 0)
+                    pending += scheduler.take_joinable(self, room)
+                    while pending:
+                        self._admit(pending.pop(0), scheduler)
+                    if not self.rows:
+                        return
+                    if steps >= SLICE_TOKENS and scheduler.waiting():
+                        for row in self.rows:
+                            row.task.leave("yield", scheduler)
+                        return
+                    self._step(scheduler)
+                    steps += 1
+        except Exception as exc:  # noqa: BLE001 - e.g. decoding a token: the generation thread must live on
+            logger.error("Batched generation failed: %s", type(exc).__name__, exc_info=exc)
+            for task in [row.task for row in self.rows] + pending:
+                if not task.done:
+                    task.error = exc
+                    task.leave("stop", scheduler)
 
     # -- joining and leaving
 
@@ -455,11 +461,11 @@ class _Batch:
                     f"{type(cache).__name__}. Set ANDRAEUS_CHAT_BATCH=1."
                 )
             token = self._pick(task, out.logits[0, -1])
+            reason = self._emit(task, token)
         except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
             task.error = exc
             task.leave("stop", scheduler)
             return
-        reason = self._emit(task, token)
         if reason is not None:
             task.leave(reason, scheduler)
             return
