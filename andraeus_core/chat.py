@@ -244,6 +244,7 @@ class _Task:
         self.token_ids: list[int] = []
         self.abstain_tokens = 0  # the abstain route's answer, generated outside the streamer
         self.text = ""
+        self.sent = 0  # how much of ``text`` the reader has been given
         self.stopped = False  # a stop string was met
         self.finish_reason = "stop"
         self.error: BaseException | None = None
@@ -257,18 +258,25 @@ class _Task:
     # -- the scheduler's side
 
     def emit(self, text: str) -> None:
-        """Hand decoded text to the reader, cut at the first stop string."""
+        """Hand decoded text to the reader, cut at the first stop string.
+
+        A tail of the text that could be the start of a stop string is held back until the next text shows whether
+        it is one: once a piece has reached the reader it cannot be taken back (a stop "t e" must not leak the "t").
+        """
         if not text or self.stopped:
             return
-        before = len(self.text)
         self.text += text
         cut = _first_stop(self.text, self.config.stop)
         if cut is not None:
             self.stopped = True
             self.text = self.text[:cut]
-            text = self.text[before:]
-        if text:
-            self.pieces.put(text)
+        self._release(final=self.stopped)
+
+    def _release(self, *, final: bool) -> None:
+        end = len(self.text) if final else len(self.text) - _stop_prefix_len(self.text, self.config.stop)
+        if end > self.sent:
+            self.pieces.put(self.text[self.sent : end])
+            self.sent = end
 
     def stop_reason(self, tokens: int, scheduler: _Scheduler) -> str | None:
         if self.cancel.is_set():
@@ -328,6 +336,7 @@ class _Task:
     def _finish(self, reason: str) -> None:
         with contextlib.suppress(Exception):
             self.streamer.finish()  # the text held back for a word boundary
+        self._release(final=True)  # and what was held back as a possible stop string's start
         self.finish_reason = reason
         self.done = True
         self.pieces.put(_END)
@@ -911,6 +920,17 @@ def _set_rng_state(saved: Any) -> None:
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
     positions = [text.find(s) for s in stops if s and s in text]
     return min(positions) if positions else None
+
+
+def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that is the beginning of a stop string (0: none)."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
 
 
 def load_chat_model(

@@ -266,3 +266,15 @@ def test_the_batch_size_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("ANDRAEUS_CHAT_BATCH", bad)
         with pytest.raises(ConfigError, match="ANDRAEUS_CHAT_BATCH"):
             default_max_batch()
+
+
+def test_a_stop_string_split_across_pieces_leaks_nothing(serial) -> None:
+    """A stop string that starts inside a piece already decoded ("t e" after " mult") is cut where it starts: the
+    possible start of a stop string is held back from the reader until the next text decides (one-at-a-time path)."""
+    full, _ = _alone(serial, "hello", GenerationConfig(max_new_tokens=20))
+    for start in range(1, 8):
+        stop = full[start : start + 3]
+        if not stop.strip():
+            continue
+        cut, usage = _alone(serial, "hello", GenerationConfig(max_new_tokens=20, stop=[stop]))
+        assert cut == full[: full.index(stop)] and usage["finish_reason"] == "stop", (stop, cut)
