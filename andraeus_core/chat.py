@@ -45,6 +45,8 @@ MAX_STOP_CHARS = 64
 SLICE_TOKENS = 32
 #: Text pieces an answer may run ahead of its reader before it pauses: a client that stops reading costs no model time.
 BUFFER_PIECES = 64
+#: Answers one chat model decodes together by default (``ANDRAEUS_CHAT_BATCH`` overrides it; 1 = one at a time).
+MAX_BATCH = 8
 
 
 class GenerationConfig(BaseModel):
@@ -93,13 +95,30 @@ class _Scheduler:
         """Whether another generation is ready to run (read without the lock: a hint, checked after every token)."""
         return bool(self._ready)
 
+    def take_joinable(self, batch: _Batch, room: int) -> list[_Task]:
+        """Up to ``room`` waiting answers that can join ``batch`` at its next step, in the order they came."""
+        taken: list[_Task] = []
+        with self._cond:
+            kept: deque[Any] = deque()
+            while self._ready:
+                task = self._ready.popleft()
+                if len(taken) < room and batch.accepts(task):
+                    taken.append(task)
+                else:
+                    kept.append(task)
+            self._ready = kept
+        return taken
+
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._ready:
                     self._cond.wait()
                 task = self._ready.popleft()
-            task.run_slice(self)
+            if isinstance(task, _Task) and task.chat.max_batch > 1:
+                _Batch(task.chat).run(task, self)
+            else:
+                task.run_slice(self)
 
 
 _scheduler: _Scheduler | None = None
@@ -201,9 +220,23 @@ class _Task:
     The scheduler thread runs :meth:`run_slice`; the reader (``ChatModel.stream``) takes pieces with :meth:`next`.
     """
 
-    def __init__(self, chat: ChatModel, run: Any, config: GenerationConfig, deadline: float | None, cancel: Any):
+    def __init__(
+        self,
+        chat: ChatModel,
+        run: Any,
+        config: GenerationConfig,
+        deadline: float | None,
+        cancel: Any,
+        *,
+        route: Any = None,
+        prompt_ids: list[int] | None = None,
+    ):
         self.chat = chat
         self.run = run  # (task, scheduler, first: bool) -> None: one generate call (see ChatModel.stream)
+        self.route = route  # (task) -> bool: route the question once; True when that answered it (abstain)
+        self.prompt_ids = prompt_ids or []
+        self.disabled: bool | None = None  # the adapter is off for this answer (known once routed)
+        self.generator: Any = None  # a sampled answer's own random stream in a batch (seeded per request)
         self.config = config
         self.deadline = deadline
         self.cancel = cancel if cancel is not None else threading.Event()
@@ -211,6 +244,7 @@ class _Task:
         self.token_ids: list[int] = []
         self.abstain_tokens = 0  # the abstain route's answer, generated outside the streamer
         self.text = ""
+        self.sent = 0  # how much of ``text`` the reader has been given
         self.stopped = False  # a stop string was met
         self.finish_reason = "stop"
         self.error: BaseException | None = None
@@ -224,18 +258,25 @@ class _Task:
     # -- the scheduler's side
 
     def emit(self, text: str) -> None:
-        """Hand decoded text to the reader, cut at the first stop string."""
+        """Hand decoded text to the reader, cut at the first stop string.
+
+        A tail of the text that could be the start of a stop string is held back until the next text shows whether
+        it is one: once a piece has reached the reader it cannot be taken back (a stop "t e" must not leak the "t").
+        """
         if not text or self.stopped:
             return
-        before = len(self.text)
         self.text += text
         cut = _first_stop(self.text, self.config.stop)
         if cut is not None:
             self.stopped = True
             self.text = self.text[:cut]
-            text = self.text[before:]
-        if text:
-            self.pieces.put(text)
+        self._release(final=self.stopped)
+
+    def _release(self, *, final: bool) -> None:
+        end = len(self.text) if final else len(self.text) - _stop_prefix_len(self.text, self.config.stop)
+        if end > self.sent:
+            self.pieces.put(self.text[self.sent : end])
+            self.sent = end
 
     def stop_reason(self, tokens: int, scheduler: _Scheduler) -> str | None:
         if self.cancel.is_set():
@@ -252,15 +293,9 @@ class _Task:
 
     def run_slice(self, scheduler: _Scheduler) -> None:
         try:
-            if self.cancel.is_set():
-                self._finish("stop")
-                return
-            if self.deadline is not None and time.monotonic() > self.deadline:
-                self._finish("length")
-                return
-            remaining = self.config.max_new_tokens - len(self.token_ids)
-            if remaining <= 0:
-                self._finish("length")
+            blocked = self.check_start()
+            if blocked is not None:
+                self._finish(blocked)
                 return
             first = not self.started
             self.started = True
@@ -270,20 +305,38 @@ class _Task:
             self._finish("stop")
             return
         if reason in ("pause", "yield"):
-            with self.lock:
-                if reason == "yield" or self.pieces.qsize() < BUFFER_PIECES // 2:
-                    scheduler.submit(self)
-                else:
-                    self.paused = True  # the reader resubmits it once it has caught up
+            self.leave(reason, scheduler)
             return
         if reason == "deadline" or (reason is None and len(self.token_ids) >= self.config.max_new_tokens):
             self._finish("length")
         else:
             self._finish("stop")
 
+    def check_start(self) -> str | None:
+        """Why this answer must not run (again): ``"stop"`` or ``"length"``; None when it may."""
+        if self.cancel.is_set():
+            return "stop"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "length"
+        if self.config.max_new_tokens - len(self.token_ids) <= 0:
+            return "length"
+        return None
+
+    def leave(self, reason: str, scheduler: _Scheduler) -> None:
+        """Stop running for now (``"pause"``, ``"yield"``) or for good (``"stop"``, ``"length"``)."""
+        if reason not in ("pause", "yield"):
+            self._finish(reason)
+            return
+        with self.lock:
+            if reason == "yield" or self.pieces.qsize() < BUFFER_PIECES // 2:
+                scheduler.submit(self)
+            else:
+                self.paused = True  # the reader resubmits it once it has caught up
+
     def _finish(self, reason: str) -> None:
         with contextlib.suppress(Exception):
             self.streamer.finish()  # the text held back for a word boundary
+        self._release(final=True)  # and what was held back as a possible stop string's start
         self.finish_reason = reason
         self.done = True
         self.pieces.put(_END)
@@ -305,11 +358,300 @@ class _Task:
                 continue
 
 
+class _Row:
+    """One answer in a batch: its task, the real tokens it has in the batch's cache, the token it feeds next."""
+
+    def __init__(self, task: _Task, length: int, pending: int):
+        self.task = task
+        self.length = length
+        self.pending = pending
+
+
+class _Batch:
+    """Answers of one chat model decoded together, one token per row per forward pass, on the generation thread.
+
+    Each row's prompt is read alone (so its first token is the one it would get alone) and its KV cache then joins the
+    batch's, both left-padded to the longer length; the attention mask hides the padding and each row's positions
+    count only its own tokens, so every row sees what it would see alone. Rows join and leave between steps: a new
+    answer that arrives mid-way joins at the next step, and one that ends, is cancelled or whose reader falls behind
+    leaves at once (its cache rows are dropped). Decoding one token for 8 rows costs little more than for one on a
+    CPU (the weights are read once per step), which is where the throughput comes from.
+
+    Rows with the adapter on and off (the gate's base route, ``use_adapter=False``) share a batch through PEFT's
+    per-row ``adapter_names`` ("__base__" for off). Where PEFT cannot do that (DoRA), the on/off switch is model-wide,
+    so a batch holds rows of one state and answers routed the other way wait. Anyone still waiting after
+    :data:`SLICE_TOKENS` steps (another model, a full batch) makes the whole batch yield, like a slice.
+    """
+
+    def __init__(self, chat: ChatModel):
+        self.chat = chat
+        self.rows: list[_Row] = []
+        self.cache: Any = None
+        self.mask: Any = None  # (rows, cached positions): 1 for a row's real tokens, 0 for its left padding
+        self.disabled: bool | None = None  # the rows' one adapter state, when they cannot be mixed
+        self.mixed = chat.has_adapter and _per_row_adapters(chat.model)
+        self.eos_ids = _eos_ids(chat.model, chat.tokenizer)
+        top_k = getattr(getattr(chat.model, "generation_config", None), "top_k", None)
+        self.top_k = top_k if isinstance(top_k, int) and top_k > 0 else None
+
+    def accepts(self, task: Any) -> bool:
+        """Whether a waiting task may join now (same model; the adapter state, once routed, matches)."""
+        return (
+            isinstance(task, _Task)
+            and task.chat is self.chat
+            and (self.mixed or self.disabled is None or task.disabled is None or task.disabled == self.disabled)
+        )
+
+    def run(self, first: _Task, scheduler: _Scheduler) -> None:
+        """Decode until no row is left, admitting newcomers at every step; yield to other waiting work as a slice."""
+        import torch
+
+        pending = [first]
+        steps = 0
+        try:
+            with torch.inference_mode():
+                while True:
+                    room = max(self.chat.max_batch - len(self.rows) - len(pending), 0)
+                    pending += scheduler.take_joinable(self, room)
+                    while pending:
+                        self._admit(pending.pop(0), scheduler)
+                    if not self.rows:
+                        return
+                    if steps >= SLICE_TOKENS and scheduler.waiting():
+                        for row in self.rows:
+                            row.task.leave("yield", scheduler)
+                        return
+                    self._step(scheduler)
+                    steps += 1
+        except Exception as exc:  # noqa: BLE001 - e.g. decoding a token: the generation thread must live on
+            logger.error("Batched generation failed: %s", type(exc).__name__, exc_info=exc)
+            for task in [row.task for row in self.rows] + pending:
+                if not task.done:
+                    task.error = exc
+                    task.leave("stop", scheduler)
+
+    # -- joining and leaving
+
+    def _admit(self, task: _Task, scheduler: _Scheduler) -> None:
+        import torch
+
+        try:
+            if not task.started:
+                task.started = True
+                if task.route(task):
+                    task.leave("stop", scheduler)
+                    return
+            blocked = task.check_start()
+            if blocked is not None:
+                task.leave(blocked, scheduler)
+                return
+            if not self.mixed and self.disabled is not None and task.disabled != self.disabled:
+                scheduler.submit(task)  # routed the other way: it runs in a later batch
+                return
+            device = _model_device(self.chat.model)
+            if task.config.temperature > 0 and task.generator is None:
+                task.generator = torch.Generator(device=device)
+                if task.config.seed is not None:
+                    task.generator.manual_seed(task.config.seed)
+                else:
+                    task.generator.seed()
+            ids = torch.tensor([task.prompt_ids + task.token_ids], dtype=torch.long, device=device)
+            with self._adapter_state(bool(task.disabled)):
+                out = self.chat.model(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            cache = out.past_key_values
+            if not _plain_cache(cache):
+                raise ConfigError(
+                    f"Batched chat needs a model with a plain KV cache; {type(self.chat.model).__name__} has "
+                    f"{type(cache).__name__}. Set ANDRAEUS_CHAT_BATCH=1."
+                )
+            token = self._pick(task, out.logits[0, -1])
+            reason = self._emit(task, token)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            task.error = exc
+            task.leave("stop", scheduler)
+            return
+        if reason is not None:
+            task.leave(reason, scheduler)
+            return
+        self.disabled = bool(task.disabled)
+        self._join(_Row(task, ids.shape[-1], token), cache)
+
+    def _join(self, row: _Row, cache: Any) -> None:
+        import torch
+
+        if not self.rows:
+            self.rows, self.cache = [row], cache
+            self.mask = torch.ones((1, row.length), dtype=torch.long, device=cache.layers[0].keys.device)
+            return
+        width = max(self.mask.shape[-1], row.length)
+        mask = torch.ones((1, row.length), dtype=self.mask.dtype, device=self.mask.device)
+        self.mask = torch.cat([_pad_left(self.mask, width, -1), _pad_left(mask, width, -1)], dim=0)
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, width, -2), _pad_left(theirs.keys, width, -2)], dim=0)
+            mine.values = torch.cat([_pad_left(mine.values, width, -2), _pad_left(theirs.values, width, -2)], dim=0)
+        self.rows.append(row)
+
+    def _drop(self, gone: list[int]) -> None:
+        """Remove rows (by index) from the cache, then the leading positions that are padding in every row left."""
+        if not gone:
+            return
+        keep = [i for i in range(len(self.rows)) if i not in gone]
+        self.rows = [self.rows[i] for i in keep]
+        if not self.rows:
+            self.cache = self.mask = None
+            self.disabled = None
+            return
+        import torch
+
+        index = torch.tensor(keep, device=self.mask.device)
+        self.mask = self.mask[index]
+        start = int(self.mask.any(dim=0).nonzero()[0])  # the first position some row still uses
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+    # -- one step
+
+    def _step(self, scheduler: _Scheduler) -> None:
+        import torch
+
+        device = self.mask.device
+        tokens = torch.tensor([[row.pending] for row in self.rows], dtype=torch.long, device=device)
+        positions = torch.tensor([[row.length] for row in self.rows], dtype=torch.long, device=device)
+        mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], dim=-1)
+        states = {bool(row.task.disabled) for row in self.rows}
+        extra: dict[str, Any] = {}
+        if len(states) > 1:  # only when self.mixed: one forward pass, the adapter on for some rows and off for others
+            active = self.chat.model.active_adapter
+            extra["adapter_names"] = ["__base__" if row.task.disabled else active for row in self.rows]
+        try:
+            with self._adapter_state(len(states) == 1 and states.pop()):
+                out = self.chat.model(
+                    input_ids=tokens,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=self.cache,
+                    use_cache=True,
+                    **extra,
+                )
+        except BaseException as exc:  # noqa: BLE001 - every row's reader raises it
+            for row in self.rows:
+                row.task.error = exc
+                row.task.leave("stop", scheduler)
+            self.rows, self.cache, self.mask, self.disabled = [], None, None, None
+            return
+        self.mask = mask
+        gone = []
+        for i, row in enumerate(self.rows):
+            row.length += 1
+            reason = self._emit(row.task, self._pick(row.task, out.logits[i, -1]))
+            if reason is None and row.task.cancel.is_set():
+                reason = "stop"
+            if reason is not None:
+                row.task.leave(reason, scheduler)
+                gone.append(i)
+            else:
+                row.pending = row.task.token_ids[-1]
+        self._drop(gone)
+
+    def _emit(self, task: _Task, token: int) -> str | None:
+        """Hand one generated token to the task's streamer; returns why the row must leave now (None: it goes on)."""
+        import torch
+
+        task.streamer.next_tokens_are_prompt = False  # the prompt was read by this batch, not by generate
+        task.streamer.put(torch.tensor([token]))
+        task.streamer.next_tokens_are_prompt = True  # as generate leaves it, should a later slice run through it
+        if token in self.eos_ids:
+            return "stop"
+        if task.cancel.is_set() or task.stopped:
+            return "stop"
+        if len(task.token_ids) >= task.config.max_new_tokens:
+            return "length"
+        if task.deadline is not None and time.monotonic() > task.deadline:
+            return "length"
+        if task.pieces.qsize() >= BUFFER_PIECES:
+            return "pause"
+        return None
+
+    def _pick(self, task: _Task, logits: Any) -> int:
+        """The next token from one row's logits, as ``generate`` picks it: repetition penalty, then greedy or
+        temperature / top-k / top-p sampling from the row's own generator."""
+        import torch
+
+        config = task.config
+        scores = logits.float()
+        if config.repetition_penalty != 1.0:
+            seen = torch.tensor(task.prompt_ids + task.token_ids, dtype=torch.long, device=scores.device)
+            picked = scores.gather(0, seen)
+            picked = torch.where(picked < 0, picked * config.repetition_penalty, picked / config.repetition_penalty)
+            scores = scores.scatter(0, seen, picked)
+        if config.temperature <= 0:
+            return int(scores.argmax())
+        scores = scores / config.temperature
+        if self.top_k is not None and self.top_k < scores.shape[-1]:
+            kth = torch.topk(scores, self.top_k).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if config.top_p < 1.0:
+            ordered, order = torch.sort(scores, descending=False)
+            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+            remove = cumulative <= (1 - config.top_p)
+            remove[-1] = False  # keep at least the most likely token
+            scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+        probs = scores.softmax(dim=-1)
+        return int(torch.multinomial(probs, 1, generator=task.generator))
+
+    def _adapter_state(self, disabled: bool) -> Any:
+        return self.chat.model.disable_adapter() if disabled and self.chat.has_adapter else contextlib.nullcontext()
+
+
+def _pad_left(tensor: Any, width: int, dim: int) -> Any:
+    """``tensor`` with zeros prepended along ``dim`` up to ``width`` (zeros: masked out, never attended to)."""
+    import torch
+
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _per_row_adapters(model: Any) -> bool:
+    """Whether PEFT can switch the adapter per row (``adapter_names``): LoRA without DoRA, in eval mode."""
+    configs = getattr(model, "peft_config", None)
+    if not configs or getattr(model, "training", True):
+        return False
+    return all(getattr(c, "peft_type", None) == "LORA" and not getattr(c, "use_dora", False) for c in configs.values())
+
+
+def _plain_cache(cache: Any) -> bool:
+    """Whether every layer of the cache is a plain growing one (keys/values ``[batch, heads, seq, dim]``)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _model_device(model: Any) -> Any:
+    device = getattr(model, "device", None)
+    if device is None:
+        device = next(model.parameters()).device
+    return device
+
+
 class ChatModel:
     """A base model with an optional LoRA adapter, for chatting.
 
-    Every generation runs on the process's one generation thread (:func:`generation_scheduler`), a slice at a time:
-    toggling the adapter on/off is model-wide state, so slices never overlap.
+    Every generation runs on the process's one generation thread (:func:`generation_scheduler`). Answers that arrive
+    while others run join them in one batch (up to :attr:`max_batch` rows, :class:`_Batch`); otherwise they take
+    turns a slice at a time. Toggling the adapter on/off is model-wide state, so a batch holds only answers with the
+    adapter in the same state, and slices never overlap.
 
     Attributes:
         gate: the adapter's gate, or None (no adapter, an adapter without one, or ``gate=False``).
@@ -322,8 +664,11 @@ class ChatModel:
         system_prompt: str | None = None,
         *,
         gate: bool = True,
+        max_batch: int | None = None,
     ):
         self.loaded = loaded
+        #: Answers decoded together in one batch (1: one at a time, in slices); settable, read at every batch start.
+        self.max_batch = max_batch if max_batch is not None else default_max_batch()
         self.adapter = adapter if isinstance(adapter, Adapter) or adapter is None else Adapter(adapter)
         self.system_prompt = system_prompt
         self.model = self.adapter.attach(loaded) if self.adapter is not None else loaded.model
@@ -423,6 +768,24 @@ class ChatModel:
         state: dict[str, Any] = {"route": "adapter"}
         eos_ids = _eos_ids(self.model, self.tokenizer)
 
+        def route_once(task: _Task) -> bool:
+            """Route the question (on the generation thread); True when the abstain route has answered it."""
+            import torch
+
+            with torch.inference_mode():
+                # The gate runs here, on the generation thread, like every other forward pass (one OpenMP team).
+                route: Route = self.gate.route(self.model, self.tokenizer, [question])[0] if gating else "adapter"
+                state["route"] = route
+                if trace is not None:
+                    trace["route"] = route if self.has_adapter and use_adapter else "base"
+                if route == "abstain":
+                    text, n_tokens = self._abstain(messages, system, question, config.max_new_tokens)
+                    task.abstain_tokens = n_tokens
+                    task.emit(text)
+                    return True
+            task.disabled = self.has_adapter and (not use_adapter or route == "base")
+            return False
+
         def run(task: _Task, scheduler: _Scheduler, first: bool) -> str | None:
             """One slice of generation, on the scheduler's thread; returns why it stopped (None: the model ended)."""
             import torch
@@ -430,15 +793,7 @@ class ChatModel:
 
             with torch.inference_mode():
                 if first:
-                    # The gate runs here, on the generation thread, like every other forward pass (one OpenMP team).
-                    route: Route = self.gate.route(self.model, self.tokenizer, [question])[0] if gating else "adapter"
-                    state["route"] = route
-                    if trace is not None:
-                        trace["route"] = route if self.has_adapter and use_adapter else "base"
-                    if route == "abstain":
-                        text, n_tokens = self._abstain(messages, system, question, config.max_new_tokens)
-                        task.abstain_tokens = n_tokens
-                        task.emit(text)
+                    if route_once(task):
                         return "stop"
                     if config.seed is not None:
                         torch.manual_seed(config.seed)
@@ -450,8 +805,7 @@ class ChatModel:
                     ids = torch.cat([prompt, torch.tensor([task.token_ids], dtype=prompt.dtype)], dim=-1)
                 ids = ids.to(device)
                 stop = _SliceStop(task, scheduler)
-                disabled = self.has_adapter and (not use_adapter or state["route"] == "base")
-                with self.model.disable_adapter() if disabled else contextlib.nullcontext():
+                with self.model.disable_adapter() if task.disabled else contextlib.nullcontext():
                     self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
@@ -467,7 +821,7 @@ class ChatModel:
                 return stop.reason
 
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-        task = _Task(self, run, config, deadline, cancel)
+        task = _Task(self, run, config, deadline, cancel, route=route_once, prompt_ids=prompt[0].tolist())
         generation_scheduler().submit(task)
         try:
             while True:
@@ -522,6 +876,20 @@ class ChatModel:
         return self.reply([{"role": "user", "content": question}], config, **kwargs)
 
 
+def default_max_batch() -> int:
+    """Rows per chat batch: ``ANDRAEUS_CHAT_BATCH`` when set (1 turns batching off), else :data:`MAX_BATCH`."""
+    raw = os.environ.get("ANDRAEUS_CHAT_BATCH", "").strip()
+    if not raw:
+        return MAX_BATCH
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"ANDRAEUS_CHAT_BATCH must be a whole number of rows, got {raw!r}.") from None
+    if value < 1:
+        raise ConfigError(f"ANDRAEUS_CHAT_BATCH must be at least 1 (1 = no batching), got {value}.")
+    return value
+
+
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     """The token ids that end an answer (generate stops at any of them)."""
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -552,6 +920,17 @@ def _set_rng_state(saved: Any) -> None:
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
     positions = [text.find(s) for s in stops if s and s in text]
     return min(positions) if positions else None
+
+
+def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that is the beginning of a stop string (0: none)."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
 
 
 def load_chat_model(

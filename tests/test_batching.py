@@ -1,0 +1,280 @@
+"""Issue 19: concurrent answers of one chat model are decoded in one batch, each as it would be alone.
+
+tiny-random only. Every test holds the generation thread while it queues its answers, then lets go, so they all join
+one batch at its first step (or, where said, one joins a batch already running): which answers share a batch is
+fixed, not left to thread timing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from andraeus_core.chat import ChatModel, GenerationConfig, _Batch, default_max_batch, generation_scheduler
+from andraeus_core.errors import ConfigError
+
+QUESTIONS = ["hello", "What is the capital of France?", "Tell me a story about a dog.", "2 + 2?"]
+
+
+@pytest.fixture
+def batched(tiny_model) -> ChatModel:
+    return ChatModel(tiny_model, max_batch=8)
+
+
+@pytest.fixture
+def serial(tiny_model) -> ChatModel:
+    """The same weights answering one at a time through ``generate`` (the path before batching)."""
+    return ChatModel(tiny_model, max_batch=1)
+
+
+@pytest.fixture
+def rows_seen(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of rows of every batched decoding step, in order."""
+    seen: list[int] = []
+    step = _Batch._step
+
+    def counting(self: _Batch, scheduler: Any) -> None:
+        seen.append(len(self.rows))
+        step(self, scheduler)
+
+    monkeypatch.setattr(_Batch, "_step", counting)
+    return seen
+
+
+@contextmanager
+def _held() -> Iterator[Callable[[int], None]]:
+    """Hold the generation thread; ``wait_queued(n)`` waits until n more tasks are queued behind it; exit lets go."""
+    scheduler = generation_scheduler()
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(60)
+
+    from andraeus_core.chat import on_generation_thread
+
+    holder = threading.Thread(target=on_generation_thread, args=(hold,), daemon=True)
+    holder.start()
+    assert entered.wait(30)
+
+    def wait_queued(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(scheduler._ready) < n:
+            assert time.monotonic() < deadline, "the answers were not queued"
+            time.sleep(0.01)
+
+    try:
+        yield wait_queued
+    finally:
+        release.set()
+        holder.join(30)
+
+
+class _Answer:
+    """One streamed answer in its own thread (like one API client)."""
+
+    def __init__(self, chat: ChatModel, question: str, config: GenerationConfig, **kw: Any):
+        self.usage: dict[str, Any] = {}
+        self.pieces: list[str] = []
+        self.error: BaseException | None = None
+        self.finished_at = 0.0
+        self.stream = chat.stream([{"role": "user", "content": question}], config, usage=self.usage, **kw)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        try:
+            for piece in self.stream:
+                self.pieces.append(piece)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by text()
+            self.error = exc
+        self.finished_at = time.perf_counter()
+
+    def text(self, timeout: float = 60) -> str:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the answer did not finish"
+        if self.error is not None:
+            raise self.error
+        return "".join(self.pieces)
+
+
+def _together(chat: ChatModel, requests: list[tuple[str, GenerationConfig]], **kw: Any) -> list[_Answer]:
+    """Start every request while the generation thread is held, so that they run as one batch."""
+    answers = [_Answer(chat, q, c, **kw) for q, c in requests]
+    with _held() as wait_queued:
+        for a in answers:
+            a.thread.start()
+        wait_queued(len(answers))
+    for a in answers:
+        a.text()
+    return answers
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _alone(chat: ChatModel, question: str, config: GenerationConfig, **kw: Any) -> tuple[str, dict[str, Any]]:
+    usage: dict[str, Any] = {}
+    text = "".join(chat.stream([{"role": "user", "content": question}], config, usage=usage, **kw))
+    return text, usage
+
+
+def test_batched_greedy_answers_equal_each_answer_alone(batched, serial, rows_seen) -> None:
+    requests = [(q, GenerationConfig(max_new_tokens=n)) for q, n in zip(QUESTIONS, (24, 9, 30, 17), strict=True)]
+    answers = _together(batched, requests)
+    assert max(rows_seen) == len(requests)  # they really ran as one batch
+    for (question, config), answer in zip(requests, answers, strict=True):
+        text, usage = _alone(serial, question, config)
+        assert answer.text() == text  # the same text as through generate, alone
+        assert answer.usage == usage
+        assert _alone(batched, question, config)[0] == text  # and as a batch of one
+
+
+def test_each_row_keeps_its_own_max_tokens_and_stop_strings(batched, serial, rows_seen) -> None:
+    full, _ = _alone(serial, "hello", GenerationConfig(max_new_tokens=20))
+    stop = full[4:7]
+    assert stop.strip(), "the tiny model's greedy answer should be long enough to cut"
+    requests = [
+        ("hello", GenerationConfig(max_new_tokens=20, stop=[stop])),
+        ("hello", GenerationConfig(max_new_tokens=3)),
+        ("hello", GenerationConfig(max_new_tokens=20)),
+    ]
+    cut, short, whole = _together(batched, requests)
+    assert max(rows_seen) == 3
+    assert whole.text() == full and whole.usage["finish_reason"] == "length"
+    assert cut.text() == full[: full.index(stop)] and cut.usage["finish_reason"] == "stop"
+    assert cut.usage["completion_tokens"] < 20
+    assert short.usage == {"completion_tokens": 3, "finish_reason": "length"} and full.startswith(short.text())
+
+
+def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(batched, serial, rows_seen) -> None:
+    cancel = threading.Event()
+    long = _Answer(batched, "hello", GenerationConfig(max_new_tokens=4000), cancel=cancel)
+    other = _Answer(batched, "2 + 2?", GenerationConfig(max_new_tokens=40))
+    with _held() as wait_queued:
+        long.thread.start()
+        other.thread.start()
+        wait_queued(2)
+    _wait_for(lambda: bool(long.pieces))
+    cancel.set()  # e.g. the HTTP client went away
+    long.text(10)
+    assert long.usage["completion_tokens"] < 4000
+    assert other.text() == _alone(serial, "2 + 2?", GenerationConfig(max_new_tokens=40))[0]
+    assert rows_seen[0] == 2 and rows_seen[-1] == 1  # the cancelled row left; the other finished alone
+
+    # A reader that goes away (closes its stream) cancels its row too.
+    stream = batched.stream([{"role": "user", "content": "hello"}], GenerationConfig(max_new_tokens=4000))
+    next(stream)
+    stream.close()
+    assert _alone(batched, "hello", GenerationConfig(max_new_tokens=5))[1]["completion_tokens"] == 5
+
+
+def test_a_newcomer_joins_a_running_batch_at_a_step_boundary(batched, serial, rows_seen) -> None:
+    long = _Answer(batched, "Tell me a story about a dog.", GenerationConfig(max_new_tokens=600))
+    long.thread.start()
+    _wait_for(lambda: len(long.pieces) >= 5)
+    short = _Answer(batched, "hello", GenerationConfig(max_new_tokens=12))
+    short.thread.start()
+    assert short.text() == _alone(serial, "hello", GenerationConfig(max_new_tokens=12))[0]
+    assert long.text() == _alone(serial, "Tell me a story about a dog.", GenerationConfig(max_new_tokens=600))[0]
+    assert short.finished_at < long.finished_at
+    assert rows_seen[0] == 1 and 2 in rows_seen and rows_seen[-1] == 1
+
+
+def test_sampled_rows_keep_their_own_seed_beside_greedy_rows(batched, rows_seen) -> None:
+    sampled = GenerationConfig(max_new_tokens=20, temperature=1.0, top_p=0.9, seed=7)
+    greedy = GenerationConfig(max_new_tokens=20)
+    alone_sampled = _alone(batched, "hello", sampled)[0]
+    alone_greedy = _alone(batched, "2 + 2?", greedy)[0]
+    other_seed = _alone(batched, "hello", sampled.model_copy(update={"seed": 8}))[0]
+    assert other_seed != alone_sampled  # the seed matters
+    seed_8 = sampled.model_copy(update={"seed": 8})
+    answers = _together(batched, [("hello", sampled), ("2 + 2?", greedy), ("hello", seed_8), ("hello", sampled)])
+    assert max(rows_seen) == 4
+    assert [a.text() for a in answers] == [alone_sampled, alone_greedy, other_seed, alone_sampled]
+
+
+def test_repetition_penalty_matches_generate(batched, serial) -> None:
+    config = GenerationConfig(max_new_tokens=24, repetition_penalty=1.3)
+    texts = [a.text() for a in _together(batched, [(q, config) for q in QUESTIONS[:3]])]
+    assert texts == [_alone(serial, q, config)[0] for q in QUESTIONS[:3]]
+
+
+@pytest.fixture
+def fresh_model(shared_models_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """A tiny-random copy of its own: PEFT injects the adapter's layers into the model it wraps."""
+    from andraeus_core.models import load_model
+
+    monkeypatch.setenv("ANDRAEUS_MODELS_DIR", str(shared_models_dir))
+    return load_model("tiny-random")
+
+
+def test_adapter_on_and_off_rows_share_a_batch(tmp_path: Path, make_adapter, fresh_model, rows_seen) -> None:
+    """Answers with the adapter on and off (``use_adapter=False``, the gate's base route) run in one batch through
+    PEFT's per-row ``adapter_names``, each with the text it has alone."""
+    chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", weights="large"), max_batch=8)
+    config = GenerationConfig(max_new_tokens=10)
+    on = _alone(chat, "hello", config)[0]
+    off = _alone(chat, "hello", config, use_adapter=False)[0]
+    assert on != off
+    rows_seen.clear()
+    answers = [
+        _Answer(chat, "hello", config),
+        _Answer(chat, "hello", config, use_adapter=False),
+        _Answer(chat, "hello", config),
+        _Answer(chat, "hello", config, use_adapter=False),
+    ]
+    with _held() as wait_queued:
+        for a in answers:
+            a.thread.start()
+        wait_queued(4)
+    assert [a.text() for a in answers] == [on, off, on, off]
+    assert max(rows_seen) == 4
+
+
+def test_the_gate_routes_rows_of_one_batch(tmp_path: Path, make_adapter, fresh_model) -> None:
+    """A gate that sends everything to the base model: batched answers are the base model's, as alone."""
+    chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", weights="large", gate="base"), max_batch=8)
+    config = GenerationConfig(max_new_tokens=8)
+    base = _alone(chat, "What colour are ripe bananas?", config, use_adapter=False)[0]
+    adapter = _alone(chat, "What colour are ripe bananas?", config, gate=False)[0]
+    assert base != adapter
+    routed = _Answer(chat, "What colour are ripe bananas?", config)
+    forced = _Answer(chat, "What colour are ripe bananas?", config, gate=False)
+    with _held() as wait_queued:
+        routed.thread.start()
+        forced.thread.start()
+        wait_queued(2)
+    assert (routed.text(), forced.text()) == (base, adapter)
+
+
+def test_the_batch_size_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANDRAEUS_CHAT_BATCH", raising=False)
+    assert default_max_batch() == 8
+    monkeypatch.setenv("ANDRAEUS_CHAT_BATCH", "1")
+    assert default_max_batch() == 1
+    for bad in ("0", "many"):
+        monkeypatch.setenv("ANDRAEUS_CHAT_BATCH", bad)
+        with pytest.raises(ConfigError, match="ANDRAEUS_CHAT_BATCH"):
+            default_max_batch()
+
+
+def test_a_stop_string_split_across_pieces_leaks_nothing(serial) -> None:
+    """A stop string that starts inside a piece already decoded ("t e" after " mult") is cut where it starts: the
+    possible start of a stop string is held back from the reader until the next text decides (one-at-a-time path)."""
+    full, _ = _alone(serial, "hello", GenerationConfig(max_new_tokens=20))
+    for start in range(1, 8):
+        stop = full[start : start + 3]
+        if not stop.strip():
+            continue
+        cut, usage = _alone(serial, "hello", GenerationConfig(max_new_tokens=20, stop=[stop]))
+        assert cut == full[: full.index(stop)] and usage["finish_reason"] == "stop", (stop, cut)
