@@ -169,7 +169,9 @@ def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(batched, serial, 
     long.text(10)
     assert long.usage["completion_tokens"] < 4000
     assert other.text() == _alone(serial, "2 + 2?", GenerationConfig(max_new_tokens=40))[0]
-    assert rows_seen[0] == 2 and rows_seen[-1] == 1  # the cancelled row left; the other finished alone
+    # They shared a batch (from its first step, or the second when "other" was queued a moment later), the
+    # cancelled row left, and the other finished alone.
+    assert max(rows_seen) == 2 and rows_seen[-1] == 1
 
     # A reader that goes away (closes its stream) cancels its row too.
     stream = batched.stream([{"role": "user", "content": "hello"}], GenerationConfig(max_new_tokens=4000))
