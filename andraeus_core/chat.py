@@ -46,7 +46,10 @@ SLICE_TOKENS = 32
 #: Text pieces an answer may run ahead of its reader before it pauses: a client that stops reading costs no model time.
 BUFFER_PIECES = 64
 #: Answers one chat model decodes together by default (``ANDRAEUS_CHAT_BATCH`` overrides it; 1 = one at a time).
-MAX_BATCH = 8
+#: 1 for now: batching is opt-in (``ANDRAEUS_CHAT_BATCH=8``). With it on, a short-lived process (``andraeus chat
+#: --once``) aborted at exit ("terminate called without an active exception") once in CI: the batch still runs torch
+#: ops after its last row's text is handed over, while the interpreter shuts down.
+MAX_BATCH = 1
 
 
 class GenerationConfig(BaseModel):
