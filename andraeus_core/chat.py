@@ -583,31 +583,33 @@ class _Batch:
         return None
 
     def _pick(self, task: _Task, logits: Any) -> int:
-        """The next token from one row's logits, as ``generate`` picks it: repetition penalty, then greedy or
-        temperature / top-k / top-p sampling from the row's own generator."""
+        """The next token from one row's logits, as ``generate`` picks it (transformers' own logits processors:
+        repetition penalty, then greedy or temperature / top-k / top-p sampling from the row's own generator)."""
         import torch
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         config = task.config
-        scores = logits.float()
+        scores = logits.float().unsqueeze(0)
+        seen = torch.tensor([task.prompt_ids + task.token_ids], dtype=torch.long, device=scores.device)
+        steps = LogitsProcessorList()
         if config.repetition_penalty != 1.0:
-            seen = torch.tensor(task.prompt_ids + task.token_ids, dtype=torch.long, device=scores.device)
-            picked = scores.gather(0, seen)
-            picked = torch.where(picked < 0, picked * config.repetition_penalty, picked / config.repetition_penalty)
-            scores = scores.scatter(0, seen, picked)
+            steps.append(RepetitionPenaltyLogitsProcessor(float(config.repetition_penalty)))
+        if config.temperature > 0:
+            steps.append(TemperatureLogitsWarper(float(config.temperature)))
+            if self.top_k is not None:
+                steps.append(TopKLogitsWarper(self.top_k))
+            if config.top_p < 1.0:
+                steps.append(TopPLogitsWarper(float(config.top_p)))
+        scores = steps(seen, scores)[0]
         if config.temperature <= 0:
             return int(scores.argmax())
-        scores = scores / config.temperature
-        if self.top_k is not None and self.top_k < scores.shape[-1]:
-            kth = torch.topk(scores, self.top_k).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if config.top_p < 1.0:
-            ordered, order = torch.sort(scores, descending=False)
-            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-            remove = cumulative <= (1 - config.top_p)
-            remove[-1] = False  # keep at least the most likely token
-            scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
-        probs = scores.softmax(dim=-1)
-        return int(torch.multinomial(probs, 1, generator=task.generator))
+        return int(torch.multinomial(scores.softmax(dim=-1), 1, generator=task.generator))
 
     def _adapter_state(self, disabled: bool) -> Any:
         return self.chat.model.disable_adapter() if disabled and self.chat.has_adapter else contextlib.nullcontext()
