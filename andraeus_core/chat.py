@@ -6,6 +6,7 @@ an unknown personal topic -> "I don't know ..."; anything else -> the base model
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -46,10 +47,9 @@ SLICE_TOKENS = 32
 #: Text pieces an answer may run ahead of its reader before it pauses: a client that stops reading costs no model time.
 BUFFER_PIECES = 64
 #: Answers one chat model decodes together by default (``ANDRAEUS_CHAT_BATCH`` overrides it; 1 = one at a time).
-#: 1 for now: batching is opt-in (``ANDRAEUS_CHAT_BATCH=8``). With it on, a short-lived process (``andraeus chat
-#: --once``) aborted at exit ("terminate called without an active exception") once in CI: the batch still runs torch
-#: ops after its last row's text is handed over, while the interpreter shuts down.
-MAX_BATCH = 1
+MAX_BATCH = 8
+#: The longest an exiting process waits for the generation thread to put its work down (see :func:`_drain_at_exit`).
+EXIT_WAIT_S = 10.0
 
 
 class GenerationConfig(BaseModel):
@@ -86,6 +86,9 @@ class _Scheduler:
         self._ready: deque[_Task] = deque()
         self._cond = threading.Condition()
         self._pid = os.getpid()
+        #: Set when the process exits: running work ends at its next token, nothing new starts.
+        self.closing = False
+        self._busy = False  # the thread is running a task (guarded by _cond)
         self._thread = threading.Thread(target=self._loop, name="andraeus-generate", daemon=True)
         self._thread.start()
 
@@ -112,13 +115,30 @@ class _Scheduler:
             self._ready = kept
         return taken
 
+    def drain(self, timeout_s: float) -> bool:
+        """Stop taking work, let what runs end at its next token, and wait (bounded) until the thread is idle.
+
+        A daemon thread still inside torch while the interpreter finalises aborts the process ("terminate called
+        without an active exception", seen in CI when ``andraeus chat --once`` exited right after its answer while
+        the batch was still dropping the answer's cache rows). Returns whether the thread went idle in time.
+        """
+        with self._cond:
+            self.closing = True
+            self._ready.clear()  # their readers are gone with the process
+            return self._cond.wait_for(lambda: not self._busy, timeout=timeout_s)
+
     def _loop(self) -> None:
         while True:
             with self._cond:
+                self._busy = False
+                self._cond.notify_all()
                 while not self._ready:
                     self._cond.wait()
                 task = self._ready.popleft()
-            if isinstance(task, _Task) and task.chat.max_batch > 1:
+                self._busy = True
+            if self.closing and isinstance(task, _Task):
+                task.leave("stop", self)  # submitted while the process exits: its reader gets its end, no model work
+            elif isinstance(task, _Task) and task.chat.max_batch > 1:
                 _Batch(task.chat).run(task, self)
             else:
                 task.run_slice(self)
@@ -135,6 +155,14 @@ def generation_scheduler() -> _Scheduler:
         if _scheduler is None or _scheduler._pid != os.getpid():
             _scheduler = _Scheduler()
         return _scheduler
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """At interpreter exit (atexit runs before daemon threads are frozen): let the generation thread go idle."""
+    scheduler = _scheduler
+    if scheduler is not None and scheduler._pid == os.getpid() and not scheduler.drain(EXIT_WAIT_S):
+        logger.warning("The generation thread was still busy %.0f s after exit began", EXIT_WAIT_S)
 
 
 class _Call:
@@ -282,7 +310,7 @@ class _Task:
             self.sent = end
 
     def stop_reason(self, tokens: int, scheduler: _Scheduler) -> str | None:
-        if self.cancel.is_set():
+        if self.cancel.is_set() or scheduler.closing:
             return "cancelled"
         if self.stopped:
             return "stop"
@@ -420,6 +448,10 @@ class _Batch:
                         self._admit(pending.pop(0), scheduler)
                     if not self.rows:
                         return
+                    if scheduler.closing:
+                        for row in self.rows:
+                            row.task.leave("stop", scheduler)
+                        return
                     if steps >= SLICE_TOKENS and scheduler.waiting():
                         for row in self.rows:
                             row.task.leave("yield", scheduler)
@@ -550,18 +582,23 @@ class _Batch:
             self.rows, self.cache, self.mask, self.disabled = [], None, None, None
             return
         self.mask = mask
-        gone = []
+        gone: list[int] = []
+        leaving: list[tuple[_Task, str]] = []
         for i, row in enumerate(self.rows):
             row.length += 1
             reason = self._emit(row.task, self._pick(row.task, out.logits[i, -1]))
             if reason is None and row.task.cancel.is_set():
                 reason = "stop"
             if reason is not None:
-                row.task.leave(reason, scheduler)
+                leaving.append((row.task, reason))
                 gone.append(i)
             else:
                 row.pending = row.task.token_ids[-1]
+        # The cache is trimmed before the leaving rows' readers get their end: a reader that was the process's last
+        # work may exit at once, and no torch op of this step should still be running then.
         self._drop(gone)
+        for task, reason in leaving:
+            task.leave(reason, scheduler)
 
     def _emit(self, task: _Task, token: int) -> str | None:
         """Hand one generated token to the task's streamer; returns why the row must leave now (None: it goes on)."""

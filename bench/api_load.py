@@ -136,6 +136,7 @@ def main() -> None:
     import uvicorn
 
     from andraeus_core import Service, Store
+    from andraeus_core.chat import default_max_batch
     from api.deps import ApiSettings
     from api.main import create_app
 
@@ -155,7 +156,7 @@ def main() -> None:
     # Loads the model (once, cached by the service) and warms it up; then both paths use that same object.
     _load(url, headers, args.base_model, 1, 0.1, 4)
     chat = service.chat_model("default", args.base_model)
-    batched = args.max_batch or 8  # the product default is 1 (batching is opt-in), so the bench names its own
+    batched = args.max_batch or default_max_batch()
     print(f"model {args.base_model}, {args.seconds:.0f}s per cell, max_tokens {args.max_tokens}, greedy, streaming")
     print(f"batched path: up to {batched} rows per batch; serialised path: one answer at a time (max_batch=1)")
     print("| clients | path | requests | tokens/s (all) | per client | first text p50 | first text p95 | errors |")

@@ -261,7 +261,9 @@ def test_the_gate_routes_rows_of_one_batch(tmp_path: Path, make_adapter, fresh_m
 
 def test_the_batch_size_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANDRAEUS_CHAT_BATCH", raising=False)
-    assert default_max_batch() == 1  # opt-in for now (see MAX_BATCH)
+    assert default_max_batch() == 8  # on by default
+    monkeypatch.setenv("ANDRAEUS_CHAT_BATCH", "1")
+    assert default_max_batch() == 1  # off
     monkeypatch.setenv("ANDRAEUS_CHAT_BATCH", "8")
     assert default_max_batch() == 8
     for bad in ("0", "many"):
@@ -280,3 +282,37 @@ def test_a_stop_string_split_across_pieces_leaks_nothing(serial) -> None:
             continue
         cut, usage = _alone(serial, "hello", GenerationConfig(max_new_tokens=20, stop=[stop]))
         assert cut == full[: full.index(stop)] and usage["finish_reason"] == "stop", (stop, cut)
+
+
+EXIT_SCRIPT = """
+import sys, threading
+from andraeus_core.chat import ChatModel, GenerationConfig
+from andraeus_core.models import load_model
+chat = ChatModel(load_model("tiny-random"), max_batch=8)
+config = GenerationConfig(max_new_tokens=400)
+streams = [chat.stream([{"role": "user", "content": f"story {i}"}], config) for i in range(3)]
+threads = [threading.Thread(target=lambda s=s: [None for _ in s], daemon=True) for s in streams[1:]]
+for t in threads:
+    t.start()
+print(next(iter(streams[0])) is not None, flush=True)
+sys.exit(0)  # while the batch is still decoding the other answers
+"""
+
+
+def test_a_process_that_exits_mid_batch_exits_cleanly(tmp_path: Path) -> None:
+    """Exiting while a batch still decodes (``andraeus chat --once`` returning right after its answer) neither aborts
+    ("terminate called without an active exception": torch still running on the daemon generation thread while the
+    interpreter finalises) nor hangs: at exit the generation thread ends its work at the next token."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for _ in range(3):  # the abort was a race: a few tries
+        t = time.monotonic()
+        script = [sys.executable, "-c", EXIT_SCRIPT]
+        done = subprocess.run(script, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "terminate called" not in done.stderr
+        assert done.stdout.strip() == "True"
+        assert time.monotonic() - t < 60
