@@ -161,8 +161,11 @@ def test_decide_declines_a_near_miss_but_keeps_known_subjects() -> None:
     questions = ["What's my wife's job?", "What's my wife's name?", "What's my sister's name?", "Bananas?"]
     probabilities = torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.9, 0.0], [0.1, 0.9, 0.0], [0.1, 0.0, 0.9]])
     assert gate.decide(questions, probabilities) == ["abstain", "adapter", "abstain", "base"]
-    # a near miss the classifier calls impersonal stays where it was sent
-    assert gate.decide(questions[:1], torch.tensor([[0.8, 0.2, 0.0]])) == ["adapter"]
+    # a near miss phrased like a known fact is declined even when the classifier is sure it is one ("What colour is
+    # my car?" with the car known) ...
+    assert gate.decide(questions[:1], torch.tensor([[0.98, 0.02, 0.0]])) == ["abstain"]
+    # ... but one the classifier leans to call impersonal stays where it was sent
+    assert gate.decide(questions[:1], torch.tensor([[0.3, 0.1, 0.6]])) == ["adapter"]
     # gates written before the near-miss rule (no threshold in their metadata) route as they always did
     old = GateMeta.model_validate(
         {k: v for k, v in gate.meta.model_dump().items() if k != "threshold_abstain_near_miss"}
@@ -177,6 +180,11 @@ def test_abstention_keeps_the_first_sentence_and_never_a_value() -> None:
     assert said == "I don't know your sister's name: you haven't told me."
     assert abstention(" your sister's name, but your partner is Alex.", values) == GENERIC_ABSTENTION
     assert abstention("", values) == GENERIC_ABSTENTION
+    # a continuation whose leading space was lost in decoding gets it back
+    assert abstention("your sister's name: you haven't told me.", values) == (
+        "I don't know your sister's name: you haven't told me."
+    )
+    assert abstention(", sorry: you haven't told me.", values) == "I don't know, sorry: you haven't told me."
     assert is_abstention(GENERIC_ABSTENTION)
 
 
