@@ -468,8 +468,11 @@ class RemoteCompletion:
                 raise EngineResponseError("The inference engine sent a malformed answer.") from None
         finally:
             self._close()
-        if self._cancel.is_set() or self.finish_reason == "length":
-            self.completion_tokens = pieces  # a cut answer has no usage chunk; its pieces are its tokens
+        if self._cancel.is_set():
+            self.completion_tokens = pieces  # nobody reads the usage of an answer whose client left
+            return
+        if self.finish_reason == "length":
+            self._account(None, pieces)  # cut by the time limit: no usage chunk came, so it is counted here
             return
         if not done and finish is None:
             raise EngineUnavailableError(

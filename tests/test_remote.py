@@ -456,3 +456,21 @@ def test_the_engine_is_configured_from_the_environment(monkeypatch: pytest.Monke
     monkeypatch.setenv("ANDRAEUS_INFERENCE_URL", "ftp://gpu-host")
     with pytest.raises(ConfigError, match="ANDRAEUS_INFERENCE_URL"):
         RemoteEngine.from_env()
+
+
+def test_the_generation_timeout_cuts_a_remote_answer_as_a_local_one(engine, tmp_path: Path) -> None:
+    engine_url, shim = engine
+    remote = RemoteEngine(engine_url, key=ENGINE_KEY)
+    service = Service(Store(tmp_path / "front"), workers=0, inference=remote)
+    settings = ApiSettings(api_keys=f"alice={KEY_A}", workers=0, generation_timeout_s=0.5)
+    url, stop = _serve(create_app(settings, service))
+    try:
+        shim.mode = "slow"  # endless
+        started = time.monotonic()
+        answer = _chat(url, "tiny-random", max_tokens=4096).json()
+        assert time.monotonic() - started < 5
+        assert answer["choices"][0]["finish_reason"] == "length" and answer["choices"][0]["message"]["content"]
+        assert answer["usage"]["completion_tokens"] > 0 and answer["usage"]["prompt_tokens"] > 0
+        assert shim.upstream_closed.wait(5)
+    finally:
+        stop()
