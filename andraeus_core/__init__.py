@@ -27,6 +27,8 @@ from .errors import (
     ConfigError,
     ConflictError,
     ContextLengthError,
+    EngineResponseError,
+    EngineUnavailableError,
     EvaluationError,
     ExportError,
     HubError,
@@ -96,6 +98,7 @@ from .profile import FORMATS as PROFILE_FORMATS
 from .profile import MAX_FILE_BYTES as MAX_PROFILE_BYTES
 from .profile import Fact, Profile, load_profile, parse_profile, profile_from_rows, profile_hash
 from .recipe import ProgressEvent, default_preset
+from .remote import RemoteCompletion, RemoteEngine
 from .slices import SliceResult, run_in_slices, stream_slice, train_in_slices, train_slice
 from .store import Store
 from .train import train as train_adapter
@@ -119,6 +122,8 @@ __all__ = [
     "ConflictError",
     "ContextLengthError",
     "DIMENSIONS",
+    "EngineResponseError",
+    "EngineUnavailableError",
     "EvalReport",
     "EXPORT_FORMATS",
     "EvaluationError",
@@ -148,6 +153,8 @@ __all__ = [
     "ProgressEvent",
     "QueueFullError",
     "QuotaError",
+    "RemoteCompletion",
+    "RemoteEngine",
     "ResolvedModel",
     "SPACE_GPU",
     "Service",

@@ -145,6 +145,24 @@ class QuotaError(AndraeusError):
     code = "quota_exceeded"
 
 
+class EngineUnavailableError(AndraeusError):
+    """The external inference engine (``ANDRAEUS_INFERENCE_URL``) cannot be reached, timed out or broke off an answer;
+    retry after ``retry_after`` seconds. The message never names the engine's address."""
+
+    code = "engine_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineResponseError(AndraeusError):
+    """The external inference engine answered, but with a server error, a refusal of this server's credentials or
+    data that is not an OpenAI chat completion (a bad gateway). The message never names the engine's address."""
+
+    code = "bad_gateway"
+
+
 class ContextLengthError(ConfigError):
     """A conversation plus the requested answer does not fit in the model's context window."""
 

@@ -47,6 +47,7 @@ from .models import served_base_models
 from .profile import FORMATS as PROFILE_FORMATS
 from .profile import parse_profile
 from .recipe import default_preset
+from .remote import RemoteCompletion, RemoteEngine
 from .store import FINISHED, Store, new_id
 from .train import train
 from .update import UPDATE_EPOCHS, update_config
@@ -371,6 +372,8 @@ class Service:
         storage_quota_bytes: bytes of uploads and adapters one tenant may keep.
         max_files_per_tenant: uploaded files one tenant may keep.
         max_evaluations: evaluations running at once (each loads a model and fills the CPU).
+        inference: an external engine that generates chat answers (None: this process generates them). Gating,
+            tenancy and usage accounting stay here either way.
     """
 
     def __init__(
@@ -385,8 +388,10 @@ class Service:
         storage_quota_bytes: int = 1024**3,
         max_files_per_tenant: int = 500,
         max_evaluations: int = 1,
+        inference: RemoteEngine | None = None,
     ):
         self.store = store or Store()
+        self.inference = inference
         self.workers = workers
         self.max_queued = max_queued
         self.max_queued_per_tenant = max_queued_per_tenant
@@ -430,6 +435,8 @@ class Service:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        if self.inference is not None:
+            self.inference.close()
 
     def ready(self) -> bool:
         """True when the database answers and every worker thread is alive."""
@@ -890,6 +897,8 @@ class Service:
         if record is not None:
             self.store.delete_model(tenant, record["id"])
             self.chats.forget(record["path"])
+            if self.inference is not None:
+                self.inference.unload(record["path"])  # the engine's copy of the weights holds the facts too
         shutil.rmtree(self.store.adapter_path(tenant, job_id), ignore_errors=True)
         shutil.rmtree(self.store.run_path(tenant, job_id), ignore_errors=True)
         for report in (self.store.root / "evals").glob(f"{job_id}-*.json"):
@@ -930,10 +939,42 @@ class Service:
         *,
         gate: bool = True,
         timeout_s: float | None = None,
-    ) -> Completion:
+    ) -> Completion | RemoteCompletion:
         """Start a chat completion (iterate the result for the text); ``gate=False`` bypasses the adapter's gate,
-        ``timeout_s`` bounds its generation."""
+        ``timeout_s`` bounds its generation. With an external engine (``inference``) it generates the answer."""
+        if self.inference is not None:
+            return self._complete_remote(
+                self.inference, tenant, model_id, messages, config, gate=gate, timeout_s=timeout_s
+            )
         return Completion(self.chat_model(tenant, model_id), messages, config, gate=gate, timeout_s=timeout_s)
+
+    def _complete_remote(
+        self,
+        engine: RemoteEngine,
+        tenant: str,
+        model_id: str,
+        messages: list[dict[str, str]],
+        config: Any,
+        *,
+        gate: bool,
+        timeout_s: float | None,
+    ) -> RemoteCompletion:
+        if model_id in self.base_models:
+            return RemoteCompletion(engine, messages, config, base_model=model_id, timeout_s=timeout_s)
+        record = self._fine_tuned(tenant, model_id)
+        adapter = Adapter.load(record["path"])
+        # The gate routes on the base model's hidden states, so a gated adapter is loaded here too (once, cached
+        # like any chat model); an adapter without a gate needs no model on this machine.
+        router = self.chat_model(tenant, model_id) if gate and adapter.meta.gate is not None else None
+        return RemoteCompletion(
+            engine,
+            messages,
+            config,
+            base_model=record["base_model"],
+            adapter=adapter,
+            router=router,
+            timeout_s=timeout_s,
+        )
 
     def model_zip(self, tenant: str, model_id: str) -> Path:
         """A zip of the fine-tuned model's shareable files (nothing private)."""

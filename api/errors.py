@@ -16,6 +16,8 @@ from andraeus_core import (
     AndraeusError,
     ConfigError,
     ConflictError,
+    EngineResponseError,
+    EngineUnavailableError,
     EvaluationError,
     ExportError,
     HubError,
@@ -45,6 +47,8 @@ _STATUS: list[tuple[type[AndraeusError], int, str]] = [
     (AdapterError, 400, "invalid_request_error"),
     (ModelNotAvailableError, 404, "invalid_request_error"),
     (HubError, 502, "api_error"),
+    (EngineUnavailableError, 503, "server_error"),  # the external inference engine: down, busy or timed out
+    (EngineResponseError, 502, "api_error"),  # ... or it answered with an error or data that is not a completion
     (ModelLoadError, 500, "server_error"),
     (TrainingError, 500, "server_error"),
     (ExportError, 400, "invalid_request_error"),  # too large, an architecture or template it cannot write
@@ -140,7 +144,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AndraeusError)
     async def _andraeus_error(request: Request, exc: AndraeusError) -> JSONResponse:
         status, kind = andraeus_error_status(exc)
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFullError) else None
+        retry = exc.retry_after if isinstance(exc, QueueFullError | EngineUnavailableError) else None
+        headers = {"Retry-After": str(retry)} if retry is not None else None
         if status >= 500:
             logger.warning("%s %s failed: %s", request.method, request.url.path, exc.code)
         return error_response(status, without_paths(exc.message), kind, exc.param, exc.code, headers)

@@ -19,7 +19,7 @@ import anyio
 from fastapi import FastAPI, Request
 from starlette.datastructures import Headers
 
-from andraeus_core import ConfigError, Service, Store
+from andraeus_core import ConfigError, RemoteEngine, Service, Store
 
 from .deps import LOOPBACK, LOOPBACK_HOSTS, ApiSettings
 from .errors import (
@@ -45,6 +45,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (422, "Request does not match the schema"),
         (429, "Queue full; see Retry-After"),
         (500, "Server error"),
+        (502, "The inference engine (ANDRAEUS_INFERENCE_URL) answered with an error"),
+        (503, "The inference engine cannot be reached; see Retry-After"),
     ]
 }
 
@@ -229,7 +231,8 @@ def create_app(settings: ApiSettings | None = None, service: Service | None = No
 
     Args:
         settings: server settings (default: from ``ANDRAEUS_API_*`` environment variables).
-        service: the service to expose (default: one over ``$ANDRAEUS_HOME/api``); tests may pass their own.
+        service: the service to expose (default: one over ``$ANDRAEUS_HOME/api``, forwarding chat generation to the
+            engine of ``ANDRAEUS_INFERENCE_URL`` when it is set); tests may pass their own.
 
     Raises:
         ConfigError: no API key exists and the server is not bound to a loopback address.
@@ -245,6 +248,7 @@ def create_app(settings: ApiSettings | None = None, service: Service | None = No
             storage_quota_bytes=settings.storage_quota_bytes,
             max_files_per_tenant=settings.max_files_per_tenant,
             max_evaluations=settings.max_evaluations,
+            inference=RemoteEngine.from_env(),
         )
     service.store.set_env_keys(settings.api_keys)
     no_auth = not service.store.has_keys()
@@ -254,6 +258,9 @@ def create_app(settings: ApiSettings | None = None, service: Service | None = No
             "ANDRAEUS_API_KEYS (no-auth mode exists only on 127.0.0.1).",
             param="host",
         )
+    if service.inference is not None:
+        # Neither its address nor its key is logged.
+        logger.info("Chat generation is forwarded to the inference engine of ANDRAEUS_INFERENCE_URL")
     if no_auth:
         logger.warning("No API keys configured: no-auth mode on %s (every caller is tenant 'local')", settings.host)
 
