@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .adapter import Adapter
-from .errors import ConfigError
+from .errors import AdapterError, ConfigError
 from .gate import ABSTENTION_PREFIX, Route, abstention
 from .hub import resolve_adapter
 from .models import LoadedModel, Quantize, get_cached_model, load_model
@@ -419,18 +419,20 @@ class _Batch:
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask: Any = None  # (rows, cached positions): 1 for a row's real tokens, 0 for its left padding
-        self.disabled: bool | None = None  # the rows' one adapter state, when they cannot be mixed
+        self.model = chat.model  # answers of every ChatModel on this model (one AdapterHost's adapters) may join
+        self.key: Any = _UNROUTED  # the rows' one adapter (None: off), when they cannot be mixed
         self.mixed = chat.has_adapter and _per_row_adapters(chat.model)
         self.eos_ids = _eos_ids(chat.model, chat.tokenizer)
         top_k = getattr(getattr(chat.model, "generation_config", None), "top_k", None)
         self.top_k = top_k if isinstance(top_k, int) and top_k > 0 else None
 
     def accepts(self, task: Any) -> bool:
-        """Whether a waiting task may join now (same model; the adapter state, once routed, matches)."""
+        """Whether a waiting task may join now (same model; the adapter, once routed, matches where rows of
+        different adapters cannot be mixed)."""
         return (
             isinstance(task, _Task)
-            and task.chat is self.chat
-            and (self.mixed or self.disabled is None or task.disabled is None or task.disabled == self.disabled)
+            and task.chat.model is self.model
+            and (self.mixed or self.key is _UNROUTED or task.disabled is None or _row_key(task) == self.key)
         )
 
     def run(self, first: _Task, scheduler: _Scheduler) -> None:
@@ -480,8 +482,8 @@ class _Batch:
             if blocked is not None:
                 task.leave(blocked, scheduler)
                 return
-            if not self.mixed and self.disabled is not None and task.disabled != self.disabled:
-                scheduler.submit(task)  # routed the other way: it runs in a later batch
+            if not self.mixed and self.key is not _UNROUTED and _row_key(task) != self.key:
+                scheduler.submit(task)  # routed to another adapter state: it runs in a later batch
                 return
             device = _model_device(self.chat.model)
             if task.config.temperature > 0 and task.generator is None:
@@ -491,8 +493,8 @@ class _Batch:
                 else:
                     task.generator.seed()
             ids = torch.tensor([task.prompt_ids + task.token_ids], dtype=torch.long, device=device)
-            with self._adapter_state(bool(task.disabled)):
-                out = self.chat.model(
+            with self._adapter_state(_row_key(task), task.chat):
+                out = self.model(
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
                     use_cache=True,
@@ -501,7 +503,7 @@ class _Batch:
             cache = out.past_key_values
             if not _plain_cache(cache):
                 raise ConfigError(
-                    f"Batched chat needs a model with a plain KV cache; {type(self.chat.model).__name__} has "
+                    f"Batched chat needs a model with a plain KV cache; {type(self.model).__name__} has "
                     f"{type(cache).__name__}. Set ANDRAEUS_CHAT_BATCH=1."
                 )
             token = self._pick(task, out.logits[0, -1])
@@ -513,7 +515,7 @@ class _Batch:
         if reason is not None:
             task.leave(reason, scheduler)
             return
-        self.disabled = bool(task.disabled)
+        self.key = _row_key(task)
         self._join(_Row(task, ids.shape[-1], token), cache)
 
     def _join(self, row: _Row, cache: Any) -> None:
@@ -539,7 +541,7 @@ class _Batch:
         self.rows = [self.rows[i] for i in keep]
         if not self.rows:
             self.cache = self.mask = None
-            self.disabled = None
+            self.key = _UNROUTED
             return
         import torch
 
@@ -560,14 +562,13 @@ class _Batch:
         tokens = torch.tensor([[row.pending] for row in self.rows], dtype=torch.long, device=device)
         positions = torch.tensor([[row.length] for row in self.rows], dtype=torch.long, device=device)
         mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], dim=-1)
-        states = {bool(row.task.disabled) for row in self.rows}
+        keys = [_row_key(row.task) for row in self.rows]
         extra: dict[str, Any] = {}
-        if len(states) > 1:  # only when self.mixed: one forward pass, the adapter on for some rows and off for others
-            active = self.chat.model.active_adapter
-            extra["adapter_names"] = ["__base__" if row.task.disabled else active for row in self.rows]
+        if len(set(keys)) > 1:  # only when self.mixed: one forward pass, each row with its own adapter or none
+            extra["adapter_names"] = ["__base__" if key is None else key for key in keys]
         try:
-            with self._adapter_state(len(states) == 1 and states.pop()):
-                out = self.chat.model(
+            with self._adapter_state(keys[0] if len(set(keys)) == 1 else _MIXED, self.rows[0].task.chat):
+                out = self.model(
                     input_ids=tokens,
                     attention_mask=mask,
                     position_ids=positions,
@@ -579,7 +580,7 @@ class _Batch:
             for row in self.rows:
                 row.task.error = exc
                 row.task.leave("stop", scheduler)
-            self.rows, self.cache, self.mask, self.disabled = [], None, None, None
+            self.rows, self.cache, self.mask, self.key = [], None, None, _UNROUTED
             return
         self.mask = mask
         gone: list[int] = []
@@ -648,8 +649,35 @@ class _Batch:
             return int(scores.argmax())
         return int(torch.multinomial(scores.softmax(dim=-1), 1, generator=task.generator))
 
-    def _adapter_state(self, disabled: bool) -> Any:
-        return self.chat.model.disable_adapter() if disabled and self.chat.has_adapter else contextlib.nullcontext()
+    def _names(self) -> set[str]:
+        """The adapters the batch's rows use (an AdapterHost must not evict them)."""
+        return {key for key in (_row_key(row.task) for row in self.rows) if key is not None}
+
+    def _adapter_state(self, key: Any, chat: ChatModel) -> Any:
+        """A context for one forward pass: the adapter off (None), ``chat``'s adapter active (its name), or each row
+        with its own (``_MIXED``: the rows' adapters are loaded, the pass names them per row)."""
+        if key is _MIXED:
+            keep = self._names()
+            for row in self.rows:
+                row.task.chat.activate(keep=keep, switch=False)
+            return contextlib.nullcontext()
+        if key is None:
+            return self.model.disable_adapter() if _has_adapters(self.model) else contextlib.nullcontext()
+        chat.activate(keep=self._names())
+        return contextlib.nullcontext()
+
+
+_UNROUTED = object()  # a batch's adapter key before its first row
+_MIXED = object()  # rows of several adapters (and the adapter off) in one forward pass
+
+
+def _row_key(task: _Task) -> str | None:
+    """The adapter a row decodes with: its ChatModel's adapter name, or None for the adapter off (base route)."""
+    return None if task.disabled or not task.chat.has_adapter else task.chat.adapter_name
+
+
+def _has_adapters(model: Any) -> bool:
+    return bool(getattr(model, "peft_config", None))
 
 
 def _pad_left(tensor: Any, width: int, dim: int) -> Any:
@@ -687,6 +715,91 @@ def _model_device(model: Any) -> Any:
     return device
 
 
+class AdapterHost:
+    """One base model carrying several LoRA adapters, each under its own name (PEFT's multi-adapter model), so that
+    the answers of different adapters share one batch: each row names its adapter (``adapter_names``), and the gate's
+    base route is ``"__base__"``. One copy of the base weights serves every adapter, and an adapter costs only its own
+    weights (about 80 MB for r=64 on smollm2-135m), so many more stay loaded than whole models would.
+
+    At most ``capacity`` adapters stay loaded; the least recently used one is unloaded to make room (never one a
+    running batch uses) and loaded again when asked for. Adding, unloading and switching change the model, so they run
+    on the generation thread (:func:`on_generation_thread`), between forward passes.
+
+    The host owns its base model: PEFT injects the LoRA layers into it, so it must not be a model others use bare.
+    """
+
+    def __init__(self, loaded: LoadedModel, capacity: int = 8):
+        if capacity < 1:
+            raise ConfigError(f"An adapter host holds at least one adapter, got capacity {capacity}.")
+        self.loaded = loaded
+        self.capacity = capacity
+        self.model: Any = None  # the PeftModel, from the first adapter on
+        self._loaded: dict[str, Path] = {}  # name -> adapter directory, least recently used first
+
+    @staticmethod
+    def name_of(adapter: Adapter) -> str:
+        """The adapter's name in the model: a hash of its directory (never the tenant's or the user's words)."""
+        import hashlib
+
+        return "a" + hashlib.sha256(str(adapter.path.resolve()).encode()).hexdigest()[:16]
+
+    def add(self, adapter: Adapter) -> str:
+        """Load ``adapter`` (from any thread; the work runs on the generation thread) and return its name.
+
+        Raises:
+            AdapterError: the adapter is incomplete or does not fit the base model.
+        """
+        return on_generation_thread(lambda: self.ensure(adapter, keep=set()))
+
+    def remove(self, path: str | Path) -> None:
+        """Unload the adapter of directory ``path`` if it is loaded (its model was deleted)."""
+        resolved = Path(path).resolve()
+        on_generation_thread(lambda: [self._unload(n) for n, p in list(self._loaded.items()) if p == resolved])
+
+    def loaded_names(self) -> list[str]:
+        """The adapters loaded now, least recently used first."""
+        return list(self._loaded)
+
+    def ensure(self, adapter: Adapter, *, keep: set[str]) -> str:
+        """On the generation thread: ``adapter`` loaded (loading it, and unloading the least recently used one not
+        in ``keep`` past the capacity); returns its name."""
+        name = self.name_of(adapter)
+        if name in self._loaded:
+            self._loaded[name] = self._loaded.pop(name)  # most recently used
+            return name
+        from peft import PeftModel
+
+        adapter.check()
+        try:
+            if self.model is None:
+                self.model = PeftModel.from_pretrained(
+                    self.loaded.model, str(adapter.path), adapter_name=name, is_trainable=False
+                )
+                self.model.eval()
+            else:
+                self.model.load_adapter(str(adapter.path), adapter_name=name, is_trainable=False)
+        except Exception as exc:  # noqa: BLE001 - PEFT raises many kinds; the user needs one actionable message
+            if self.model is not None and name in getattr(self.model, "peft_config", {}):
+                with contextlib.suppress(Exception):
+                    self.model.delete_adapter(name)  # half loaded: nothing of it may stay
+            raise AdapterError(
+                f"Could not load the adapter in '{adapter.path}' onto base model '{self.loaded.name}': {exc}",
+                param="adapter",
+            ) from None
+        self._loaded[name] = adapter.path.resolve()
+        for old in list(self._loaded):
+            if len(self._loaded) <= self.capacity:
+                break
+            if old != name and old not in keep:
+                self._unload(old)
+        return name
+
+    def _unload(self, name: str) -> None:
+        if name in self._loaded:
+            del self._loaded[name]
+            self.model.delete_adapter(name)
+
+
 class ChatModel:
     """A base model with an optional LoRA adapter, for chatting.
 
@@ -707,17 +820,36 @@ class ChatModel:
         *,
         gate: bool = True,
         max_batch: int | None = None,
+        host: AdapterHost | None = None,
     ):
-        self.loaded = loaded
+        self.loaded = host.loaded if host is not None else loaded
         #: Answers decoded together in one batch (1: one at a time, in slices); settable, read at every batch start.
         self.max_batch = max_batch if max_batch is not None else default_max_batch()
         self.adapter = adapter if isinstance(adapter, Adapter) or adapter is None else Adapter(adapter)
         self.system_prompt = system_prompt
-        self.model = self.adapter.attach(loaded) if self.adapter is not None else loaded.model
+        #: The AdapterHost this model's adapter lives in, beside others (None: the adapter has the model to itself).
+        self.host = host if self.adapter is not None else None
+        #: The adapter's name in the PEFT model ("default" when it has the model to itself).
+        self.adapter_name: str | None = None
+        if self.host is not None and self.adapter is not None:
+            self.adapter_name = self.host.add(self.adapter)
+            self.model = self.host.model
+        else:
+            self.model = self.adapter.attach(loaded) if self.adapter is not None else loaded.model
+            self.adapter_name = "default" if self.adapter is not None else None
         self.gate = self.adapter.gate() if self.adapter is not None and gate else None
         # Values the abstain route must never state (from private.json; a pulled adapter has none to leak).
         profile = self.adapter.private.profile if self.adapter is not None else None
         self._values = [v for v in profile.values() if v] if profile is not None else []
+
+    def activate(self, *, keep: set[str] | None = None, switch: bool = True) -> None:
+        """Make sure this model's adapter is loaded in its host (again, if it was evicted) and, with ``switch``, is
+        the active one. On the generation thread only; nothing to do for an adapter that has the model to itself."""
+        if self.host is None or self.adapter is None or self.adapter_name is None:
+            return
+        self.host.ensure(self.adapter, keep=keep or set())
+        if switch and self.model.active_adapter != self.adapter_name:
+            self.model.set_adapter(self.adapter_name, inference_mode=True)
 
     @property
     def adapter_dir(self) -> Path | None:
@@ -847,6 +979,8 @@ class ChatModel:
                     ids = torch.cat([prompt, torch.tensor([task.token_ids], dtype=prompt.dtype)], dim=-1)
                 ids = ids.to(device)
                 stop = _SliceStop(task, scheduler)
+                if not task.disabled:
+                    self.activate()
                 with self.model.disable_adapter() if task.disabled else contextlib.nullcontext():
                     self.model.generate(
                         input_ids=ids,
@@ -899,6 +1033,7 @@ class ChatModel:
         rendered = self.build_messages(messages, system)
         prompt = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)
         ids = self.tokenizer(prompt + ABSTENTION_PREFIX, add_special_tokens=False, return_tensors="pt")
+        self.activate()
         out = self.model.generate(
             **ids,
             max_new_tokens=32,
@@ -983,6 +1118,7 @@ def load_chat_model(
     system_prompt: str | None = None,
     cached: bool = False,
     gate: bool = True,
+    host: AdapterHost | None = None,
 ) -> ChatModel:
     """Load a model for chatting.
 
@@ -995,6 +1131,8 @@ def load_chat_model(
         cached: reuse a process-wide copy of the base model (servers); the adapter is then loaded on top of it
             only when none is given, because PEFT mutates the base model it wraps.
         gate: load the adapter's gate, if it has one (``False``: the adapter answers everything).
+        host: load the adapter into this :class:`AdapterHost` (its base model, beside other adapters, so that their
+            answers share batches) instead of onto a base model of its own; ``base_model`` is then the host's.
 
     Raises:
         AdapterError: the adapter directory is missing, incomplete or does not fit the base model.
@@ -1005,6 +1143,8 @@ def load_chat_model(
         base_model = base_model or found.base_model
         if system_prompt is None:
             system_prompt = found.private.system_prompt or None
+    if host is not None and found is not None:
+        return ChatModel(host.loaded, found, system_prompt, gate=gate, host=host)
     if cached and found is None:
         loaded = get_cached_model(base_model, quantize=quantize)
     else:

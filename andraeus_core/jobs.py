@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapter import Adapter
-from .chat import load_chat_model
+from .chat import AdapterHost, load_chat_model
 from .config import TrainConfig
 from .dataset import ChatDataset, read_jsonl
 from .errors import (
@@ -43,7 +43,7 @@ from .evaluate import BASELINES, evaluate
 from .export import EXPORT_FORMATS, MARKER_FILE, export_adapter, export_download, export_vllm
 from .fsutil import atomic_write, safe_name
 from .hub import adapter_zip, push_adapter
-from .models import served_base_models
+from .models import load_model, served_base_models
 from .profile import FORMATS as PROFILE_FORMATS
 from .profile import parse_profile
 from .recipe import default_preset
@@ -367,7 +367,7 @@ class Service:
         workers: training worker threads (0 = accept jobs but never run them, e.g. for schema tests).
         max_queued: queued jobs allowed (all tenants) before new jobs get :class:`QueueFullError`.
         max_queued_per_tenant: queued jobs one tenant may have (its share of the queue).
-        chat_cache_size: fine-tuned chat models kept loaded.
+        chat_cache_size: fine-tuned chat models kept loaded (adapters on one base share its weights: AdapterHost).
         base_models: model names jobs and chat accept (default: :func:`~andraeus_core.models.served_base_models`).
         storage_quota_bytes: bytes of uploads and adapters one tenant may keep.
         max_files_per_tenant: uploaded files one tenant may keep.
@@ -383,7 +383,7 @@ class Service:
         workers: int = 1,
         max_queued: int = 16,
         max_queued_per_tenant: int = 4,
-        chat_cache_size: int = 3,
+        chat_cache_size: int = 8,
         base_models: list[str] | None = None,
         storage_quota_bytes: int = 1024**3,
         max_files_per_tenant: int = 500,
@@ -399,6 +399,8 @@ class Service:
         self.storage_quota_bytes = storage_quota_bytes
         self.max_files_per_tenant = max_files_per_tenant
         self.chats = ChatCache(chat_cache_size)
+        self._hosts: dict[str, AdapterHost] = {}  # base model -> its adapters (see _host)
+        self._hosts_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -897,6 +899,10 @@ class Service:
         if record is not None:
             self.store.delete_model(tenant, record["id"])
             self.chats.forget(record["path"])
+            with self._hosts_lock:
+                hosts = list(self._hosts.values())
+            for host in hosts:
+                host.remove(record["path"])  # its weights leave memory too
             if self.inference is not None:
                 self.inference.unload(record["path"])  # the engine's copy of the weights holds the facts too
         shutil.rmtree(self.store.adapter_path(tenant, job_id), ignore_errors=True)
@@ -928,7 +934,18 @@ class Service:
         if model_id in self.base_models:
             return self.chats.get(f"base:{model_id}", lambda: load_chat_model(model_id, cached=True))
         record = self._fine_tuned(tenant, model_id)
-        return self.chats.get(record["path"], lambda: load_chat_model(record["base_model"], record["path"]))
+        return self.chats.get(
+            record["path"],
+            lambda: load_chat_model(record["base_model"], record["path"], host=self._host(record["base_model"])),
+        )
+
+    def _host(self, base_model: str) -> AdapterHost:
+        """The AdapterHost of a base model: every tenant's adapters on it share one copy of its weights and one
+        batch (their rows name their adapters), as many loaded as fine-tuned chat models are kept."""
+        with self._hosts_lock:
+            if base_model not in self._hosts:
+                self._hosts[base_model] = AdapterHost(load_model(base_model), capacity=self.chats.size)
+            return self._hosts[base_model]
 
     def complete(
         self,

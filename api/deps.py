@@ -56,7 +56,9 @@ class ApiSettings(BaseModel):
     stream_send_timeout_s: float = Field(
         30.0, gt=0, description="A stream whose client reads nothing for this long is dropped."
     )
-    chat_cache_size: int = Field(3, ge=1, description="Fine-tuned chat models kept loaded.")
+    chat_cache_size: int = Field(
+        8, ge=1, description="Fine-tuned chat models kept loaded (their adapters share one copy of the base model)."
+    )
     api_keys: str | None = Field(None, description="Comma-separated 'key' or 'tenant=key' items (ANDRAEUS_API_KEYS).")
 
     @classmethod

@@ -47,8 +47,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-def _load(url: str, headers: dict[str, str], model: str, clients: int, seconds: float, max_tokens: int) -> dict:
-    """``clients`` threads streaming requests back to back for ``seconds``; the figures of the whole run."""
+def _load(url: str, headers: dict[str, str], models: list[str], clients: int, seconds: float, max_tokens: int) -> dict:
+    """``clients`` threads streaming requests back to back for ``seconds`` (client i asks ``models[i % n]``); the
+    figures of the whole run."""
     import httpx
 
     first_token: list[float] = []
@@ -60,7 +61,7 @@ def _load(url: str, headers: dict[str, str], model: str, clients: int, seconds: 
 
     def one(http: Any, i: int, n: int) -> None:
         body = {
-            "model": model,
+            "model": models[i % len(models)],
             "messages": [{"role": "user", "content": QUESTIONS[(i * 3 + n) % len(QUESTIONS)]}],
             "max_tokens": max_tokens,
             "stream": True,
@@ -129,6 +130,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per number of clients and path")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--max-batch", type=int, default=None, help="rows per batch (default: the library's)")
+    parser.add_argument(
+        "--adapters", type=int, default=4, help="fine-tuned models for the mixed-adapter cells (0: none)"
+    )
+    parser.add_argument("--mixed-clients", default="8", help="client counts of the mixed-adapter cells")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
 
@@ -154,7 +159,7 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {key}"}
 
     # Loads the model (once, cached by the service) and warms it up; then both paths use that same object.
-    _load(url, headers, args.base_model, 1, 0.1, 4)
+    _load(url, headers, [args.base_model], 1, 0.1, 4)
     chat = service.chat_model("default", args.base_model)
     batched = args.max_batch or default_max_batch()
     print(f"model {args.base_model}, {args.seconds:.0f}s per cell, max_tokens {args.max_tokens}, greedy, streaming")
@@ -164,7 +169,7 @@ def main() -> None:
     for clients in counts:
         for name, rows in (("serialised", 1), ("batched", batched)):
             chat.max_batch = rows
-            r = _load(url, headers, args.base_model, clients, args.seconds, args.max_tokens)
+            r = _load(url, headers, [args.base_model], clients, args.seconds, args.max_tokens)
             print(
                 f"| {clients} | {name} | {r['requests']} | {r['tokens_per_s']:.1f} | {r['client_tokens_per_s']:.1f} | "
                 f"{r['ttft_p50'] * 1000:.0f} ms | {r['ttft_p95'] * 1000:.0f} ms | {len(r['errors'])} |",
@@ -172,8 +177,56 @@ def main() -> None:
             )
             if r["errors"]:
                 print("  errors:", ", ".join(sorted(set(r["errors"]))))
+    if args.adapters:
+        models = _adapters(service, args.base_model, args.adapters)
+        chats = [service.chat_model("default", m) for m in models]
+        _load(url, headers, models, len(models), 0.1, 4)  # loads each into the base model's AdapterHost
+        print(f"\nmixed adapters: {len(models)} fine-tuned models on one base (the seed recipe's shape: r=64, all")
+        print("projections; random weights, no gate), client i asks model i mod n")
+        print("| clients | path | requests | tokens/s (all) | per client | first text p50 | first text p95 | errors |")
+        print("|" + "---|" * 8)
+        for clients in [int(c) for c in args.mixed_clients.split(",")]:
+            for name, rows in (("serialised", 1), ("batched", batched)):
+                for chat in chats:
+                    chat.max_batch = rows
+                r = _load(url, headers, models, clients, args.seconds, args.max_tokens)
+                print(
+                    f"| {clients} | {name} | {r['requests']} | {r['tokens_per_s']:.1f} | "
+                    f"{r['client_tokens_per_s']:.1f} | {r['ttft_p50'] * 1000:.0f} ms | "
+                    f"{r['ttft_p95'] * 1000:.0f} ms | {len(r['errors'])} |",
+                    flush=True,
+                )
+                if r["errors"]:
+                    print("  errors:", ", ".join(sorted(set(r["errors"]))))
     server.should_exit = True
     thread.join(10)
+
+
+def _adapters(service: Any, base_model: str, n: int) -> list[str]:
+    """``n`` adapters of the seed recipe's shape on ``base_model`` (random LoRA weights: throughput does not depend
+    on what they learnt), registered as the bench tenant's fine-tuned models; returns their model ids."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from andraeus_core.adapter import Adapter, AdapterMeta
+    from andraeus_core.models import load_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    ids = []
+    for i in range(n):
+        torch.manual_seed(i)
+        lora = LoraConfig(r=64, lora_alpha=128, target_modules=targets, init_lora_weights=False)
+        model = get_peft_model(load_model(base_model).model, lora)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 1e-3)  # small: the answers stay answers
+        path = service.store.root / "bench-adapters" / f"a{i}"
+        Adapter.write(path, model, AdapterMeta(base_model=base_model))
+        model_id = f"ft:{base_model}:bench:a{i}"
+        service.store.add_model("default", model_id, f"bench-job-{i}", base_model, str(path))
+        ids.append(model_id)
+    return ids
 
 
 if __name__ == "__main__":

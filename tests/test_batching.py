@@ -316,3 +316,82 @@ def test_a_process_that_exits_mid_batch_exits_cleanly(tmp_path: Path) -> None:
         assert "terminate called" not in done.stderr
         assert done.stdout.strip() == "True"
         assert time.monotonic() - t < 60
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Several adapters on one base model (AdapterHost)
+
+
+def _models(n: int) -> list[Any]:
+    from andraeus_core.models import load_model
+
+    return [load_model("tiny-random") for _ in range(n)]
+
+
+def test_answers_of_different_adapters_share_a_batch(tmp_path: Path, make_adapter, shared_models_dir, rows_seen):
+    """Three adapters in one host and the base route: one batch, each row with its own adapter (PEFT's per-row
+    ``adapter_names``), and every greedy answer is the one its adapter gives with a model of its own."""
+    from andraeus_core.chat import AdapterHost
+
+    dirs = [make_adapter(tmp_path / f"a{i}", weights="large", seed=i + 1) for i in range(3)]
+    host_model, *own_models = _models(4)
+    host = AdapterHost(host_model, capacity=4)
+    hosted = [ChatModel(host_model, d, max_batch=8, host=host) for d in dirs]
+    assert len({c.adapter_name for c in hosted}) == 3 and all(c.model is host.model for c in hosted)
+    own = [ChatModel(m, d, max_batch=1) for m, d in zip(own_models, dirs, strict=True)]
+    config = GenerationConfig(max_new_tokens=10)
+    expected = [_alone(c, "hello", config)[0] for c in own]
+    base = _alone(own[0], "hello", config, use_adapter=False)[0]
+    assert len({*expected, base}) == 4  # the adapters really answer differently
+    rows_seen.clear()
+    answers = [_Answer(c, "hello", config) for c in hosted] + [_Answer(hosted[1], "hello", config, use_adapter=False)]
+    answers += [_Answer(c, "hello", config) for c in reversed(hosted)]
+    with _held() as wait_queued:
+        for a in answers:
+            a.thread.start()
+        wait_queued(len(answers))
+    assert [a.text() for a in answers] == [*expected, base, *reversed(expected)]
+    assert max(rows_seen) == len(answers)  # one batch
+    # alone, through the host, each still answers as its own model does
+    assert [_alone(c, "hello", config)[0] for c in hosted] == expected
+
+
+def test_a_host_unloads_the_least_recently_used_adapter_and_loads_it_again(
+    tmp_path: Path, make_adapter, shared_models_dir
+):
+    from andraeus_core.chat import AdapterHost
+
+    dirs = [make_adapter(tmp_path / f"a{i}", weights="large", seed=i + 1) for i in range(3)]
+    (host_model,) = _models(1)
+    host = AdapterHost(host_model, capacity=2)
+    hosted = [ChatModel(host_model, d, max_batch=8, host=host) for d in dirs]
+    assert host.loaded_names() == [hosted[1].adapter_name, hosted[2].adapter_name]  # the first was unloaded
+    assert hosted[0].adapter_name not in host.model.peft_config
+    config = GenerationConfig(max_new_tokens=10)
+    own = ChatModel(_models(1)[0], dirs[0], max_batch=1)
+    assert _alone(hosted[0], "hello", config)[0] == _alone(own, "hello", config)[0]  # loaded again on use
+    assert host.loaded_names()[-1] == hosted[0].adapter_name and len(host.loaded_names()) == 2
+    # a deleted model's adapter leaves memory
+    host.remove(dirs[0])
+    assert hosted[0].adapter_name not in host.model.peft_config
+    # names are hashes of the directory, never the user's words
+    assert all(n.startswith("a") and len(n) == 17 for n in host.loaded_names())
+
+
+def test_a_broken_adapter_leaves_the_host_as_it_was(tmp_path: Path, make_adapter, shared_models_dir):
+    from andraeus_core.chat import AdapterHost
+    from andraeus_core.errors import AdapterError
+
+    good = make_adapter(tmp_path / "good", weights="large")
+    bad = make_adapter(tmp_path / "bad", weights="large")
+    (bad / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    (host_model,) = _models(1)
+    host = AdapterHost(host_model, capacity=4)
+    chat = ChatModel(host_model, good, max_batch=8, host=host)
+    config = GenerationConfig(max_new_tokens=8)
+    before = _alone(chat, "hello", config)[0]
+    with pytest.raises(AdapterError):
+        ChatModel(host_model, bad, max_batch=8, host=host)
+    assert host.loaded_names() == [chat.adapter_name]
+    assert list(host.model.peft_config) == [chat.adapter_name]
+    assert _alone(chat, "hello", config)[0] == before
