@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--mixed-clients", default="8", help="client counts of the mixed-adapter cells")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
+    mixed_counts = [int(c) for c in args.mixed_clients.split(",")] if args.adapters else []
 
     os.environ.setdefault("ANDRAEUS_HOME", tempfile.mkdtemp(prefix="andraeus-bench-"))
     import uvicorn
@@ -147,7 +148,7 @@ def main() -> None:
 
     key = "bench-key-0123456789abcdef"
     service = Service(Store(), workers=0)
-    settings = ApiSettings(api_keys=key, workers=0, max_pending_chats=max(counts) + 1)
+    settings = ApiSettings(api_keys=f"bench={key}", workers=0, max_pending_chats=max(counts + mixed_counts) + 1)
     app = create_app(settings, service)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -160,7 +161,7 @@ def main() -> None:
 
     # Loads the model (once, cached by the service) and warms it up; then both paths use that same object.
     _load(url, headers, [args.base_model], 1, 0.1, 4)
-    chat = service.chat_model("default", args.base_model)
+    chat = service.chat_model("bench", args.base_model)
     batched = args.max_batch or default_max_batch()
     print(f"model {args.base_model}, {args.seconds:.0f}s per cell, max_tokens {args.max_tokens}, greedy, streaming")
     print(f"batched path: up to {batched} rows per batch; serialised path: one answer at a time (max_batch=1)")
@@ -179,13 +180,13 @@ def main() -> None:
                 print("  errors:", ", ".join(sorted(set(r["errors"]))))
     if args.adapters:
         models = _adapters(service, args.base_model, args.adapters)
-        chats = [service.chat_model("default", m) for m in models]
+        chats = [service.chat_model("bench", m) for m in models]
         _load(url, headers, models, len(models), 0.1, 4)  # loads each into the base model's AdapterHost
         print(f"\nmixed adapters: {len(models)} fine-tuned models on one base (the seed recipe's shape: r=64, all")
         print("projections; random weights, no gate), client i asks model i mod n")
         print("| clients | path | requests | tokens/s (all) | per client | first text p50 | first text p95 | errors |")
         print("|" + "---|" * 8)
-        for clients in [int(c) for c in args.mixed_clients.split(",")]:
+        for clients in mixed_counts:
             for name, rows in (("serialised", 1), ("batched", batched)):
                 for chat in chats:
                     chat.max_batch = rows
@@ -224,7 +225,7 @@ def _adapters(service: Any, base_model: str, n: int) -> list[str]:
         path = service.store.root / "bench-adapters" / f"a{i}"
         Adapter.write(path, model, AdapterMeta(base_model=base_model))
         model_id = f"ft:{base_model}:bench:a{i}"
-        service.store.add_model("default", model_id, f"bench-job-{i}", base_model, str(path))
+        service.store.add_model("bench", model_id, f"bench-job-{i}", base_model, str(path))
         ids.append(model_id)
     return ids
 
