@@ -88,7 +88,6 @@ class _Scheduler:
         self._pid = os.getpid()
         #: Set when the process exits: running work ends at its next token, nothing new starts.
         self.closing = False
-        self._busy = False  # the thread is running a task (guarded by _cond)
         self._thread = threading.Thread(target=self._loop, name="andraeus-generate", daemon=True)
         self._thread.start()
 
@@ -100,6 +99,12 @@ class _Scheduler:
     def waiting(self) -> bool:
         """Whether another generation is ready to run (read without the lock: a hint, checked after every token)."""
         return bool(self._ready)
+
+    def waiting_elsewhere(self, batch: _Batch) -> bool:
+        """Whether work is waiting that ``batch`` can never take in (another model, another adapter state where rows
+        cannot be mixed, a plain call): answers that can join it only wait for a row to free up."""
+        with self._cond:
+            return any(not batch.accepts(task) for task in self._ready)
 
     def take_joinable(self, batch: _Batch, room: int) -> list[_Task]:
         """Up to ``room`` waiting answers that can join ``batch`` at its next step, in the order they came."""
@@ -116,26 +121,27 @@ class _Scheduler:
         return taken
 
     def drain(self, timeout_s: float) -> bool:
-        """Stop taking work, let what runs end at its next token, and wait (bounded) until the thread is idle.
+        """Stop taking work, let what runs end at its next token, and wait (bounded) for the thread to end.
 
-        A daemon thread still inside torch while the interpreter finalises aborts the process ("terminate called
-        without an active exception", seen in CI when ``andraeus chat --once`` exited right after its answer while
-        the batch was still dropping the answer's cache rows). Returns whether the thread went idle in time.
+        A daemon thread that is inside torch, or merely parked, while the interpreter finalises can abort the process
+        ("terminate called without an active exception": pytorch/pytorch#38228), as ``andraeus chat --once`` did in
+        CI right after printing its answer. A thread that has returned cannot. Returns whether it ended in time.
         """
         with self._cond:
             self.closing = True
             self._ready.clear()  # their readers are gone with the process
-            return self._cond.wait_for(lambda: not self._busy, timeout=timeout_s)
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._busy = False
-                self._cond.notify_all()
                 while not self._ready:
+                    if self.closing:
+                        return  # the process exits (drain)
                     self._cond.wait()
                 task = self._ready.popleft()
-                self._busy = True
             if self.closing and isinstance(task, _Task):
                 task.leave("stop", self)  # submitted while the process exits: its reader gets its end, no model work
             elif isinstance(task, _Task) and task.chat.max_batch > 1:
@@ -162,7 +168,7 @@ def _drain_at_exit() -> None:
     """At interpreter exit (atexit runs before daemon threads are frozen): let the generation thread go idle."""
     scheduler = _scheduler
     if scheduler is not None and scheduler._pid == os.getpid() and not scheduler.drain(EXIT_WAIT_S):
-        logger.warning("The generation thread was still busy %.0f s after exit began", EXIT_WAIT_S)
+        logger.warning("The generation thread was still running %.0f s after exit began", EXIT_WAIT_S)
 
 
 class _Call:
@@ -410,8 +416,9 @@ class _Batch:
 
     Rows with the adapter on and off (the gate's base route, ``use_adapter=False``) share a batch through PEFT's
     per-row ``adapter_names`` ("__base__" for off). Where PEFT cannot do that (DoRA), the on/off switch is model-wide,
-    so a batch holds rows of one state and answers routed the other way wait. Anyone still waiting after
-    :data:`SLICE_TOKENS` steps (another model, a full batch) makes the whole batch yield, like a slice.
+    so a batch holds rows of one state and answers routed the other way wait. Work waiting that the batch cannot
+    take in (another model; a plain call) makes the whole batch yield after :data:`SLICE_TOKENS` steps, like a slice;
+    answers that could join a full batch wait for its next free row.
     """
 
     def __init__(self, chat: ChatModel):
@@ -454,7 +461,9 @@ class _Batch:
                         for row in self.rows:
                             row.task.leave("stop", scheduler)
                         return
-                    if steps >= SLICE_TOKENS and scheduler.waiting():
+                    # Work the batch cannot take in gets the model after a slice; an answer that can join waits for a
+                    # row instead (the batch yielding to it would make every row read its text again to rejoin).
+                    if steps >= SLICE_TOKENS and scheduler.waiting() and scheduler.waiting_elsewhere(self):
                         for row in self.rows:
                             row.task.leave("yield", scheduler)
                         return
@@ -634,6 +643,8 @@ class _Batch:
 
         config = task.config
         scores = logits.float().unsqueeze(0)
+        if config.temperature <= 0 and config.repetition_penalty == 1.0:
+            return int(scores.argmax())  # greedy, nothing to process
         seen = torch.tensor([task.prompt_ids + task.token_ids], dtype=torch.long, device=scores.device)
         steps = LogitsProcessorList()
         if config.repetition_penalty != 1.0:
