@@ -74,6 +74,7 @@ class ApiSettings(BaseModel):
             "max_pending_chats": _env_int("ANDRAEUS_API_MAX_PENDING_CHATS", 8),
             "generation_timeout_s": _env_int("ANDRAEUS_API_GENERATION_TIMEOUT", 120),
             "stream_send_timeout_s": _env_int("ANDRAEUS_API_STREAM_SEND_TIMEOUT", 30),
+            "chat_cache_size": _env_int("ANDRAEUS_API_CHAT_MODELS", 8),
             "api_keys": os.environ.get("ANDRAEUS_API_KEYS") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -405,3 +405,15 @@ def test_chat_goes_through_the_models_gate_unless_turned_off(tmp_path, make_adap
             json={"model": model, "messages": [{"role": "user", "content": "hi"}], "gate": "sometimes"},
         )
         assert r.status_code in (400, 422) and r.json()["error"]["param"] in ("gate", "body.gate")
+
+
+def test_the_number_of_chat_models_kept_loaded_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ANDRAEUS_API_CHAT_MODELS", raising=False)
+    assert ApiSettings.from_env().chat_cache_size == 8
+    monkeypatch.setenv("ANDRAEUS_API_CHAT_MODELS", "2")
+    settings = ApiSettings.from_env()
+    assert settings.chat_cache_size == 2
+    service = Service(Store(tmp_path / "api"), workers=0, chat_cache_size=settings.chat_cache_size)
+    assert service.chats.size == 2  # and so each base model's AdapterHost holds 2 adapters
