@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -74,3 +75,31 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def serve_in_thread(app: Any, listener: socket.socket | None = None) -> tuple[int, Any]:
+    """A uvicorn server for ``app`` on 127.0.0.1 in a daemon thread (on ``listener`` if given, else a free port);
+    returns its port and a function that stops it."""
+    import uvicorn
+
+    if listener is None:
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        kwargs: dict[str, Any] = {}
+    else:
+        port = listener.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning")
+        kwargs = {"sockets": [listener]}
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs=kwargs, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(30)
+
+    return port, stop

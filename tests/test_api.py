@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 from andraeus_core import ConfigError, Service, Store
 from api.deps import ApiSettings
 from api.main import create_app
-from tests.helpers import free_port
+from tests.helpers import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_A = "key-tenant-a-0123456789abcdef"
@@ -31,20 +30,9 @@ B = {"Authorization": f"Bearer {KEY_B}"}
 @pytest.fixture
 def live_server() -> Iterator[str]:
     """A real uvicorn server on 127.0.0.1 (random free port) in a thread; yields the /v1 base URL."""
-    import uvicorn
-
-    app = create_app(ApiSettings(api_keys=KEYS, workers=1))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
+    port, stop = serve_in_thread(create_app(ApiSettings(api_keys=KEYS, workers=1)))
     yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(30)
+    stop()
 
 
 def _client(settings: ApiSettings | None = None, **service_kw: object) -> TestClient:

@@ -19,7 +19,7 @@ from andraeus_core import Service, Store
 from andraeus_core.errors import ConfigError, ConflictError, QueueFullError, QuotaError
 from api.deps import ApiSettings
 from api.main import create_app
-from tests.helpers import PROFILE
+from tests.helpers import PROFILE, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = (ROOT / "examples" / "minimal.csv").read_bytes()
@@ -268,23 +268,13 @@ def _live(settings: ApiSettings) -> Any:
     """
     import socket
 
-    import uvicorn
-
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
     listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
+    port, stop_server = serve_in_thread(create_app(settings), listener)
 
     def stop() -> None:
-        server.should_exit = True
-        thread.join(30)
+        stop_server()
         listener.close()
 
     return port, stop

@@ -25,7 +25,7 @@ from andraeus_core import RemoteEngine, Service, Store
 from andraeus_core.gate import GENERIC_ABSTENTION
 from api.deps import ApiSettings
 from api.main import create_app
-from tests.helpers import free_port
+from tests.helpers import free_port, serve_in_thread
 
 KEY_A = "key-tenant-a-0123456789abcdef"
 A = {"Authorization": f"Bearer {KEY_A}"}
@@ -38,21 +38,7 @@ SYSTEM = "You are Nova, Sam Rivera's assistant."
 
 def _serve(app: Any) -> tuple[str, Any]:
     """A uvicorn server on 127.0.0.1 in a thread; returns its URL and a function that stops it."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(30)
-
+    port, stop = serve_in_thread(app)
     return f"http://127.0.0.1:{port}", stop
 
 
