@@ -734,13 +734,15 @@ class Service:
             )
             if parent is not None:
                 # An update trains with the parent's settings (its LoRA shape) and the job's resolved epochs (the
-                # update's fewer by default, see create_job), batch size and learning rate.
+                # update's fewer by default, see create_job) and batch size; its learning rate is the update's own
+                # (update.UPDATE_LEARNING_RATE) unless the job set a multiplier.
+                chosen = job["hyperparameters"].get("learning_rate_multiplier", "auto") != "auto"
                 config = update_config(
                     Adapter.load(parent),
                     seed=job["seed"],
                     epochs=config.epochs,
                     batch_size=config.batch_size,
-                    learning_rate=config.learning_rate,
+                    learning_rate=config.learning_rate if chosen else None,
                 )
             last = {"t": 0.0}
 

@@ -117,6 +117,7 @@ def main() -> int:
     )
     parser.add_argument("--update-epochs", type=int, default=None, help="override the update's epochs (tuning)")
     parser.add_argument("--replay-share", type=float, default=None, help="override the update's replay share (tuning)")
+    parser.add_argument("--update-lr", type=float, default=None, help="override the update's learning rate (tuning)")
     args = parser.parse_args()
 
     from andraeus_core import Adapter, TrainConfig, train_adapter, update_config
@@ -149,6 +150,8 @@ def main() -> int:
     up_overrides: dict[str, Any] = {"per_fact": 6, "early_stop": False} if args.quick else {}
     if args.update_epochs is not None:
         up_overrides["epochs"] = args.update_epochs
+    if args.update_lr is not None:
+        up_overrides["learning_rate"] = args.update_lr
     replay = {"replay_share": args.replay_share} if args.replay_share is not None else {}
     up_config = update_config(v1, **up_overrides)
     full_config = update_config(v1, full=True)

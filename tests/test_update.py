@@ -174,6 +174,19 @@ def test_update_refuses_nothing_changed_a_name_change_and_a_bad_parent(tmp_path,
         build_update_dataset(pulled, Profile.model_validate(NEW_PROFILE), config)
 
 
+def test_an_update_learns_at_its_own_lower_rate_unless_told(tmp_path, make_adapter):
+    """An update starts from trained weights: it trains at most at UPDATE_LEARNING_RATE (the parent's rate if lower),
+    an explicit rate wins, and a full retrain keeps the parent's."""
+    from andraeus_core.update import UPDATE_LEARNING_RATE
+
+    fast = Adapter.load(make_adapter(tmp_path / "fast", config=tiny_update_config(learning_rate=1e-3)))
+    slow = Adapter.load(make_adapter(tmp_path / "slow", config=tiny_update_config(learning_rate=1e-4)))
+    assert update_config(fast).learning_rate == UPDATE_LEARNING_RATE < 1e-3
+    assert update_config(slow).learning_rate == 1e-4
+    assert update_config(fast, learning_rate=5e-4).learning_rate == 5e-4
+    assert update_config(fast, full=True).learning_rate == 1e-3
+
+
 def test_update_refuses_a_parent_trained_on_another_base_model(tmp_path, make_adapter):
     from andraeus_core.train import train
 
