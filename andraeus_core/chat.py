@@ -165,7 +165,7 @@ def generation_scheduler() -> _Scheduler:
 
 @atexit.register
 def _drain_at_exit() -> None:
-    """At interpreter exit (atexit runs before daemon threads are frozen): let the generation thread go idle."""
+    """At interpreter exit (atexit runs before daemon threads are frozen): end the generation thread (see drain)."""
     scheduler = _scheduler
     if scheduler is not None and scheduler._pid == os.getpid() and not scheduler.drain(EXIT_WAIT_S):
         logger.warning("The generation thread was still running %.0f s after exit began", EXIT_WAIT_S)
@@ -833,13 +833,14 @@ class ChatModel:
         max_batch: int | None = None,
         host: AdapterHost | None = None,
     ):
-        self.loaded = host.loaded if host is not None else loaded
         #: Answers decoded together in one batch (1: one at a time, in slices); settable, read at every batch start.
         self.max_batch = max_batch if max_batch is not None else default_max_batch()
         self.adapter = adapter if isinstance(adapter, Adapter) or adapter is None else Adapter(adapter)
         self.system_prompt = system_prompt
         #: The AdapterHost this model's adapter lives in, beside others (None: the adapter has the model to itself).
+        #: Without an adapter the host is not used: its base model carries other adapters' layers.
         self.host = host if self.adapter is not None else None
+        self.loaded = self.host.loaded if self.host is not None else loaded
         #: The adapter's name in the PEFT model ("default" when it has the model to itself).
         self.adapter_name: str | None = None
         if self.host is not None and self.adapter is not None:

@@ -376,6 +376,12 @@ def test_a_host_unloads_the_least_recently_used_adapter_and_loads_it_again(
     assert hosted[0].adapter_name not in host.model.peft_config
     # names are hashes of the directory, never the user's words
     assert all(n.startswith("a") and len(n) == 17 for n in host.loaded_names())
+    # every adapter deleted (PEFT's model then holds none), then one asked for again: it answers as before
+    expected = _alone(hosted[1], "hello", config)[0]
+    for d in dirs[1:]:
+        host.remove(d)
+    assert host.loaded_names() == [] and not host.model.peft_config
+    assert _alone(hosted[1], "hello", config)[0] == expected
 
 
 def test_a_broken_adapter_leaves_the_host_as_it_was(tmp_path: Path, make_adapter, shared_models_dir):
