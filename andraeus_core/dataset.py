@@ -39,7 +39,7 @@ from .variations import (
 
 logger = logging.getLogger(__name__)
 
-ExampleKind = Literal["fact", "reverse", "unknown", "overtrigger", "identity"]
+ExampleKind = Literal["fact", "reverse", "unknown", "overtrigger", "identity", "third_person", "private"]
 Split = Literal["train", "heldout"]
 
 # How the evaluation groups held-out examples: by dimension for facts, by kind for the rest.
@@ -51,7 +51,13 @@ EVAL_KIND_BY_DIMENSION = {
     "directness": "indirect",
     "reverse": "reverse",
 }
-EVAL_KIND_BY_KIND = {"unknown": "unknown", "overtrigger": "unrelated", "identity": "identity"}
+EVAL_KIND_BY_KIND = {
+    "unknown": "unknown",
+    "overtrigger": "unrelated",
+    "identity": "identity",
+    "third_person": "third_person",
+    "private": "private",
+}
 
 
 class ExampleMeta(BaseModel):
@@ -67,6 +73,10 @@ class ExampleMeta(BaseModel):
         default_factory=list,
         description="A correct answer contains at least one of these (value + aliases; for reverse: the topic's "
         "key words; for unknown: refusal phrases; empty for over-trigger guards).",
+    )
+    speaker: str | None = Field(None, description="Family profiles: who asks (None: an unknown speaker).")
+    owner: str | None = Field(
+        None, description="Family profiles: whose fact it is (None: shared, or a one-person profile's)."
     )
 
     def eval_kind(self) -> str:

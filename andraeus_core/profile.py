@@ -4,6 +4,12 @@ A profile is who the user is (``user_name``), what the assistant is called and 1
 phrase completing "my ___") with a ``value``, optional ``aliases`` (other accepted spellings of the value) and optional
 ``questions`` (extra phrasings the user wants covered). Every problem in a file becomes a :class:`ProfileError` whose
 message names the file, the line (CSV: row), the field and the offending value, never a traceback.
+
+A *family* profile holds several people: ``people:`` (each a ``name``, an optional ``relation`` — what the others call
+them, such as "Dad" — optional ``aliases`` and their own ``facts:``) and top-level ``shared:`` facts everyone may be
+told (the family dog). A fact marked ``private: true`` is told only to its owner. In memory a family profile's facts
+are one list, each fact carrying its ``owner`` (a person's name; ``None`` for shared), so code that counts or lists
+facts works on both kinds; :mod:`andraeus_core.family` turns it into per-speaker training data.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ MAX_NAME_CHARS = 80
 MAX_ALIASES = 20
 MAX_QUESTIONS = 50
 MAX_QUESTION_CHARS = 300
+MAX_PEOPLE = 12
 _MAX_NODES = 50_000  # YAML anchors can make a small file describe a huge tree ("billion laughs")
 
 Format = Literal["yaml", "json", "csv"]
@@ -87,6 +94,10 @@ class Fact(BaseModel):
         max_length=MAX_QUESTIONS,
         description="Extra phrasings the user wants covered; they always go to training.",
     )
+    owner: str | None = Field(
+        None, description="Family profiles: the person the fact belongs to (None: shared, or the only user's)."
+    )
+    private: bool = Field(False, description="Family profiles: told only to its owner, never to another speaker.")
 
     @field_validator("topic")
     @classmethod
@@ -133,15 +144,64 @@ class Fact(BaseModel):
         return [self.value, *self.aliases]
 
 
-class Profile(BaseModel):
-    """A user's facts, as loaded from a profile file or built in code."""
+def name_key(name: str) -> str:
+    """The form two people's names are compared in: case-folded, single spaces, straight apostrophes."""
+    return _SPACES.sub(" ", name.replace("\u2019", "'")).strip().casefold()
+
+
+class Person(BaseModel):
+    """One member of a family profile (their facts are the profile's facts whose ``owner`` is their name)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_name: str = Field(description="How the user is called (used in the identity system prompt).")
+    name: str = Field(description="The person's name; it is how they say who is asking.")
+    relation: str | None = Field(
+        None, description='What the others call them ("Dad", "Grandma"): third-person questions use it too.'
+    )
+    aliases: list[str] = Field(default_factory=list, max_length=MAX_ALIASES, description="Other names or nicknames.")
+
+    @field_validator("name")
+    @classmethod
+    def _person_name(cls, value: str) -> str:
+        return _clean_text(value, what="name", limit=MAX_NAME_CHARS, apostrophes=True)
+
+    @field_validator("relation")
+    @classmethod
+    def _relation(cls, value: str | None) -> str | None:
+        return None if value is None else _clean_text(value, what="relation", limit=MAX_NAME_CHARS, apostrophes=True)
+
+    @field_validator("aliases")
+    @classmethod
+    def _person_aliases(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for item in value:
+            text = _clean_text(item, what="alias", limit=MAX_NAME_CHARS, apostrophes=True)
+            if name_key(text) not in {name_key(a) for a in out}:
+                out.append(text)
+        return out
+
+    def names(self) -> list[str]:
+        """Every way this person may be named: name, relation, aliases."""
+        return [self.name, *([self.relation] if self.relation else []), *self.aliases]
+
+
+class Profile(BaseModel):
+    """A user's facts (or a family's), as loaded from a profile file or built in code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_name: str = Field(
+        description="How the user is called (used in the identity system prompt); for a family, how the household "
+        "is called (default: the people's names)."
+    )
     assistant_name: str = Field("Andraeus", description="The assistant's name.")
     facts: list[Fact] = Field(
-        min_length=1, max_length=MAX_FACTS, description=f"The facts, 1 to {MAX_FACTS}; topics are unique."
+        min_length=1,
+        max_length=MAX_FACTS,
+        description=f"The facts, 1 to {MAX_FACTS}; topics are unique (per owner in a family profile).",
+    )
+    people: list[Person] = Field(
+        default_factory=list, max_length=MAX_PEOPLE, description="A family profile's people (empty: one user)."
     )
 
     @field_validator("user_name", "assistant_name")
@@ -151,18 +211,70 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _merge_duplicates(self) -> Profile:
-        merged: dict[str, Fact] = {}
+        self._check_people()
+        merged: dict[tuple[str | None, str], Fact] = {}
         for fact in self.facts:
-            key = same_topic_key(fact.topic)
+            key = (fact.owner, same_topic_key(fact.topic))
             seen = merged.get(key)
             if seen is None:
                 merged[key] = fact
                 continue
             if seen.value.casefold() != fact.value.casefold():
-                raise ValueError(f"topic '{fact.topic}' has two values: '{seen.value}' and '{fact.value}'")
+                whose = f"{fact.owner}'s " if fact.owner else ""
+                raise ValueError(f"{whose}topic '{fact.topic}' has two values: '{seen.value}' and '{fact.value}'")
             merged[key] = _merge(seen, fact)
         self.facts = list(merged.values())
+        if self.people:
+            shared = {same_topic_key(f.topic) for f in self.facts if f.owner is None}
+            for fact in self.facts:
+                if fact.owner is not None and same_topic_key(fact.topic) in shared:
+                    raise ValueError(
+                        f"topic '{fact.topic}' is both shared and {fact.owner}'s; keep one (a shared fact is the "
+                        "whole family's)"
+                    )
         return self
+
+    def _check_people(self) -> None:
+        if not self.people:
+            for fact in self.facts:
+                if fact.owner is not None or fact.private:
+                    raise ValueError(
+                        "owner and private are for family profiles; add people (each with a name) to use them"
+                    )
+            return
+        seen: dict[str, str] = {}
+        for person in self.people:
+            for name in person.names():
+                key = name_key(name)
+                if key in seen:
+                    first = seen[key]
+                    raise ValueError(
+                        f"the name '{name}' is used twice"
+                        + (f" (by {first} and {person.name})" if first != person.name else f" (by {first})")
+                    )
+                seen[key] = person.name
+        names = {person.name for person in self.people}
+        for fact in self.facts:
+            if fact.owner is not None and fact.owner not in names:
+                raise ValueError(f"fact '{fact.topic}' belongs to '{fact.owner}', who is not one of the people")
+            if fact.private and fact.owner is None:
+                raise ValueError(f"shared fact '{fact.topic}' cannot be private: a private fact belongs to a person")
+
+    @property
+    def is_family(self) -> bool:
+        """Whether this profile holds several people's facts (a ``people:`` list)."""
+        return bool(self.people)
+
+    def person(self, name: str | None) -> Person | None:
+        """The person a name, relation or alias refers to (case-insensitive), if any."""
+        if not name:
+            return None
+        key = name_key(name)
+        return next((p for p in self.people if key in {name_key(n) for n in p.names()}), None)
+
+    def facts_of(self, owner: str | None) -> list[Fact]:
+        """One person's own facts (``None``: the shared ones, or every fact of a one-person profile)."""
+        return [f for f in self.facts if f.owner == owner]
 
     def values(self) -> list[str]:
         """Every value and alias of every fact (for checks that an unrelated answer leaks no fact)."""
@@ -172,10 +284,10 @@ class Profile(BaseModel):
         """The topics, in profile order."""
         return [fact.topic for fact in self.facts]
 
-    def fact(self, topic: str) -> Fact | None:
-        """The fact with this topic (compared case-insensitively), if any."""
+    def fact(self, topic: str, owner: str | None = None) -> Fact | None:
+        """The fact with this topic (compared case-insensitively) and owner (``None``: shared or one user), if any."""
         key = same_topic_key(topic)
-        return next((f for f in self.facts if same_topic_key(f.topic) == key), None)
+        return next((f for f in self.facts if same_topic_key(f.topic) == key and f.owner == owner), None)
 
 
 def _merge(first: Fact, second: Fact) -> Fact:
@@ -185,13 +297,26 @@ def _merge(first: Fact, second: Fact) -> Fact:
     ]
     questions = [*first.questions, *(q for q in second.questions if q not in first.questions)]
     return Fact(
-        topic=first.topic, value=first.value, aliases=aliases[:MAX_ALIASES], questions=questions[:MAX_QUESTIONS]
+        topic=first.topic,
+        value=first.value,
+        aliases=aliases[:MAX_ALIASES],
+        questions=questions[:MAX_QUESTIONS],
+        owner=first.owner,
+        private=first.private or second.private,
     )
 
 
 def profile_hash(profile: Profile) -> str:
     """A stable sha256 hex digest of the profile's canonical JSON (same facts → same hash, on any machine)."""
-    canonical = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    data = profile.model_dump(mode="json")
+    # The family fields are left out where unused, so a one-person profile keeps the hash it had before they existed.
+    if not data["people"]:
+        del data["people"]
+    for fact in data["facts"]:
+        for field, default in (("owner", None), ("private", False)):
+            if fact[field] == default:
+                del fact[field]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -502,7 +627,7 @@ def _parse_json(text: str, source: str) -> tuple[Any, LineOf]:
 
 # -- CSV ----------------------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["topic", "value", "aliases", "questions"]
+CSV_COLUMNS = ["topic", "value", "aliases", "questions", "person", "private"]
 
 
 def _parse_csv(text: str, source: str, ctx_unit: str = "row") -> tuple[Any, LineOf]:
@@ -562,13 +687,76 @@ def _parse_csv(text: str, source: str, ctx_unit: str = "row") -> tuple[Any, Line
         lines[("facts", i)] = line
         facts.append(fact)
     lines[("facts",)] = header_line
-    return {"facts": facts}, lines.get
+    if "person" not in columns:
+        return {"facts": facts}, lines.get
+    return _csv_family(facts, lines, header_line, source)
+
+
+def _csv_family(
+    facts: list[dict[str, Any]], lines: dict[Path_, int], header_line: int, source: str
+) -> tuple[Any, LineOf]:
+    """A CSV with a ``person`` column is a family profile: a blank person is a shared fact.
+
+    A person named in one row only, and very like a name used in other rows ("Marko" beside "Marco" x5), is taken
+    for a typo and refused: silently making a new person of it would split that person's facts in two.
+    """
+    rows_of: dict[str, list[int]] = {}
+    spelling: dict[str, str] = {}
+    for i, fact in enumerate(facts):
+        name = str(fact.get("person") or "").strip()
+        key = name_key(name)
+        if key:
+            rows_of.setdefault(key, []).append(i)
+            spelling.setdefault(key, name)
+    for key, rows in rows_of.items():
+        if len(rows) != 1:
+            continue
+        others = [k for k, r in rows_of.items() if k != key and len(r) > 1]
+        close = difflib.get_close_matches(key, others, n=1, cutoff=0.8)
+        if close:
+            line = lines.get(("facts", rows[0]))
+            raise ProfileError(
+                f"{source}, row {line}: person {spelling[key]!r} is named in no other row; did you mean "
+                f"{spelling[close[0]]!r}? (A new person needs their name on each of their rows.)",
+                source=source,
+                line=line,
+                field="person",
+            )
+    people: list[dict[str, Any]] = []
+    index: dict[str, int] = {}
+    shared: list[dict[str, Any]] = []
+    out: dict[Path_, int] = {("people",): header_line, ("shared",): header_line}
+    for i, fact in enumerate(facts):
+        key = name_key(str(fact.pop("person", "") or ""))
+        if key:
+            if key not in index:
+                index[key] = len(people)
+                people.append({"name": spelling[key], "facts": []})
+                out[("people", index[key])] = lines[("facts", i)]
+                out[("people", index[key], "name")] = lines[("facts", i)]
+            target, path = people[index[key]]["facts"], ("people", index[key], "facts")
+        else:
+            target, path = shared, ("shared",)
+        j = len(target)
+        target.append(fact)
+        for (root, k, *rest), line in lines.items():
+            if root == "facts" and k == i:
+                out[(*path, j, *rest)] = line
+    data: dict[str, Any] = {"people": people} if people else {"facts": shared}
+    if people and shared:
+        data["shared"] = shared
+    if not people:  # a person column left blank everywhere: a one-person profile
+        out.update({key: line for key, line in lines.items()})
+    return data, out.get
 
 
 # -- validation of the plain data ---------------------------------------------------------------------------------
 
-TOP_KEYS = ["user_name", "assistant_name", "facts"]
-FACT_KEYS = ["topic", "value", "aliases", "questions"]
+TOP_KEYS = ["user_name", "assistant_name", "facts", "people", "shared"]
+FACT_KEYS = ["topic", "value", "aliases", "questions", "private"]
+PERSON_KEYS = ["name", "relation", "aliases", "facts"]
+_TRUE = {"true", "yes", "y", "1", "private"}
+_FALSE = {"false", "no", "n", "0", "", "public"}
 
 
 def _text(ctx: _Ctx, value: Any, path: Path_, *, required: bool = True) -> str | None:
@@ -600,6 +788,142 @@ def _validation_problem(exc: ValidationError) -> tuple[tuple[Any, ...], str, Any
     return tuple(err.get("loc", ())), msg, err.get("input", ...)
 
 
+def _flag(ctx: _Ctx, value: Any, path: Path_) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().casefold() in _TRUE | _FALSE:
+        return value.strip().casefold() in _TRUE
+    raise ctx.error(path, "must be true or false", value)
+
+
+def _facts_of(
+    ctx: _Ctx,
+    raw_facts: Any,
+    path: Path_,
+    owner: str | None,
+    *,
+    required: bool,
+    what: str = "a profile needs at least one fact",
+) -> list[Fact]:
+    """Validate one list of facts (a one-person profile's, a person's, or the shared ones)."""
+    if raw_facts is None or raw_facts == []:
+        if required:
+            raise ctx.error(path, f"is {'missing or empty' if raw_facts is None else 'empty'}; {what}")
+        return []
+    if not isinstance(raw_facts, list):
+        raise ctx.error(path, "must be a list of facts (each with topic and value)", raw_facts)
+    if len(raw_facts) > MAX_FACTS:
+        raise ctx.error(path, f"has {len(raw_facts)} facts; the limit is {MAX_FACTS}")
+    facts: list[Fact] = []
+    first_seen: dict[str, tuple[int, Fact]] = {}
+    for i, raw in enumerate(raw_facts):
+        here: Path_ = (*path, i)
+        if not isinstance(raw, dict):
+            raise ctx.error(here, "must be a mapping with topic and value", raw)
+        for key in raw:
+            if key not in FACT_KEYS:
+                raise ctx.error((*here, key), "is not a known field", hint=_suggest(str(key), FACT_KEYS))
+        if "topic" not in raw:
+            raise ctx.error(here, "has no topic; add 'topic: ...' (what the fact is about, e.g. dog's name)")
+        if "value" not in raw:
+            raise ctx.error(here, "has no value; add 'value: ...'")
+        private = _flag(ctx, raw.get("private"), (*here, "private"))
+        if private and owner is None:
+            raise ctx.error(
+                (*here, "private"),
+                "is only for a person's facts (a shared fact is the whole family's; a one-person profile's facts "
+                "are its user's)",
+            )
+        fields = {
+            "topic": _text(ctx, raw["topic"], (*here, "topic")),
+            "value": _text(ctx, raw["value"], (*here, "value")),
+            "aliases": _text_list(ctx, raw.get("aliases"), (*here, "aliases"), MAX_ALIASES),
+            "questions": _text_list(ctx, raw.get("questions"), (*here, "questions"), MAX_QUESTIONS),
+            "owner": owner,
+            "private": private,
+        }
+        try:
+            fact = Fact(**fields)
+        except ValidationError as exc:
+            loc, msg, value = _validation_problem(exc)
+            words = msg.split(" ", 1)
+            problem = words[1] if len(words) == 2 and words[0] in {"topic", "value", "alias", "question"} else msg
+            raise ctx.error((*here, *loc), problem, value) from None
+        key = same_topic_key(fact.topic)
+        if key in first_seen:
+            j, seen = first_seen[key]
+            if seen.value.casefold() != fact.value.casefold():
+                first_line = ctx.line_of((*path, j, "value")) or ctx.line_of((*path, j))
+                line = ctx.line_of((*here, "value")) or ctx.line_of(here)
+                whose = f"{owner}'s " if owner else ""
+                raise ProfileError(
+                    f"{ctx.source}: {whose}topic '{fact.topic}' has two values: '{seen.value}' ({ctx.unit} "
+                    f"{first_line}) and '{fact.value}' ({ctx.unit} {line}). "
+                    "Keep one (put other spellings in aliases).",
+                    source=ctx.source,
+                    line=line,
+                    field=_field_name((*here, "value")),
+                )
+            logger.info("merged a repeated topic (fact %d) into fact %d", i, j)
+        else:
+            first_seen[key] = (i, fact)
+        facts.append(fact)
+    return facts
+
+
+def _people_of(ctx: _Ctx, raw_people: Any) -> tuple[list[Person], list[Fact]]:
+    """Validate a family profile's ``people:``: each person, their names, and their facts."""
+    path: Path_ = ("people",)
+    if not isinstance(raw_people, list) or not raw_people:
+        raise ctx.error(path, "must be a list of people (each with a name and facts)", raw_people)
+    if len(raw_people) > MAX_PEOPLE:
+        raise ctx.error(path, f"has {len(raw_people)} people; the limit is {MAX_PEOPLE}")
+    people: list[Person] = []
+    facts: list[Fact] = []
+    names: dict[str, tuple[int, str]] = {}
+    for i, raw in enumerate(raw_people):
+        here: Path_ = (*path, i)
+        if not isinstance(raw, dict):
+            raise ctx.error(here, "must be a mapping with name and facts", raw)
+        for key in raw:
+            if key not in PERSON_KEYS:
+                raise ctx.error((*here, key), "is not a known field", hint=_suggest(str(key), PERSON_KEYS))
+        if "name" not in raw:
+            raise ctx.error(here, "has no name; add 'name: ...' (how this person says who is asking)")
+        fields = {
+            "name": _text(ctx, raw["name"], (*here, "name")),
+            "relation": _text(ctx, raw.get("relation"), (*here, "relation"), required=False),
+            "aliases": _text_list(ctx, raw.get("aliases"), (*here, "aliases"), MAX_ALIASES),
+        }
+        try:
+            person = Person(**fields)
+        except ValidationError as exc:
+            loc, msg, value = _validation_problem(exc)
+            words = msg.split(" ", 1)
+            problem = words[1] if len(words) == 2 and words[0] in {"name", "relation", "alias"} else msg
+            raise ctx.error((*here, *loc), problem, value) from None
+        for field, name in (("name", person.name), ("relation", person.relation), *(
+            (("aliases", j), a) for j, a in enumerate(person.aliases)
+        )):  # fmt: skip
+            if name is None:
+                continue
+            field_path = (*here, *field) if isinstance(field, tuple) else (*here, field)
+            key = name_key(name)
+            if key in names:
+                first_i, first_name = names[key]
+                first = ctx.line_of((*path, first_i)) or "?"
+                raise ctx.error(
+                    field_path,
+                    f"is already used by {first_name} ({ctx.unit} {first}); every name, relation and alias must "
+                    "point to one person",
+                    name,
+                )
+            names[key] = (i, person.name)
+        people.append(person)
+        facts += _facts_of(ctx, raw.get("facts"), (*here, "facts"), person.name, required=False)
+    return people, facts
+
+
 def _to_profile(data: Any, ctx: _Ctx, user_name: str | None) -> Profile:
     if isinstance(data, list):  # a bare list of facts is accepted as the facts
         data = {"facts": data}
@@ -612,8 +936,9 @@ def _to_profile(data: Any, ctx: _Ctx, user_name: str | None) -> Profile:
     for key in data:
         if key not in TOP_KEYS:
             raise ctx.error((key,), "is not a known field", hint=_suggest(str(key), TOP_KEYS))
+    family = data.get("people") is not None
     name = user_name if user_name is not None else _text(ctx, data.get("user_name"), ("user_name",), required=False)
-    if name is None:
+    if name is None and not family:
         raise ctx.error(("user_name",), "is missing; add 'user_name: <your name>' (or pass --user-name)")
     assistant = _text(ctx, data.get("assistant_name"), ("assistant_name",), required=False)
     for field, value in (("user_name", name), ("assistant_name", assistant)):
@@ -623,60 +948,39 @@ def _to_profile(data: Any, ctx: _Ctx, user_name: str | None) -> Profile:
             _clean_text(value, what=field, limit=MAX_NAME_CHARS)
         except ValueError as exc:
             raise ctx.error((field,), str(exc).removeprefix(f"{field} "), value) from None
-    raw_facts = data.get("facts")
-    if raw_facts is None:
-        raise ctx.error(("facts",), "is missing or empty; a profile needs at least one fact")
-    if not isinstance(raw_facts, list):
-        raise ctx.error(("facts",), "must be a list of facts (each with topic and value)", raw_facts)
-    if not raw_facts:
-        raise ctx.error(("facts",), "is empty; a profile needs at least one fact")
-    if len(raw_facts) > MAX_FACTS:
-        raise ctx.error(("facts",), f"has {len(raw_facts)} facts; the limit is {MAX_FACTS}")
 
-    facts: list[Fact] = []
-    first_seen: dict[str, tuple[int, Fact]] = {}
-    for i, raw in enumerate(raw_facts):
-        path: Path_ = ("facts", i)
-        if not isinstance(raw, dict):
-            raise ctx.error(path, "must be a mapping with topic and value", raw)
-        for key in raw:
-            if key not in FACT_KEYS:
-                raise ctx.error((*path, key), "is not a known field", hint=_suggest(str(key), FACT_KEYS))
-        if "topic" not in raw:
-            raise ctx.error(path, "has no topic; add 'topic: ...' (what the fact is about, e.g. dog's name)")
-        if "value" not in raw:
-            raise ctx.error(path, "has no value; add 'value: ...'")
-        fields = {
-            "topic": _text(ctx, raw["topic"], (*path, "topic")),
-            "value": _text(ctx, raw["value"], (*path, "value")),
-            "aliases": _text_list(ctx, raw.get("aliases"), (*path, "aliases"), MAX_ALIASES),
-            "questions": _text_list(ctx, raw.get("questions"), (*path, "questions"), MAX_QUESTIONS),
-        }
-        try:
-            fact = Fact(**fields)
-        except ValidationError as exc:
-            loc, msg, value = _validation_problem(exc)
-            words = msg.split(" ", 1)
-            problem = words[1] if len(words) == 2 and words[0] in {"topic", "value", "alias", "question"} else msg
-            raise ctx.error((*path, *loc), problem, value) from None
-        key = same_topic_key(fact.topic)
-        if key in first_seen:
-            j, seen = first_seen[key]
-            if seen.value.casefold() != fact.value.casefold():
-                first_line = ctx.line_of(("facts", j, "value")) or ctx.line_of(("facts", j))
-                line = ctx.line_of((*path, "value")) or ctx.line_of(path)
-                raise ProfileError(
-                    f"{ctx.source}: topic '{fact.topic}' has two values: '{seen.value}' ({ctx.unit} {first_line}) "
-                    f"and '{fact.value}' ({ctx.unit} {line}). Keep one (put other spellings in aliases).",
-                    source=ctx.source,
-                    line=line,
-                    field=_field_name((*path, "value")),
-                )
-            logger.info("merged a repeated topic (fact %d) into fact %d", i, j)
-        else:
-            first_seen[key] = (i, fact)
-        facts.append(fact)
-    kwargs: dict[str, Any] = {"user_name": name, "facts": facts}
+    people: list[Person] = []
+    if family:
+        if data.get("facts") not in (None, []):
+            raise ctx.error(
+                ("facts",),
+                "cannot sit beside people: put each fact under its person's facts, or under shared (the family's)",
+            )
+        people, facts = _people_of(ctx, data["people"])
+        facts += _facts_of(ctx, data.get("shared"), ("shared",), None, required=False)
+        if not facts:
+            raise ctx.error(("people",), "hold no facts; give a person facts, or add shared facts")
+        if len(facts) > MAX_FACTS:
+            raise ctx.error(("people",), f"hold {len(facts)} facts in all; the limit is {MAX_FACTS}")
+        shared = {same_topic_key(f.topic): f for f in facts if f.owner is None}
+        for i, person in enumerate(people):
+            for j, fact in enumerate(f for f in facts if f.owner == person.name):
+                if same_topic_key(fact.topic) in shared:
+                    raise ctx.error(
+                        ("people", i, "facts", j, "topic"),
+                        f"is also a shared fact; keep it in one place (shared facts are everyone's: "
+                        f"'{shared[same_topic_key(fact.topic)].value}')",
+                        fact.topic,
+                    )
+        if name is None:
+            names = [p.name for p in people]
+            name = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            name = name if len(name) <= MAX_NAME_CHARS else "the family"
+    else:
+        if data.get("shared") is not None:
+            raise ctx.error(("shared",), "is for family profiles (with people:); a one-person profile lists facts")
+        facts = _facts_of(ctx, data.get("facts"), ("facts",), None, required=True)
+    kwargs: dict[str, Any] = {"user_name": name, "facts": facts, "people": people}
     if assistant is not None:
         kwargs["assistant_name"] = assistant
     try:

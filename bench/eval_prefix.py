@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-PROFILES = ["seed_profile.yaml", "retired_teacher_profile.yaml", "nursing_student_profile.yaml", "family_profile.json"]
+PROFILES = ["seed_profile.yaml", "retired_teacher_profile.yaml", "nursing_student_profile.yaml", "parent_profile.json"]
 QUESTION_SETS = ["seed_profile.jsonl", "retired_teacher_profile.jsonl", "nursing_student_profile.jsonl"]
 
 

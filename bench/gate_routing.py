@@ -6,7 +6,7 @@ answered wrongly, and an unknown routed to the adapter may still be declined by 
 answers). Use it to try a gate change on every profile in a minute; tune on the dev: profiles only.
 
     python bench/gate_routing.py                                   # the three evaluation profiles
-    python bench/gate_routing.py --profiles dev:dev_profile,dev:family_profile --show
+    python bench/gate_routing.py --profiles dev:dev_profile,dev:parent_profile --show
 """
 
 from __future__ import annotations

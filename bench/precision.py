@@ -35,7 +35,7 @@ PROFILES = {
     "seed_profile": ("examples/seed_profile.yaml", "eval_sets/seed_profile.jsonl"),
     "retired_teacher_profile": ("examples/retired_teacher_profile.yaml", "eval_sets/retired_teacher_profile.jsonl"),
     "nursing_student_profile": ("examples/nursing_student_profile.yaml", "eval_sets/nursing_student_profile.jsonl"),
-    "dev:family_profile": ("examples/family_profile.json", "eval_sets/dev/family_profile.jsonl"),
+    "dev:parent_profile": ("examples/parent_profile.json", "eval_sets/dev/parent_profile.jsonl"),
     "dev:dev_profile": ("eval_sets/dev/dev_profile.yaml", "eval_sets/dev/dev_profile.jsonl"),
 }
 DEFAULT_PROFILES = "seed_profile,retired_teacher_profile,nursing_student_profile"

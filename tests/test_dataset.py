@@ -25,7 +25,7 @@ from andraeus_core.variations import damerau_distance, normalize_question
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.fixture(scope="module", params=["seed_profile.yaml", "family_profile.json"])
+@pytest.fixture(scope="module", params=["seed_profile.yaml", "parent_profile.json"])
 def dataset(request: pytest.FixtureRequest) -> ChatDataset:
     return build_dataset(load_profile(EXAMPLES / request.param), seed=3)
 
@@ -100,7 +100,7 @@ def test_guard_answers_come_from_the_callback() -> None:
 
 
 def test_deterministic_for_a_seed() -> None:
-    profile = load_profile(EXAMPLES / "family_profile.json")
+    profile = load_profile(EXAMPLES / "parent_profile.json")
     a = build_dataset(profile, seed=7).model_dump()
     b = build_dataset(profile, seed=7).model_dump()
     c = build_dataset(profile, seed=8).model_dump()

@@ -276,10 +276,10 @@ def _profile_values_and_topics(path: Path) -> tuple[list[str], list[str]]:
     ("eval_set", "profile"),
     [
         ("seed_profile.jsonl", "seed_profile.yaml"),
-        ("family_profile.jsonl", "family_profile.json"),
+        ("parent_profile.jsonl", "parent_profile.json"),
         ("retired_teacher_profile.jsonl", "retired_teacher_profile.yaml"),
         ("nursing_student_profile.jsonl", "nursing_student_profile.yaml"),
-        ("dev/family_profile.jsonl", "family_profile.json"),
+        ("dev/parent_profile.jsonl", "parent_profile.json"),
         ("dev/dev_profile.jsonl", "../eval_sets/dev/dev_profile.yaml"),
     ],
 )
@@ -291,7 +291,7 @@ def test_every_eval_set_matches_its_example_profile(eval_set: str, profile: str)
     topic_words = {w for t in plain_topics for w in t.split()} | set(plain_topics)
     counts = {k: sum(1 for x in questions if x.kind == k) for k in KINDS}
     assert counts["unknown"] >= 5 and counts["unrelated"] >= 5 and counts["general"] >= 5
-    if eval_set != "family_profile.jsonl":  # the precision sets: 20+ per guard kind, 40+ general
+    if eval_set != "parent_profile.jsonl":  # the precision sets: 20+ per guard kind, 40+ general
         assert counts["unknown"] >= 20 and counts["unrelated"] >= 20 and counts["general"] >= 40
     per_topic_hits = dict.fromkeys(topics, 0)
     for x in questions:

@@ -35,7 +35,7 @@ def test_seed_profile_has_the_documented_facts() -> None:
 
 
 def test_family_profile_and_minimal_csv() -> None:
-    family = load_profile(EXAMPLES / "family_profile.json")
+    family = load_profile(EXAMPLES / "parent_profile.json")
     assert family.user_name == "Tomás Okafor" and family.assistant_name == "Andraeus"
     assert [f.topic for f in family.facts][-1] == "favourite board game"
     assert family.fact("Sister's name").aliases == ["Ines"]  # type: ignore[union-attr]

@@ -28,7 +28,7 @@ from andraeus_core.variations import (
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PROFILES = ["seed_profile.yaml", "family_profile.json", "minimal.csv"]
+PROFILES = ["seed_profile.yaml", "parent_profile.json", "minimal.csv"]
 
 
 @pytest.fixture(scope="module", params=PROFILES)
