@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .adapter import Adapter
 from .errors import AdapterError, ConfigError
+from .family import DisclosureGuard, disclosure_guard, resolve_speaker, speaker_choices, speaker_system_prompt
 from .gate import ABSTENTION_PREFIX, Route, abstention
 from .hub import resolve_adapter
 from .models import LoadedModel, Quantize, get_cached_model, load_model
+from .profile import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -913,6 +915,34 @@ class ChatModel:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
+    @property
+    def profile(self) -> Profile | None:
+        """The profile the adapter was trained on (None: no adapter, or a pulled one without its private file)."""
+        return self.adapter.private.profile if self.adapter is not None else None
+
+    @property
+    def speakers(self) -> list[str]:
+        """A family adapter's people, who may say who is asking (empty for a one-person adapter)."""
+        return speaker_choices(self.profile)
+
+    def speaker_prompt(self, speaker: str | None, system: str | None = None) -> tuple[str | None, DisclosureGuard]:
+        """The system prompt for ``speaker`` and the rule that keeps others' private facts from them.
+
+        For a family adapter the speaker's prompt replaces any other when a speaker is named, and is the default
+        otherwise; what is withheld depends on ``speaker`` alone, never on a prompt a caller wrote. For a one-person
+        adapter ``system`` is returned as it is, and naming a speaker is an error.
+
+        Raises:
+            ConfigError: a speaker for a one-person adapter, or a name that is no one in the family.
+        """
+        profile = self.profile
+        person = resolve_speaker(profile, speaker)  # raises for a one-person adapter or an unknown name
+        if profile is None or not profile.is_family:
+            return system, disclosure_guard(None, None)
+        if person is not None or system is None:
+            system = speaker_system_prompt(profile, person)
+        return system, disclosure_guard(profile, person)
+
     def stream(
         self,
         messages: Sequence[Message | dict[str, str]],
@@ -925,8 +955,14 @@ class ChatModel:
         trace: dict[str, Any] | None = None,
         timeout_s: float | None = None,
         cancel: threading.Event | None = None,
+        speaker: str | None = None,
     ) -> Iterator[str]:
         """Yield the answer piece by piece as it is generated.
+
+        For a family adapter ``speaker`` (a name, relation or alias) says who is asking: the answer is theirs
+        ("my birthday" is the speaker's), and a value of someone else's private fact is never sent — the answer is
+        replaced by a refusal. Where such a value could be said (a speaker, or no speaker, with private facts of others
+        in the profile) the answer is checked whole and sent as one piece.
 
         Generation runs on this process's generation thread, never waiting for the reader: it pauses when the reader
         falls :data:`BUFFER_PIECES` pieces behind and ends when the reader goes away (the iterator is closed) or
@@ -944,7 +980,51 @@ class ChatModel:
             trace: when given, ``trace["route"]`` is set to who answered: ``adapter``, ``abstain`` or ``base``.
             timeout_s: the longest the generation may run (queueing included); then it ends as if cut by length.
             cancel: set it from another thread to end the generation at its next token.
+            speaker: who is asking, for a family adapter (see above); an error for a one-person adapter.
+
+        Raises:
+            ConfigError: a malformed conversation, or a ``speaker`` that is not one of the family.
         """
+        system, guard = self.speaker_prompt(speaker, system)
+        pieces = self._stream(
+            messages,
+            config,
+            system=system,
+            use_adapter=use_adapter,
+            usage=usage,
+            gate=gate,
+            trace=trace,
+            timeout_s=timeout_s,
+            cancel=cancel,
+        )
+        if not guard:
+            yield from pieces
+            return
+        question = str(self.build_messages(messages, system)[-1]["content"])
+        try:
+            text = "".join(pieces)
+        finally:
+            pieces.close()
+        refused = guard.check(text, question) if use_adapter else None
+        if refused is not None:
+            logger.info("an answer stated a private fact the speaker may not be told; sent the refusal instead")
+            if trace is not None:
+                trace["withheld"] = True
+        yield refused if refused is not None else text
+
+    def _stream(
+        self,
+        messages: Sequence[Message | dict[str, str]],
+        config: GenerationConfig | None = None,
+        *,
+        system: str | None = None,
+        use_adapter: bool = True,
+        usage: dict[str, Any] | None = None,
+        gate: bool = True,
+        trace: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
         config = config or GenerationConfig()
         inputs = self.prompt_ids(messages, system)
         prompt = inputs["input_ids"]
@@ -1033,9 +1113,11 @@ class ChatModel:
         system: str | None = None,
         use_adapter: bool = True,
         gate: bool = True,
+        speaker: str | None = None,
     ) -> str:
         """The whole answer as one string (see :meth:`stream`)."""
-        return "".join(self.stream(messages, config, system=system, use_adapter=use_adapter, gate=gate)).strip()
+        pieces = self.stream(messages, config, system=system, use_adapter=use_adapter, gate=gate, speaker=speaker)
+        return "".join(pieces).strip()
 
     def _abstain(
         self, messages: Sequence[Message | dict[str, str]], system: str | None, question: str, max_tokens: int
