@@ -739,9 +739,9 @@ def _csv_family(
             target, path = shared, ("shared",)
         j = len(target)
         target.append(fact)
-        for (root, k, *rest), line in lines.items():
-            if root == "facts" and k == i:
-                out[(*path, j, *rest)] = line
+        for key_path, line in lines.items():
+            if len(key_path) >= 2 and key_path[0] == "facts" and key_path[1] == i:
+                out[(*path, j, *key_path[2:])] = line
     data: dict[str, Any] = {"people": people} if people else {"facts": shared}
     if people and shared:
         data["shared"] = shared
