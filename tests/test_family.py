@@ -332,3 +332,17 @@ def test_chat_speaker_on_a_one_person_adapter_is_an_error(tmp_path: Path, make_a
     assert chat.speakers == []
     with pytest.raises(ConfigError, match="speaker is for family adapters"):
         chat.reply([{"role": "user", "content": "hi"}], speaker="Sam")
+
+
+def test_table_rows_round_trip_a_family_and_keep_relations() -> None:
+    from andraeus_core.profile import profile_from_rows
+
+    profile = load_profile(EXAMPLES / "family_profile.yaml")
+    rows = [[f.topic, f.value, "|".join(f.aliases), f.owner or "", "yes" if f.private else ""] for f in profile.facts]
+    again = profile_from_rows(rows, user_name=profile.user_name, people=profile.people)
+    assert profile_hash(again) == profile_hash(profile)
+    rows[3][3] = "Nadai"
+    with pytest.raises(ProfileError, match="row 4: person 'Nadai' is named in no other row; did you mean 'Nadia'"):
+        profile_from_rows(rows, user_name="x")
+    # Three cells per row (no person column) is a one-person table, as before.
+    assert not profile_from_rows([["dog's name", "Rex"]], user_name="Sam").is_family
