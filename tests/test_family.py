@@ -346,3 +346,23 @@ def test_table_rows_round_trip_a_family_and_keep_relations() -> None:
         profile_from_rows(rows, user_name="x")
     # Three cells per row (no person column) is a one-person table, as before.
     assert not profile_from_rows([["dog's name", "Rex"]], user_name="Sam").is_family
+
+
+def test_variations_of_a_family_are_keyed_by_person() -> None:
+    from andraeus_core.variations import generate_variations
+
+    profile = load_profile(EXAMPLES / "family_profile.yaml")
+    out = generate_variations(profile, per_fact=6)
+    assert len(out) == 28
+    assert {"Nadia: birthday", "Karim: birthday", "Leila: birthday", "dog's name"} <= set(out)
+    assert all("November 23" in a for p in out["Karim: birthday"] for a in p.answers if p.style == "direct")
+
+
+def test_hub_treats_the_familys_names_as_private(tmp_path: Path, make_adapter: Any) -> None:
+    from andraeus_core.adapter import Adapter
+    from andraeus_core.hub import _private_strings
+
+    adapter = Adapter.load(make_adapter(tmp_path / "family", profile=FAMILY_DICT))
+    secrets = dict(_private_strings(adapter, include_user_name=False))
+    assert secrets["people[0].name"] == "Ana" and secrets["people[1].aliases[0]"] == "Benny"
+    assert "9912" in secrets.values()
