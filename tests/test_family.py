@@ -366,3 +366,15 @@ def test_hub_treats_the_familys_names_as_private(tmp_path: Path, make_adapter: A
     secrets = dict(_private_strings(adapter, include_user_name=False))
     assert secrets["people[0].name"] == "Ana" and secrets["people[1].aliases[0]"] == "Benny"
     assert "9912" in secrets.values()
+
+
+def test_family_diff_matches_facts_per_person() -> None:
+    from andraeus_core.update import diff_profiles
+
+    old = family()
+    new = parse_profile(FAMILY_YAML.replace("June 8", "June 9"), fmt="yaml")
+    diff = diff_profiles(old, new)
+    assert [(c.kind, c.old.owner, c.new.value) for c in diff.changes] == [("changed", "Ben", "June 9")]
+    flipped = parse_profile(FAMILY_YAML.replace('value: "9912", private: true', 'value: "9912"'), fmt="yaml")
+    assert not diff_profiles(old, flipped).empty
+    assert diff_profiles(old, family()).empty
