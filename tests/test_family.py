@@ -332,3 +332,49 @@ def test_chat_speaker_on_a_one_person_adapter_is_an_error(tmp_path: Path, make_a
     assert chat.speakers == []
     with pytest.raises(ConfigError, match="speaker is for family adapters"):
         chat.reply([{"role": "user", "content": "hi"}], speaker="Sam")
+
+
+def test_table_rows_round_trip_a_family_and_keep_relations() -> None:
+    from andraeus_core.profile import profile_from_rows
+
+    profile = load_profile(EXAMPLES / "family_profile.yaml")
+    rows = [[f.topic, f.value, "|".join(f.aliases), f.owner or "", "yes" if f.private else ""] for f in profile.facts]
+    again = profile_from_rows(rows, user_name=profile.user_name, people=profile.people)
+    assert profile_hash(again) == profile_hash(profile)
+    rows[3][3] = "Nadai"
+    with pytest.raises(ProfileError, match="row 4: person 'Nadai' is named in no other row; did you mean 'Nadia'"):
+        profile_from_rows(rows, user_name="x")
+    # Three cells per row (no person column) is a one-person table, as before.
+    assert not profile_from_rows([["dog's name", "Rex"]], user_name="Sam").is_family
+
+
+def test_variations_of_a_family_are_keyed_by_person() -> None:
+    from andraeus_core.variations import generate_variations
+
+    profile = load_profile(EXAMPLES / "family_profile.yaml")
+    out = generate_variations(profile, per_fact=6)
+    assert len(out) == 28
+    assert {"Nadia: birthday", "Karim: birthday", "Leila: birthday", "dog's name"} <= set(out)
+    assert all("November 23" in a for p in out["Karim: birthday"] for a in p.answers if p.style == "direct")
+
+
+def test_hub_treats_the_familys_names_as_private(tmp_path: Path, make_adapter: Any) -> None:
+    from andraeus_core.adapter import Adapter
+    from andraeus_core.hub import _private_strings
+
+    adapter = Adapter.load(make_adapter(tmp_path / "family", profile=FAMILY_DICT))
+    secrets = dict(_private_strings(adapter, include_user_name=False))
+    assert secrets["people[0].name"] == "Ana" and secrets["people[1].aliases[0]"] == "Benny"
+    assert "9912" in secrets.values()
+
+
+def test_family_diff_matches_facts_per_person() -> None:
+    from andraeus_core.update import diff_profiles
+
+    old = family()
+    new = parse_profile(FAMILY_YAML.replace("June 8", "June 9"), fmt="yaml")
+    diff = diff_profiles(old, new)
+    assert [(c.kind, c.old.owner, c.new.value) for c in diff.changes] == [("changed", "Ben", "June 9")]
+    flipped = parse_profile(FAMILY_YAML.replace('value: "9912", private: true', 'value: "9912"'), fmt="yaml")
+    assert not diff_profiles(old, flipped).empty
+    assert diff_profiles(old, family()).empty
