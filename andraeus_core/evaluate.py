@@ -58,6 +58,7 @@ from .family import (
     disclosure_guard,
     household_name,
     resolve_speaker,
+    significant,
     speaker_system_prompt,
     withheld_facts,
 )
@@ -383,7 +384,7 @@ def cross_person_values(profile: Profile, question: Question, answer: str) -> li
         v
         for f in profile.facts
         if f.owner not in (None, speaker.name)
-        for v in f.accepted()
+        for v in significant(f.accepted())
         if normalize(v) not in own and not any(contains_any(e, [v]) for e in expect)
     ]
     return mentioned_values(answer, others, question=question.question)
