@@ -753,7 +753,7 @@ def _csv_family(
 # -- validation of the plain data ---------------------------------------------------------------------------------
 
 TOP_KEYS = ["user_name", "assistant_name", "facts", "people", "shared"]
-FACT_KEYS = ["topic", "value", "aliases", "questions", "private"]
+FACT_KEYS = ["topic", "value", "aliases", "questions", "private", "owner"]
 PERSON_KEYS = ["name", "relation", "aliases", "facts"]
 _TRUE = {"true", "yes", "y", "1", "private"}
 _FALSE = {"false", "no", "n", "0", "", "public"}
@@ -804,6 +804,7 @@ def _facts_of(
     *,
     required: bool,
     what: str = "a profile needs at least one fact",
+    owners: set[str] | None = None,
 ) -> list[Fact]:
     """Validate one list of facts (a one-person profile's, a person's, or the shared ones)."""
     if raw_facts is None or raw_facts == []:
@@ -827,8 +828,18 @@ def _facts_of(
             raise ctx.error(here, "has no topic; add 'topic: ...' (what the fact is about, e.g. dog's name)")
         if "value" not in raw:
             raise ctx.error(here, "has no value; add 'value: ...'")
+        if "owner" in raw:  # the flat form a Profile's own JSON dump has: each fact names its owner
+            named = _text(ctx, raw["owner"], (*here, "owner"), required=False)
+            if named is not None and (owners is None or named not in owners):
+                problem = "names no one in people" if owners else "is for family profiles (a profile with people)"
+                raise ctx.error((*here, "owner"), problem, named)
+            if owner is not None and named != owner:
+                raise ctx.error((*here, "owner"), f"differs from the person the fact is listed under ({owner})", named)
+            owner_here = named
+        else:
+            owner_here = owner
         private = _flag(ctx, raw.get("private"), (*here, "private"))
-        if private and owner is None:
+        if private and owner_here is None:
             raise ctx.error(
                 (*here, "private"),
                 "is only for a person's facts (a shared fact is the whole family's; a one-person profile's facts "
@@ -839,7 +850,7 @@ def _facts_of(
             "value": _text(ctx, raw["value"], (*here, "value")),
             "aliases": _text_list(ctx, raw.get("aliases"), (*here, "aliases"), MAX_ALIASES),
             "questions": _text_list(ctx, raw.get("questions"), (*here, "questions"), MAX_QUESTIONS),
-            "owner": owner,
+            "owner": owner_here,
             "private": private,
         }
         try:
@@ -849,13 +860,13 @@ def _facts_of(
             words = msg.split(" ", 1)
             problem = words[1] if len(words) == 2 and words[0] in {"topic", "value", "alias", "question"} else msg
             raise ctx.error((*here, *loc), problem, value) from None
-        key = same_topic_key(fact.topic)
+        key = (fact.owner, same_topic_key(fact.topic))
         if key in first_seen:
             j, seen = first_seen[key]
             if seen.value.casefold() != fact.value.casefold():
                 first_line = ctx.line_of((*path, j, "value")) or ctx.line_of((*path, j))
                 line = ctx.line_of((*here, "value")) or ctx.line_of(here)
-                whose = f"{owner}'s " if owner else ""
+                whose = f"{owner_here}'s " if owner_here else ""
                 raise ProfileError(
                     f"{ctx.source}: {whose}topic '{fact.topic}' has two values: '{seen.value}' ({ctx.unit} "
                     f"{first_line}) and '{fact.value}' ({ctx.unit} {line}). "
@@ -936,7 +947,7 @@ def _to_profile(data: Any, ctx: _Ctx, user_name: str | None) -> Profile:
     for key in data:
         if key not in TOP_KEYS:
             raise ctx.error((key,), "is not a known field", hint=_suggest(str(key), TOP_KEYS))
-    family = data.get("people") is not None
+    family = bool(data.get("people"))  # "people: []" (a one-person profile's own JSON dump) is no family
     name = user_name if user_name is not None else _text(ctx, data.get("user_name"), ("user_name",), required=False)
     if name is None and not family:
         raise ctx.error(("user_name",), "is missing; add 'user_name: <your name>' (or pass --user-name)")
@@ -951,12 +962,18 @@ def _to_profile(data: Any, ctx: _Ctx, user_name: str | None) -> Profile:
 
     people: list[Person] = []
     if family:
-        if data.get("facts") not in (None, []):
+        flat = data.get("facts")
+        if flat not in (None, []) and not (
+            isinstance(flat, list) and all(isinstance(f, dict) and "owner" in f for f in flat)
+        ):
             raise ctx.error(
                 ("facts",),
                 "cannot sit beside people: put each fact under its person's facts, or under shared (the family's)",
             )
         people, facts = _people_of(ctx, data["people"])
+        # The flat form (a Profile's own JSON dump): top-level facts, each naming its owner (null: shared).
+        owners = {p.name for p in people}
+        facts += _facts_of(ctx, flat, ("facts",), None, required=False, owners=owners)
         facts += _facts_of(ctx, data.get("shared"), ("shared",), None, required=False)
         if not facts:
             raise ctx.error(("people",), "hold no facts; give a person facts, or add shared facts")

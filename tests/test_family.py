@@ -378,3 +378,21 @@ def test_family_diff_matches_facts_per_person() -> None:
     flipped = parse_profile(FAMILY_YAML.replace('value: "9912", private: true', 'value: "9912"'), fmt="yaml")
     assert not diff_profiles(old, flipped).empty
     assert diff_profiles(old, family()).empty
+
+
+@pytest.mark.parametrize("example", ["family_profile.yaml", "seed_profile.yaml", "minimal.csv"])
+def test_a_profiles_own_json_dump_loads_back_as_the_same_profile(example: str) -> None:
+    # The web app hands a profile to its training worker as the profile's JSON dump (people: [] and owner: null
+    # for one person; a flat list of facts naming their owners for a family).
+    profile = load_profile(EXAMPLES / example, user_name="Sam" if example.endswith(".csv") else None)
+    again = parse_profile(profile.model_dump_json(), fmt="json", source="dump.json")
+    assert again == profile and profile_hash(again) == profile_hash(profile)
+
+
+def test_flat_family_facts_must_name_someone_in_people() -> None:
+    dump = family().model_dump(mode="json")
+    dump["facts"][0]["owner"] = "Zed"
+    import json
+
+    with pytest.raises(ProfileError, match=r"facts\[0\].owner names no one in people \(got 'Zed'\)"):
+        parse_profile(json.dumps(dump), fmt="json", source="dump.json")
