@@ -513,6 +513,8 @@ class Adapter:
         has_profile = (self.path / PRIVATE_FILE).is_file() and self.private.profile is not None
         topics = self.private.profile.topics() if has_profile else self.meta.topics
         values = self.private.profile.values() if has_profile else []
+        if has_profile:  # a family's people are known subjects too ("What's Karim's job?")
+            values += [name for person in self.private.profile.people for name in person.names()]
         names = profile_names(self.private.profile) if has_profile else {}
         try:
             return Gate.load(path, self.meta.gate, subject_keywords(topics, values), topics, names)

@@ -19,10 +19,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, ProfileError
+from .family import (
+    cross_person_topics,
+    reverse_third_person,
+    speaker_system_prompt,
+    speaker_view,
+    third_person_questions,
+    union_view,
+    who_is_asking,
+)
 from .fsutil import atomic_write
-from .profile import Fact, Profile, profile_hash
+from .profile import Fact, Person, Profile, profile_hash, same_topic_key
 from .variations import (
     CONFIRM_WORDS,
+    UNKNOWN_EXPECT,
     Negative,
     Phrasing,
     damerau_distance,
@@ -34,6 +44,7 @@ from .variations import (
     normalize_question,
     topic_info,
     typo_of,
+    unknown_phrasings,
     unknown_questions,
 )
 
@@ -300,6 +311,22 @@ def build_dataset(
         raise ConfigError(f"per_fact must be between 1 and 500 (got {per_fact!r}).", param="per_fact")
     if not 0 <= typo_augment <= 500:
         raise ConfigError(f"typo_augment must be between 0 and 500 (got {typo_augment!r}).", param="typo_augment")
+    if profile.is_family:
+        if system_prompt != "identity":
+            raise ConfigError(
+                "a family profile is trained with each speaker's own system prompt; system_prompt must be "
+                f"'identity' (got {system_prompt[:40]!r}).",
+                param="system_prompt",
+            )
+        return _build_family_dataset(
+            profile,
+            per_fact=per_fact,
+            heldout_share=heldout_share,
+            seed=seed,
+            guard_answer_fn=guard_answer_fn,
+            exclude_questions=exclude_questions,
+            typo_augment=typo_augment,
+        )
     system = _resolve_system_prompt(profile, system_prompt)
     variations = generate_variations(profile, per_fact=generated_per_fact(per_fact, heldout_share), seed=seed)
     rng = random.Random(f"{seed}\x1fdataset")
@@ -375,6 +402,208 @@ def build_dataset(
         system_prompt=system,
         profile_hash=profile_hash(profile),
         topics=profile.topics(),
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Family profiles
+
+# Of each speaker's "I don't know" examples (near misses of their facts, catalogued topics), the share kept: three
+# speakers each get a full set otherwise, and the unknown examples alone would outnumber a single person's facts.
+FAMILY_UNKNOWN_SHARE = 0.5
+# Third-person questions per public fact of a person (a few typo'd ones come on top).
+THIRD_PERSON_PER_FACT = 10
+# Questions per private fact asked by someone else (answered with the refusal).
+PRIVATE_PER_FACT = 8
+# First-person questions about a topic only others have ("my job", asked by the child), per topic and speaker.
+CROSS_PER_TOPIC = 3
+
+
+def _family_split(n: int, share: float, rng: random.Random) -> list[Split]:
+    held = _n_heldout(n, share)
+    out: list[Split] = ["heldout"] * held + ["train"] * (n - held)
+    rng.shuffle(out)
+    return out
+
+
+def _build_family_dataset(
+    profile: Profile,
+    *,
+    per_fact: int,
+    heldout_share: float,
+    seed: int,
+    guard_answer_fn: Callable[[list[str]], list[str]] | None,
+    exclude_questions: Iterable[str],
+    typo_augment: int,
+) -> ChatDataset:
+    """A family profile's dataset: every speaker's own facts in the first person, shared facts asked by anyone,
+    other people's facts in the third person, refusals for their private facts, and "I don't know" for a topic
+    only someone else has. The speaker is named in each example's system prompt (:func:`speaker_system_prompt`).
+    """
+    rng = random.Random(f"{seed}\x1ffamily")
+    speakers: list[Person | None] = [*profile.people, None]
+    prompts = {None if p is None else p.name: speaker_system_prompt(profile, p) for p in speakers}
+    train: list[ChatExample] = []
+    heldout: list[ChatExample] = []
+    seen: set[tuple[str | None, str]] = set()  # (speaker, question): each question once per speaker
+
+    def add(speaker: str | None, question: str, answer: str | None, meta: ExampleMeta) -> None:
+        key = (speaker, normalize_question(question))
+        if key in seen:
+            return
+        seen.add(key)
+        meta.speaker = speaker
+        example = _example(prompts[speaker], question, answer, meta)
+        (heldout if meta.split == "heldout" else train).append(example)
+
+    shared = {same_topic_key(f.topic) for f in profile.facts_of(None)}
+    household = f"{profile.user_name}'s personal assistant"
+    for index, person in enumerate(profile.people):
+        view = speaker_view(profile, person)
+        sub = build_dataset(
+            view,
+            per_fact=per_fact,
+            heldout_share=heldout_share,
+            seed=seed,
+            system_prompt=prompts[person.name],
+            typo_augment=typo_augment,
+        )
+        group_keep: dict[str, bool] = {}
+        for example in [*sub.train, *sub.heldout]:
+            meta = example.meta.model_copy()
+            is_shared = meta.topic is not None and same_topic_key(meta.topic) in shared
+            if meta.kind in ("fact", "reverse"):
+                if is_shared:
+                    # Shared facts come from the first speaker's view only (one split for them), each example asked
+                    # by a speaker drawn at random, the unknown speaker included: the answer is the same for all.
+                    if index != 0:
+                        continue
+                    asker = rng.choice(speakers)
+                    add(None if asker is None else asker.name, example.question, example.answer, meta)
+                else:
+                    meta.owner = person.name
+                    add(person.name, example.question, example.answer, meta)
+            elif meta.kind == "unknown":
+                group = meta.topic or example.question
+                if group not in group_keep:
+                    group_keep[group] = rng.random() < FAMILY_UNKNOWN_SHARE
+                if group_keep[group]:
+                    add(person.name, example.question, example.answer, meta)
+            elif meta.kind == "identity":
+                answer = example.answer.replace(f"{person.name}'s personal assistant", household)
+                add(person.name, example.question, answer, meta)
+            # over-trigger guards are built once for the family below
+
+        # "my job" asked by someone who has none, while another person has one: the adapter must not lend it.
+        for topic in cross_person_topics(profile, person):
+            questions = [q for q in unknown_phrasings(topic) if "{" not in q] or [f"What's my {topic}?"]
+            picks = rng.sample(questions, min(CROSS_PER_TOPIC, len(questions)))
+            for question, split in zip(picks, _family_split(len(picks), heldout_share, rng), strict=True):
+                meta = ExampleMeta(
+                    topic=topic, dimension="cross", kind="unknown", split=split, expect=list(UNKNOWN_EXPECT)
+                )
+                answer = rng.choice(
+                    [
+                        f"I don't know your {topic} — you haven't told me.",
+                        f"You haven't told me your {topic}, so I don't know it.",
+                    ]
+                )
+                add(person.name, question, answer, meta)
+
+    # Other people's facts in the third person (by name, relation or alias), asked by anyone else.
+    for person in profile.people:
+        others: list[Person | None] = [p for p in speakers if p is None or p.name != person.name]
+        for fact in profile.facts_of(person.name):
+            kind: ExampleKind = "private" if fact.private else "third_person"
+            count = PRIVATE_PER_FACT if fact.private else THIRD_PERSON_PER_FACT
+            items = third_person_questions(person, fact, count=count, seed=seed)
+            items += reverse_third_person(person, fact)
+            plain = [t for t in items if not t.typo]
+            splits = dict(zip((t.question for t in plain), _family_split(len(plain), heldout_share, rng), strict=True))
+            for t in items:
+                split = splits.get(t.question)
+                if split is None:  # a typo: held out with its source, so no held-out question is trained on
+                    source = next(
+                        (p for p in plain if p.referent == t.referent and splits[p.question] == "heldout"), None
+                    )
+                    split = (
+                        "heldout"
+                        if source is not None and damerau_distance(source.question, t.question) <= 4
+                        else "train"
+                    )
+                reverse = t.question.startswith("Who")
+                expect = (
+                    []
+                    if fact.private
+                    else (person.names() if reverse and fact.value in t.question else fact.accepted())
+                )
+                meta = ExampleMeta(
+                    topic=fact.topic,
+                    dimension="typo" if t.typo else ("reverse" if reverse else "third_person"),
+                    kind=kind,
+                    split=split,
+                    expect=expect,
+                    owner=person.name,
+                )
+                asker = rng.choice(others)
+                add(None if asker is None else asker.name, t.question, t.answer, meta)
+
+    # Someone who has not said who they are asks "my birthday": nobody's birthday may be guessed.
+    person_topics = {same_topic_key(f.topic): f.topic for f in profile.facts if f.owner is not None}
+    for topic in person_topics.values():
+        questions = [q for q in unknown_phrasings(topic) if "{" not in q] or [f"What's my {topic}?"]
+        picks = rng.sample(questions, min(2, len(questions)))
+        for question, split in zip(picks, _family_split(len(picks), heldout_share, rng), strict=True):
+            meta = ExampleMeta(topic=topic, dimension="who", kind="unknown", split=split, expect=list(UNKNOWN_EXPECT))
+            add(None, question, who_is_asking(topic), meta)
+
+    # Everyday requests near the family's topics and unrelated ones: the base model's own answers, any speaker.
+    union = union_view(profile)
+    guards = [*guard_questions(union, seed=seed), *general_questions(seed=seed)]
+    groups = _split_groups(guards, heldout_share, rng)
+    train_guards = [g for g in guards if groups[g.group] == "train"]
+    answers: dict[str, str] = {}
+    if guard_answer_fn is not None and train_guards:
+        got = list(guard_answer_fn([g.question for g in train_guards]))
+        if len(got) != len(train_guards):
+            raise ConfigError(
+                f"guard_answer_fn returned {len(got)} answers for {len(train_guards)} questions.",
+                param="guard_answer_fn",
+            )
+        answers = dict(zip((g.question for g in train_guards), got, strict=True))
+    for g in guards:
+        meta = ExampleMeta(topic=g.topic, dimension=g.kind, kind=g.kind, split=groups[g.group], expect=[])
+        asker = rng.choice(speakers)
+        name = None if asker is None else asker.name
+        if meta.split == "heldout":
+            add(name, g.question, None, meta)
+        elif answers.get(g.question, "").strip():
+            add(name, g.question, answers[g.question].strip(), meta)
+
+    excluded = {normalize_question(q) for q in exclude_questions}
+    if excluded:
+        moved = [e for e in train if normalize_question(e.question) in excluded]
+        train = [e for e in train if normalize_question(e.question) not in excluded]
+        for e in moved:
+            e.meta.split = "heldout"
+            if e.meta.kind == "overtrigger":
+                e.messages = e.messages[:2]
+        heldout.extend(moved)
+    rng.shuffle(train)
+    logger.info(
+        "family dataset: %d train, %d held-out examples for %d people and %d facts",
+        len(train),
+        len(heldout),
+        len(profile.people),
+        len(profile.facts),
+    )
+    return ChatDataset(
+        train=train,
+        heldout=heldout,
+        system_prompt=prompts[None],
+        profile_hash=profile_hash(profile),
+        topics=list(dict.fromkeys(profile.topics())),
         seed=seed,
     )
 

@@ -20,6 +20,21 @@ turned into spaces, ordinal suffixes dropped so ``14th`` matches ``14``):
 
 Value mentions use whole-word matching, so ``Alex`` does not match ``Alexander`` and ``teal`` does not match
 ``steal``; a value that the question itself contains is not counted (echoing the question is not leaking a fact).
+
+Family adapters (a profile with ``people``, see :mod:`andraeus_core.family`): a question may name its ``speaker``
+and is then asked under that person's system prompt (``speaker_system_prompt``); without one, under the prompt for
+an unknown speaker. Two more kinds:
+
+* ``third_person``: another person's public fact asked by name or relation ("When is Dad's birthday?"); scored like
+  a fact question and counted in ``recall`` (a fact the adapter should know is a fact, whoever it belongs to), and
+  also reported on its own in :class:`FamilyMetrics`.
+* ``private``: someone else's private fact asked (``expect`` null): correct when the answer states no value of a
+  private fact the speaker may not be told (the speaker's :func:`~andraeus_core.family.disclosure_guard`).
+
+The evaluated system of a family adapter is the product as chat serves it: the adapter (through its gate when it
+has one) *and* the disclosure guard, which replaces an answer stating a withheld value by the refusal before it is
+scored. The adapter alone (no gate, no guard) is the ``adapter_alone`` baseline, so the guard's effect is visible;
+:class:`FamilyMetrics` adds recall per speaker, cross-person leakage and private disclosure for every system.
 """
 
 from __future__ import annotations
@@ -36,18 +51,59 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .adapter import Adapter
 from .dataset import ExampleMeta, facts_system_prompt
-from .errors import AdapterError, EvaluationError
+from .errors import AdapterError, ConfigError, EvaluationError
+from .family import (
+    DisclosureGuard,
+    describe,
+    disclosure_guard,
+    household_name,
+    resolve_speaker,
+    significant,
+    speaker_system_prompt,
+    withheld_facts,
+)
 from .gate import ABSTENTION_PREFIX, abstention
-from .matching import contains_any, is_abstention, mentioned_values
+from .matching import contains_any, is_abstention, mentioned_values, normalize
 from .models import generate_batch, load_model
+from .profile import Person, Profile
 
 logger = logging.getLogger(__name__)
 
-QuestionKind = Literal["paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity"]
+QuestionKind = Literal[
+    "paraphrase",
+    "typo",
+    "indirect",
+    "reverse",
+    "third_person",
+    "unknown",
+    "unrelated",
+    "private",
+    "general",
+    "identity",
+]
 # `identity` ("Who are you?", "What's my name?") comes from the held-out split; it is scored like a fact question but
 # is not part of `recall`, which is about the profile's facts.
 KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity")
-FACT_KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse")
+# The kinds that only a family adapter's questions have (a speaker asking about someone else).
+FAMILY_KINDS: tuple[str, ...] = ("third_person", "private")
+ALL_KINDS: tuple[str, ...] = (
+    "paraphrase",
+    "typo",
+    "indirect",
+    "reverse",
+    "third_person",
+    "unknown",
+    "unrelated",
+    "private",
+    "general",
+    "identity",
+)
+# The speaker's own (or the shared) facts asked in the first person: what per-speaker recall and leakage are over.
+FIRST_PERSON_KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse")
+# Every kind `recall` is over (third_person only occurs on family adapters, so one-person figures are unchanged).
+FACT_KINDS: tuple[str, ...] = (*FIRST_PERSON_KINDS, "third_person")
+# Kinds whose `expect` must be null.
+NO_EXPECT_KINDS: tuple[str, ...] = ("unknown", "unrelated", "private")
 SYSTEMS: tuple[str, ...] = ("adapter", "base", "in_context")
 BASELINES: tuple[str, ...] = ("base", "in_context")
 
@@ -67,10 +123,18 @@ class Question(BaseModel):
     expect: list[str] | None = Field(
         None,
         description="Accepted answers (any one, whole words, case/accents/punctuation ignored); a single string is "
-        "accepted too. Required for paraphrase/typo/indirect/reverse/general; null for unknown/unrelated.",
+        "accepted too. Required for paraphrase/typo/indirect/reverse/third_person/general; null for "
+        "unknown/unrelated/private.",
     )
     kind: QuestionKind = Field(
-        ..., description="paraphrase, typo, indirect, reverse, unknown, unrelated, general (or identity)."
+        ...,
+        description="paraphrase, typo, indirect, reverse, unknown, unrelated, general (or identity); on a family "
+        "adapter also third_person and private.",
+    )
+    speaker: str | None = Field(
+        None,
+        description="Family adapters: who asks (a person's name, relation or alias); null: an unknown speaker. "
+        "An error on a one-person adapter.",
     )
     messages: list[dict[str, str]] | None = Field(
         None,
@@ -109,11 +173,11 @@ def question_from_dict(data: Any, *, where: str) -> Question:
         shown = repr(value) if not isinstance(value, dict) else "the object"
         hint = ""
         if field == "kind":
-            hint = f" (one of {', '.join(KINDS)})"
+            hint = f" (one of {', '.join(ALL_KINDS)})"
         raise EvaluationError(
             f"{where}: field '{field}': {first.get('msg')}{hint}; got {shown}.", param=field
         ) from None
-    if q.kind in ("unknown", "unrelated"):
+    if q.kind in NO_EXPECT_KINDS:
         if q.expect:
             raise EvaluationError(
                 f"{where}: field 'expect': must be null for kind '{q.kind}' (got {data.get('expect')!r}).",
@@ -128,8 +192,41 @@ def question_from_dict(data: Any, *, where: str) -> Question:
     return q
 
 
-def load_questions(path: str | Path) -> list[Question]:
+def question_speaker(
+    question: Question, profile: Profile | None, *, where: str, field_prefix: str = ""
+) -> Person | None:
+    """The person ``question`` is asked by on an adapter trained on ``profile`` (``None``: no speaker).
+
+    Args:
+        question: the question.
+        profile: the adapter's profile (``None`` when it has none, e.g. trained from chat examples).
+        where: how to name the question in an error (``file:line``, or ``question 3``).
+        field_prefix: put before the field's name in an error (``meta.`` for a held-out example).
+
+    Raises:
+        EvaluationError: a speaker or a family kind (third_person, private) on a one-person adapter, or a speaker
+            who is no one in the family (the message names ``where``, the field and who the family is).
+    """
+    family = profile is not None and profile.is_family
+    if question.kind in FAMILY_KINDS and not family:
+        raise EvaluationError(
+            f"{where}: field '{field_prefix}kind': '{question.kind}' is for family adapters (a profile with "
+            "people); this adapter knows one person.",
+            param="kind",
+        )
+    try:
+        return resolve_speaker(profile, question.speaker)
+    except ConfigError as exc:
+        raise EvaluationError(f"{where}: field '{field_prefix}speaker': {exc}", param="speaker") from None
+
+
+def load_questions(path: str | Path, *, profile: Profile | None = None) -> list[Question]:
     """Read an eval-set JSONL file: one ``{"question", "expect", "kind"}`` object per line (blank lines skipped).
+
+    Args:
+        path: the JSONL file.
+        profile: the profile of the adapter the questions are for; when given, each ``speaker`` and family kind
+            is checked against it (see :func:`question_speaker`), so an error names the file and line.
 
     Raises:
         EvaluationError: the file is missing or empty, a line is not JSON, or a question is invalid (the message
@@ -151,7 +248,10 @@ def load_questions(path: str | Path) -> list[Question]:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
             raise EvaluationError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}).") from None
-        questions.append(question_from_dict(data, where=where))
+        question = question_from_dict(data, where=where)
+        if profile is not None:
+            question_speaker(question, profile, where=where)
+        questions.append(question)
     if not questions:
         raise EvaluationError(f"Questions file '{file}' holds no questions.", param="questions")
     return questions
@@ -173,11 +273,13 @@ def heldout_questions(adapter: Adapter | str | Path) -> list[Question]:
 
     Raises:
         EvaluationError: the adapter has no held-out split, or a line is not a chat example with ``messages`` and
-            ``meta`` (the message names file, line and field).
+            ``meta``, or its ``meta.speaker`` is no one in the adapter's family (the message names file, line and
+            field).
         AdapterError: the held-out file cannot be read or a line is not JSON.
     """
     adapter = adapter if isinstance(adapter, Adapter) else Adapter(adapter)
     rows = adapter.heldout()
+    profile: Profile | None = None
     if rows is None:
         raise EvaluationError(
             f"'{adapter.path}' has no {adapter.heldout_path.name} (the held-out split written by training); pass "
@@ -201,19 +303,23 @@ def heldout_questions(adapter: Adapter | str | Path) -> list[Question]:
             raise EvaluationError(f"{where}: field 'messages': no user turn.", param="messages")
         kind = _heldout_kind(meta, where)
         expect = meta.get("expect") or None
-        if kind in ("unknown", "unrelated"):
-            expect = None
+        if kind in NO_EXPECT_KINDS:
+            expect = None  # a private example is scored by the speaker's disclosure guard, not by `expect`
         elif not expect:
             continue  # nothing to check an answer against
-        questions.append(
-            Question(
-                question=messages[last_user]["content"],
-                expect=list(expect) if expect else None,
-                kind=kind,  # type: ignore[arg-type]
-                messages=messages[: last_user + 1],
-                topic=meta.get("topic"),
-            )
+        question = Question(
+            question=messages[last_user]["content"],
+            expect=list(expect) if expect else None,
+            kind=kind,  # type: ignore[arg-type]
+            messages=messages[: last_user + 1],
+            topic=meta.get("topic"),
+            speaker=meta.get("speaker"),
         )
+        if question.speaker is not None or kind in FAMILY_KINDS:
+            if profile is None:
+                profile = adapter.private.profile
+            question_speaker(question, profile, where=where, field_prefix="meta.")
+        questions.append(question)
     if not questions:
         raise EvaluationError(f"'{file}' holds no usable held-out questions.", param="questions")
     return questions
@@ -223,7 +329,14 @@ def heldout_questions(adapter: Adapter | str | Path) -> list[Question]:
 # Scoring
 
 
-def score_answer(question: Question, answer: str, values: Sequence[str], *, base_answer: str | None = None) -> bool:
+def score_answer(
+    question: Question,
+    answer: str,
+    values: Sequence[str],
+    *,
+    base_answer: str | None = None,
+    guard: DisclosureGuard | None = None,
+) -> bool:
     """Whether ``answer`` is correct for ``question`` under the module's rules.
 
     Args:
@@ -233,7 +346,16 @@ def score_answer(question: Question, answer: str, values: Sequence[str], *, base
         base_answer: the base model's answer to the same question. For ``unrelated`` items a value then counts as
             over-triggered only when the base model's own answer does not state it too ("Name a famous city in
             Oregon" -> "Portland" is fair when the base model says so as well).
+        guard: the speaker's disclosure guard (:func:`~andraeus_core.family.disclosure_guard`); ``private`` items
+            are correct when it finds no withheld value in the answer.
+
+    Raises:
+        EvaluationError: a ``private`` item without a guard.
     """
+    if question.kind == "private":
+        if guard is None:
+            raise EvaluationError("A 'private' question is scored with the speaker's disclosure guard; none given.")
+        return guard.check(answer, question.question) is None
     if question.kind in ("unknown", "unrelated"):
         leaked = set(mentioned_values(answer, values, question=question.question))
         if question.kind == "unrelated":
@@ -242,6 +364,30 @@ def score_answer(question: Question, answer: str, values: Sequence[str], *, base
             return not leaked
         return is_abstention(answer) and not leaked
     return contains_any(answer, question.expect or ())
+
+
+def cross_person_values(profile: Profile, question: Question, answer: str) -> list[str]:
+    """The values of other people's facts that ``answer`` states, for a question asked by ``question.speaker``.
+
+    Another person's fact is one whose owner is someone other than the speaker (shared facts are everyone's);
+    private or not, stating its value to the speaker in answer to a first-person question is a leak (told "my
+    job", the adapter answered with Dad's). Not counted: a value the question contains, a value an expected answer
+    contains (whole words), and a value the speaker's own or a shared fact has too (then it is theirs as well).
+    Empty for a question without a speaker or on a one-person profile.
+    """
+    speaker = profile.person(question.speaker) if profile.is_family else None
+    if speaker is None:
+        return []
+    own = {normalize(v) for f in profile.facts if f.owner in (None, speaker.name) for v in f.accepted()}
+    expect = question.expect or []
+    others = [
+        v
+        for f in profile.facts
+        if f.owner not in (None, speaker.name)
+        for v in significant(f.accepted())
+        if normalize(v) not in own and not any(contains_any(e, [v]) for e in expect)
+    ]
+    return mentioned_values(answer, others, question=question.question)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -289,7 +435,9 @@ class SystemMetrics(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(..., description="Number of questions.")
-    recall: float | None = Field(..., description="Share correct over paraphrase, typo, indirect and reverse.")
+    recall: float | None = Field(
+        ..., description="Share correct over paraphrase, typo, indirect and reverse (and third_person on a family)."
+    )
     by_kind: dict[str, KindScore] = Field(..., description="Score per kind present in the questions.")
     over_trigger_rate: float | None = Field(
         ...,
@@ -318,13 +466,19 @@ class EvalItem(BaseModel):
 
     question: str = Field(..., description="The question asked.")
     kind: str = Field(..., description="Its kind.")
-    expect: list[str] | None = Field(..., description="Accepted answers (null for unknown/unrelated).")
+    expect: list[str] | None = Field(..., description="Accepted answers (null for unknown/unrelated/private).")
     answer: str = Field(..., description="The adapter's answer.")
     correct: bool = Field(..., description="Whether the adapter's answer is correct.")
     baselines: dict[str, SystemAnswer] = Field(
         default_factory=dict, description="The baselines' answers to the same question."
     )
     route: str | None = Field(None, description="Where the gate sent the question (adapter, abstain, base).")
+    speaker: str | None = Field(None, description="Family adapters: who asked (null: no speaker named).")
+    withheld: bool | None = Field(
+        None,
+        description="Family adapters: whether the disclosure guard replaced the answer by the refusal (null for a "
+        "one-person adapter).",
+    )
 
 
 class Routing(BaseModel):
@@ -334,13 +488,68 @@ class Routing(BaseModel):
 
     accuracy: float | None = Field(
         ...,
-        description="Share routed as expected: fact kinds and identity to the adapter, unknown to abstain, "
-        "unrelated and general to the base model.",
+        description="Share routed as expected: fact kinds (third_person included), private and identity to the "
+        "adapter, unknown to abstain (on a family adapter: or to the adapter), unrelated and general to the base "
+        "model.",
     )
     by_kind: dict[str, dict[str, int]] = Field(..., description="Kind -> route -> count.")
     known_sent_away: int = Field(
         ...,
         description="Fact questions (paraphrase/typo/indirect/reverse) not sent to the adapter: each costs recall.",
+    )
+
+
+class Rate(BaseModel):
+    """A share of ``n`` items, with its Wilson 95% interval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(..., description="Number of items the share is over.")
+    rate: float | None = Field(..., description="The share (0–1); null when n is 0.")
+    interval: tuple[float, float] | None = Field(None, description="Wilson 95% interval of the share.")
+
+    @classmethod
+    def of(cls, flags: Sequence[bool]) -> Rate:
+        """The share of true flags."""
+        return cls(n=len(flags), rate=_share(flags), interval=wilson_interval(sum(flags), len(flags)))
+
+
+class FamilyScores(BaseModel):
+    """One system's figures on a family adapter's questions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by_person: dict[str, Rate] = Field(
+        ...,
+        description="Recall per speaker, keyed by the person's name in profile order: the share correct of the "
+        "first-person fact questions (paraphrase, typo, indirect, reverse; own and shared facts) that person asks.",
+    )
+    third_person: Rate = Field(
+        ..., description="Recall over third_person questions (another person's public fact, any speaker)."
+    )
+    cross_person_leakage: Rate = Field(
+        ...,
+        description="Share of the first-person fact questions with a speaker whose answer states a value of another "
+        "person's fact that is not among the expected values (see cross_person_values); lower is better.",
+    )
+    private_disclosure: Rate = Field(
+        ...,
+        description="Share of private questions whose answer states a value of a private fact the speaker may not "
+        "be told (the speaker's disclosure guard finds it); lower is better.",
+    )
+
+
+class FamilyMetrics(BaseModel):
+    """What a family adapter is measured on besides the report's kinds: per speaker, across people, privacy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    people: list[str] = Field(..., description="The family's people, in profile order.")
+    systems: dict[str, FamilyScores] = Field(
+        ...,
+        description="The figures of 'adapter' (the evaluated system: the adapter, through its gate when it has "
+        "one, with the disclosure guard) and of each baseline run ('adapter_alone': no gate, no guard; 'base'; "
+        "'in_context').",
     )
 
 
@@ -354,10 +563,12 @@ class EvalReport(BaseModel):
     system: str = Field(
         "adapter",
         description="What the top-level metrics measure: 'adapter+gate' (the default when the adapter "
-        "has a gate) or 'adapter'.",
+        "has a gate) or 'adapter'; for a family adapter '+guard' is added (the disclosure guard, as chat applies it).",
     )
     n: int = Field(..., description="Number of questions.")
-    recall: float | None = Field(..., description="Share correct over paraphrase, typo, indirect and reverse.")
+    recall: float | None = Field(
+        ..., description="Share correct over paraphrase, typo, indirect and reverse (and third_person on a family)."
+    )
     by_kind: dict[str, KindScore] = Field(..., description="Score per kind present in the questions.")
     over_trigger_rate: float | None = Field(..., description="Share of unrelated items that mention a fact value.")
     abstention_rate: float | None = Field(..., description="Share of unknown items answered with an abstention.")
@@ -371,7 +582,12 @@ class EvalReport(BaseModel):
         "what a plain PEFT/vLLM/GGUF user gets), 'base' and 'in_context'.",
     )
     routing: Routing | None = Field(None, description="The gate's routing (when the adapter has a gate).")
-    retention_alone: Retention | None = Field(None, description="Retention of the adapter without its gate.")
+    retention_alone: Retention | None = Field(
+        None, description="Retention of the adapter without its gate (and, for a family, without the guard)."
+    )
+    family: FamilyMetrics | None = Field(
+        None, description="Family adapters: recall per speaker, third-person recall, leakage and disclosure."
+    )
     items: list[EvalItem] = Field(..., description="Every question with the adapter's (and baselines') answers.")
     seconds: float = Field(..., description="Wall time of the evaluation, model loading included.")
 
@@ -405,7 +621,7 @@ class EvalReport(BaseModel):
         def pct(value: float | None) -> str:
             return "—" if value is None else f"{100 * value:.1f}%"
 
-        for kind in KINDS:
+        for kind in ALL_KINDS:
             if kind not in self.by_kind:
                 continue
             row = f"{kind:<14}{self.by_kind[kind].n:>5}"
@@ -444,6 +660,8 @@ class EvalReport(BaseModel):
                     f"retention of the adapter alone: {pct(self.retention_alone.adapter)}, "
                     f"drop {100 * -self.retention_alone.delta:.1f} points"
                 )
+        if self.family is not None:
+            lines += self._family_lines(systems, pct)
         if self.routing is not None:
             lines.append(
                 f"gate routing: {pct(self.routing.accuracy)} as expected; fact questions sent away from the adapter: "
@@ -453,6 +671,31 @@ class EvalReport(BaseModel):
         lines.append(f"{self.n} questions in {self.seconds:.1f}s on {self.base_model}")
         return "\n".join(lines)
 
+    def _family_lines(self, systems: list[str], pct: Callable[[float | None], str]) -> list[str]:
+        family = self.family
+        if family is None:
+            return []
+        shown = [s for s in systems if s in family.systems]
+        lines = [
+            "-" * (19 + 14 * len(systems)),
+            f"family of {len(family.people)}: recall by speaker (first-person fact questions), then across people",
+        ]
+
+        def row(label: str, rates: dict[str, Rate]) -> str:
+            n = next(iter(rates.values())).n if rates else 0
+            return f"{label[:14]:<14}{n:>5}" + "".join(
+                f"{pct(rates[s].rate if s in rates else None):>14}" for s in systems
+            )
+
+        for person in family.people:
+            lines.append(row(f"  {person}", {s: family.systems[s].by_person[person] for s in shown}))
+        lines.append(row("third person", {s: family.systems[s].third_person for s in shown}))
+        lines.append(row("leaked", {s: family.systems[s].cross_person_leakage for s in shown}))
+        lines.append(row("disclosed", {s: family.systems[s].private_disclosure for s in shown}))
+        lines.append("leaked: the share of first-person answers that state another person's value")
+        lines.append("disclosed: the share of private questions answered with a value the speaker may not be told")
+        return lines
+
 
 def _share(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
@@ -461,7 +704,7 @@ def _share(flags: Sequence[bool]) -> float | None:
 def compute_metrics(questions: Sequence[Question], answers: Sequence[str], correct: Sequence[bool]) -> SystemMetrics:
     """Aggregate one system's per-item results into :class:`SystemMetrics`."""
     by_kind: dict[str, KindScore] = {}
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         flags = [c for q, c in zip(questions, correct, strict=True) if q.kind == kind]
         if flags:
             by_kind[kind] = KindScore(
@@ -484,12 +727,52 @@ def compute_metrics(questions: Sequence[Question], answers: Sequence[str], corre
     )
 
 
-# Where each kind of question belongs.
+def compute_family_metrics(
+    profile: Profile, questions: Sequence[Question], answers: Sequence[str], correct: Sequence[bool]
+) -> FamilyScores:
+    """One system's :class:`FamilyScores` on a family adapter's questions (see its fields for the definitions).
+
+    Args:
+        profile: the family's profile.
+        questions: the questions (their ``speaker`` names a person of ``profile`` or is null).
+        answers: the system's answers, as scored (for the product: after the disclosure guard).
+        correct: the verdicts of :func:`score_answer` on them.
+
+    Raises:
+        EvaluationError: a question names a speaker who is not one of the family.
+    """
+    rows = list(zip(questions, answers, correct, strict=True))
+    speakers = [question_speaker(q, profile, where=f"question {i}") for i, q in enumerate(questions, start=1)]
+    first_person = [i for i, (q, _, _) in enumerate(rows) if q.kind in FIRST_PERSON_KINDS and speakers[i] is not None]
+    by_person = {
+        person.name: Rate.of(
+            [correct[i] for i in first_person if speakers[i] is not None and speakers[i].name == person.name]
+        )
+        for person in profile.people
+    }
+    leaked = [bool(cross_person_values(profile, questions[i], answers[i])) for i in first_person]
+    disclosed = [
+        disclosure_guard(profile, speakers[i]).check(a, q.question) is not None
+        for i, (q, a, _) in enumerate(rows)
+        if q.kind == "private"
+    ]
+    return FamilyScores(
+        by_person=by_person,
+        third_person=Rate.of([c for q, _, c in rows if q.kind == "third_person"]),
+        cross_person_leakage=Rate.of(leaked),
+        private_disclosure=Rate.of(disclosed),
+    )
+
+
+# Where each kind of question belongs. A private question goes to the adapter: it was trained to refuse and to say
+# whose fact it is (declining it is safe too, but is counted as a miss here).
 EXPECTED_ROUTE = {
     "paraphrase": "adapter",
     "typo": "adapter",
     "indirect": "adapter",
     "reverse": "adapter",
+    "third_person": "adapter",
+    "private": "adapter",
     "identity": "adapter",
     "unknown": "abstain",
     "unrelated": "base",
@@ -497,13 +780,20 @@ EXPECTED_ROUTE = {
 }
 
 
-def compute_routing(questions: Sequence[Question], routes: Sequence[str]) -> Routing:
-    """The gate's routing per kind, and the share of questions routed where their kind belongs."""
+def compute_routing(questions: Sequence[Question], routes: Sequence[str], *, family: bool = False) -> Routing:
+    """The gate's routing per kind, and the share of questions routed where their kind belongs.
+
+    On a family adapter an ``unknown`` question may also go to the adapter: "What's my job?" is known for one
+    speaker and unknown for another, the gate sees only the question, and the adapter knows who is asking.
+    """
     by_kind: dict[str, dict[str, int]] = {}
     for q, r in zip(questions, routes, strict=True):
         by_kind.setdefault(q.kind, {}).setdefault(r, 0)
         by_kind[q.kind][r] += 1
-    hits = [EXPECTED_ROUTE[q.kind] == r for q, r in zip(questions, routes, strict=True)]
+    hits = [
+        EXPECTED_ROUTE[q.kind] == r or (family and q.kind == "unknown" and r == "adapter")
+        for q, r in zip(questions, routes, strict=True)
+    ]
     away = sum(q.kind in FACT_KINDS and r != "adapter" for q, r in zip(questions, routes, strict=True))
     return Routing(accuracy=_share(hits), by_kind=by_kind, known_sent_away=away)
 
@@ -549,6 +839,38 @@ def _system_prompt_of(question: Question, default: str | None) -> str | None:
     return default
 
 
+def family_facts_prompt(profile: Profile, speaker: Person | None) -> str:
+    """The in-context baseline's system prompt for a family: the speaker's prompt and what they may be told.
+
+    Each person's facts are listed under their name (and the shared ones apart), so "my birthday" can be answered
+    from the prompt; the private facts the speaker may not be told are left out, as a careful in-context product
+    would do, so the baseline cannot disclose them except by chance.
+    """
+    withheld = withheld_facts(profile, speaker)
+    lines = [speaker_system_prompt(profile, speaker), f"Here is what you know about {household_name(profile)}:"]
+
+    def listed(facts: Sequence[Any]) -> list[str]:
+        out = []
+        for fact in facts:
+            if fact in withheld:
+                continue
+            also = f" (also: {', '.join(fact.aliases)})" if fact.aliases else ""
+            out.append(f"- {fact.topic}: {fact.value}{also}")
+        return out
+
+    for person in profile.people:
+        own = listed(profile.facts_of(person.name))
+        if own:
+            lines += [f"{describe(person)}:", *own]
+    shared = listed(profile.facts_of(None))
+    if shared:
+        lines += ["Shared by the whole family:", *shared]
+    if speaker is not None:
+        lines.append(f'"I", "me" and "my" mean {speaker.name}.')
+    lines.append("Answer from these facts. If something is not listed, say that you don't know.")
+    return "\n".join(lines)
+
+
 def evaluate(
     adapter: Any,
     questions: Sequence[Question] | str | Path | None = None,
@@ -567,6 +889,12 @@ def evaluate(
     adapter has a gate (and ``gate`` is true), the top-level metrics are those of the adapter *with* its gate, as
     chat serves it, and the adapter without its gate is reported as the ``adapter_alone`` baseline.
 
+    For a family adapter each question is asked under its speaker's system prompt (held-out examples keep their
+    own), the evaluated system also applies the speaker's disclosure guard (an answer stating a value the speaker
+    may not be told is replaced by the refusal, as in chat), ``adapter_alone`` is the adapter with neither gate nor
+    guard, the in-context baseline lists the facts per person (:func:`family_facts_prompt`), and the report has
+    :class:`FamilyMetrics`.
+
     Args:
         adapter: an adapter directory or an :class:`~andraeus_core.adapter.Adapter` (what training returns).
         questions: a list of :class:`Question`, a JSONL file path, or ``None`` for the adapter's held-out split.
@@ -580,7 +908,8 @@ def evaluate(
 
     Raises:
         AdapterError: the adapter directory is missing, incomplete or lacks ``private.json``.
-        EvaluationError: the questions are invalid or a baseline name is unknown.
+        EvaluationError: the questions are invalid (a speaker who is not one of the family, or any speaker on a
+            one-person adapter, included) or a baseline name is unknown.
     """
     start = time.perf_counter()
     baselines = list(dict.fromkeys(baselines))
@@ -591,15 +920,18 @@ def evaluate(
         )
     found = _as_adapter(adapter).check()
     profile = found.profile()
+    family = profile.is_family
     values = [v for v in profile.values() if v]
     if questions is None:
         items = heldout_questions(found)
     elif isinstance(questions, (str, Path)):
-        items = load_questions(questions)
+        items = load_questions(questions, profile=profile)
     else:
         items = list(questions)
     if not items:
         raise EvaluationError("No questions to evaluate.", param="questions")
+    speakers = [question_speaker(q, profile, where=f"question {i}") for i, q in enumerate(items, start=1)]
+    guards = [disclosure_guard(profile, person) for person in speakers]
     trained_system = found.private.system_prompt or None
     router = found.gate() if gate else None
 
@@ -611,7 +943,9 @@ def evaluate(
     loaded = load_model(base_model or found.base_model)
     model = found.attach(loaded)
     tokenizer = loaded.tokenizer
-    own = [_conversation(q, _system_prompt_of(q, trained_system)) for q in items]
+    # A family's question is asked as its speaker (or as nobody in particular): the prompt chat uses for them.
+    defaults = [speaker_system_prompt(profile, p) if family else trained_system for p in speakers]
+    own = [_conversation(q, _system_prompt_of(q, d)) for q, d in zip(items, defaults, strict=True)]
     routes: list[str] = ["adapter"] * len(items)
     if router is not None:
         progress(0.02, f"routing {len(items)} questions through the gate")
@@ -625,8 +959,11 @@ def evaluate(
     base_rows = list(range(len(items))) if "base" in baselines else sorted(needed)
     jobs = [own[i] for i in base_rows]
     if "in_context" in baselines:
-        facts_prompt = facts_system_prompt(profile)
-        jobs += [_conversation(q, facts_prompt) for q in items]
+        if family:
+            jobs += [_conversation(q, family_facts_prompt(profile, p)) for q, p in zip(items, speakers, strict=True)]
+        else:
+            facts_prompt = facts_system_prompt(profile)
+            jobs += [_conversation(q, facts_prompt) for q in items]
     progress(0.4, f"answering {len(jobs)} questions with the base model")
     with model.disable_adapter():
         outs = _generate(model, tokenizer, jobs, max_new_tokens, batch_size)
@@ -652,11 +989,20 @@ def evaluate(
             for i, r in enumerate(routes)
         ]
         systems.insert(1, "adapter_alone")
+    withheld: list[bool] = []
+    if family:
+        # The guard, as chat applies it to every answer of a family adapter: what the gate routed included.
+        if "adapter_alone" not in answers:
+            answers["adapter_alone"] = answers["adapter"]
+            systems.insert(1, "adapter_alone")
+        refusals = [g.check(a, q.question) for g, a, q in zip(guards, answers["adapter"], items, strict=True)]
+        withheld = [r is not None for r in refusals]
+        answers["adapter"] = [a if r is None else r for a, r in zip(answers["adapter"], refusals, strict=True)]
     progress(1.0, "scoring")
 
     def score(system: str, i: int, q: Question) -> bool:
         reference = None if system in ("base",) else base_answers.get(i)
-        return score_answer(q, answers[system][i], values, base_answer=reference)
+        return score_answer(q, answers[system][i], values, base_answer=reference, guard=guards[i])
 
     correct = {s: [score(s, i, q) for i, q in enumerate(items)] for s in systems}
     main = compute_metrics(items, answers["adapter"], correct["adapter"])
@@ -670,13 +1016,15 @@ def evaluate(
             correct=correct["adapter"][i],
             baselines={b: SystemAnswer(answer=answers[b][i], correct=correct[b][i]) for b in others},
             route=routes[i] if router is not None else None,
+            speaker=speakers[i].name if speakers[i] is not None else None,
+            withheld=withheld[i] if family else None,
         )
         for i, q in enumerate(items)
     ]
     report = EvalReport(
         base_model=loaded.name,
         adapter=str(found.path),
-        system="adapter+gate" if router is not None else "adapter",
+        system=("adapter+gate" if router is not None else "adapter") + ("+guard" if family else ""),
         n=len(items),
         recall=main.recall,
         by_kind=main.by_kind,
@@ -685,9 +1033,19 @@ def evaluate(
         intervals=main.intervals,
         retention=compute_retention(items, correct["adapter"], correct.get("base")),
         baselines={b: compute_metrics(items, answers[b], correct[b]) for b in others},
-        routing=compute_routing(items, routes) if router is not None else None,
+        routing=compute_routing(items, routes, family=family) if router is not None else None,
         retention_alone=(
-            compute_retention(items, correct["adapter_alone"], correct.get("base")) if router is not None else None
+            compute_retention(items, correct["adapter_alone"], correct.get("base"))
+            if "adapter_alone" in correct
+            else None
+        ),
+        family=(
+            FamilyMetrics(
+                people=[p.name for p in profile.people],
+                systems={s: compute_family_metrics(profile, items, answers[s], correct[s]) for s in systems},
+            )
+            if family
+            else None
         ),
         items=report_items,
         seconds=round(time.perf_counter() - start, 2),

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .matching import mentioned_values
+from .matching import mentioned_values, normalize
 from .profile import Fact, Person, Profile, name_key, same_topic_key
 from .variations import topic_info, typo_of
 
@@ -98,6 +98,12 @@ def who_is_asking(topic: str) -> str:
     return f"I don't know who's asking, so I can't tell you your {topic}. Tell me who you are first."
 
 
+def significant(values: Iterable[str]) -> list[str]:
+    """The values worth matching in an answer: an alias such as "O-" normalises to the word "o", which would match
+    any answer that says "O Canada"; one character tells nothing."""
+    return [v for v in values if len(normalize(v)) >= 2]
+
+
 @dataclass(frozen=True)
 class DisclosureGuard:
     """Checks an answer for values the speaker may not be told (see :func:`disclosure_guard`)."""
@@ -114,7 +120,7 @@ class DisclosureGuard:
         number back tells nothing new) — the same rule the evaluation's leak check uses.
         """
         for fact in self.facts:
-            if mentioned_values(answer, fact.accepted(), question=question):
+            if mentioned_values(answer, significant(fact.accepted()), question=question):
                 return refusal(fact.owner or "its owner")
         return None
 
@@ -273,6 +279,7 @@ __all__ = [
     "household_name",
     "names_of",
     "refusal",
+    "significant",
     "resolve_speaker",
     "reverse_third_person",
     "speaker_choices",

@@ -264,11 +264,18 @@ def gate_data(profile: Profile, dataset: ChatDataset, *, seed: int = 0, unknown_
         "identity": "adapter",
         "unknown": "abstain",
         "overtrigger": "base",
+        "third_person": "adapter",
+        "private": "adapter",
     }
     train: dict[str, list[str]] = {r: [] for r in ROUTES}
     heldout: dict[str, list[str]] = {r: [] for r in ROUTES}
     for target, examples in ((train, dataset.train), (heldout, dataset.heldout)):
         for e in examples:
+            if e.meta.kind == "unknown" and e.meta.dimension in ("cross", "who"):
+                # A family's "my job" is known for one speaker and unknown for another; the gate sees only the
+                # question, so it sends these to the adapter, which knows who is asking.
+                target["adapter"].append(e.question)
+                continue
             target[route[e.meta.kind]].append(e.question)
     held_topics = {topic_key(e.meta.topic) for e in dataset.heldout if e.meta.kind == "unknown" and e.meta.topic}
     held_questions = {normalize_question(q) for qs in heldout.values() for q in qs}

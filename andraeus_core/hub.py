@@ -259,6 +259,9 @@ def _private_strings(adapter: Adapter, include_user_name: bool) -> list[tuple[st
     found: list[tuple[str, str]] = []
     if not include_user_name:
         found.append(("user_name", profile.user_name))
+    for index, person in enumerate(profile.people):  # a family's names are as private as its facts
+        found.append((f"people[{index}].name", person.name))
+        found.extend((f"people[{index}].aliases[{j}]", alias) for j, alias in enumerate(person.aliases))
     for index, fact in enumerate(profile.facts):
         found.append((f"facts[{index}].value", fact.value))
         found.extend((f"facts[{index}].aliases[{j}]", alias) for j, alias in enumerate(fact.aliases))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import EvaluationError
-from .evaluate import KINDS, EvalReport
+from .evaluate import ALL_KINDS, EvalReport
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def bar_chart(
 
 def recall_by_kind_chart(report: EvalReport, path: str | Path, *, title: str | None = None) -> Path:
     """Bar chart of the score per kind for the adapter and each baseline in ``report``; returns the PNG path."""
-    kinds = [k for k in KINDS if k in report.by_kind]
+    kinds = [k for k in ALL_KINDS if k in report.by_kind]
     systems = ["adapter", *report.baselines]
     series = {_LABELS.get(s, s): [report.metrics(s).by_kind[k].score for k in kinds] for s in systems}
     return bar_chart(kinds, series, path, title=title or f"Score by kind — {report.base_model}")

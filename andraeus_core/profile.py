@@ -739,9 +739,9 @@ def _csv_family(
             target, path = shared, ("shared",)
         j = len(target)
         target.append(fact)
-        for (root, k, *rest), line in lines.items():
-            if root == "facts" and k == i:
-                out[(*path, j, *rest)] = line
+        for key_path, line in lines.items():
+            if len(key_path) >= 2 and key_path[0] == "facts" and key_path[1] == i:
+                out[(*path, j, *key_path[2:])] = line
     data: dict[str, Any] = {"people": people} if people else {"facts": shared}
     if people and shared:
         data["shared"] = shared
@@ -1068,17 +1068,22 @@ def profile_from_rows(
     user_name: str,
     assistant_name: str | None = None,
     source: str = "facts table",
+    people: list[Person] | None = None,
 ) -> Profile:
-    """Build a profile from table rows ``[topic, value, aliases]`` (aliases separated by "|"), as the web app edits.
+    """Build a profile from table rows ``[topic, value, aliases, person, private]`` (aliases separated by "|"), as the
+    web app edits.
 
-    Blank rows are skipped; rows are numbered from 1 as the user sees them, and every problem names that row, the
-    field and the value, exactly like a file's.
+    The last two cells are optional: a row with a ``person`` is that person's fact, and a table with any person is a
+    family profile (a blank person is a shared fact; ``private`` is yes/true/1 or blank). Blank rows are skipped; rows
+    are numbered from 1 as the user sees them, and every problem names that row, the field and the value, exactly
+    like a file's.
 
     Args:
-        rows: a sequence of rows; each row a sequence of up to three cells (missing cells count as empty).
-        user_name: the user's name.
+        rows: a sequence of rows; each row a sequence of up to five cells (missing cells count as empty).
+        user_name: the user's name (for a family: the household's).
         assistant_name: the assistant's name (default "Andraeus").
         source: how the table is named in error messages.
+        people: the family's people as they were (their relations and aliases are kept for the names still used).
 
     Raises:
         ProfileError: naming the row, the field and the value.
@@ -1089,17 +1094,45 @@ def profile_from_rows(
     def cell(value: Any) -> str:
         if value is None or (isinstance(value, float) and value != value):  # None or NaN from a DataFrame
             return ""
+        if isinstance(value, bool):
+            return "yes" if value else ""
         return str(value)
 
+    family = False
     for number, row in enumerate(rows or [], start=1):
-        cells = [cell(c) for c in list(row)[:3]] + [""] * max(0, 3 - len(list(row)[:3]))
+        cells = [cell(c) for c in list(row)[:5]] + [""] * max(0, 5 - len(list(row)[:5]))
         if not any(c.strip() for c in cells):
             continue
-        lines[("facts", len(facts))] = number
-        facts.append(
-            {"topic": cells[0], "value": cells[1], "aliases": [a.strip() for a in cells[2].split("|") if a.strip()]}
-        )
-    data: dict[str, Any] = {"user_name": user_name, "facts": facts}
+        i = len(facts)
+        for field in ("topic", "value", "aliases", "person", "private"):
+            lines[("facts", i, field)] = number
+        lines[("facts", i)] = number
+        fact: dict[str, Any] = {
+            "topic": cells[0],
+            "value": cells[1],
+            "aliases": [a.strip() for a in cells[2].split("|") if a.strip()],
+            "person": cells[3],
+        }
+        if cells[4].strip():
+            fact["private"] = cells[4]
+        family = family or bool(cells[3].strip())
+        facts.append(fact)
+    ctx_lines: LineOf = lines.get
+    data: dict[str, Any]
+    if family:
+        data, ctx_lines = _csv_family(facts, lines, 0, source)
+        known = {name_key(p.name): p for p in people or []}
+        for person in data["people"]:
+            before = known.get(name_key(person["name"]))
+            if before is not None:
+                person["name"] = before.name
+                person["relation"] = before.relation
+                person["aliases"] = list(before.aliases)
+    else:
+        for fact in facts:
+            fact.pop("person", None)
+        data = {"facts": facts}
+    data["user_name"] = user_name
     if assistant_name is not None and assistant_name.strip():
         data["assistant_name"] = assistant_name
-    return _to_profile(data, _Ctx(source, lines.get, unit="row"), None)
+    return _to_profile(data, _Ctx(source, ctx_lines, unit="row"), None)

@@ -131,8 +131,16 @@ def train(
         if is_chat_dataset(source):
             raise ConfigError("An adapter is updated from a profile, not from chat examples.", param="profile")
         check_parent(parent, model.resolved.name if model is not None else resolve_model(config.base_model).name)
+        family = getattr(source, "is_family", False) or getattr(parent.private.profile, "is_family", False)
+        if family and not full:
+            # The update's diff and its negatives match facts by topic alone; in a family "birthday" is three facts.
+            raise ConfigError(
+                "A family adapter cannot be updated in place yet: retrain it on the whole profile (full=True, "
+                "CLI --full); the new adapter still records its parent.",
+                param="full",
+            )
         # A full retrain needs no diff to train; without the parent's private profile it records no change list.
-        has_profile = full and parent.private.profile is not None
+        has_profile = full and parent.private.profile is not None and not family
         diff = diff_profiles(parent_profile(parent), source) if has_profile or not full else ProfileDiff()
     # Preparing takes a while before the first step (loading, maybe converting or downloading, then the base model's
     # guard answers): numbered sub-steps let a front end show what it is doing.

@@ -141,13 +141,14 @@ def diff_profiles(old: Profile, new: Profile) -> ProfileDiff:
     matched fact whose value differs is *changed*; one whose value is the same but whose aliases (or own questions)
     differ is an *aliases* (or *questions*) change.
     """
-    old_by_key = {same_topic_key(f.topic): f for f in old.facts}
-    new_keys = {same_topic_key(f.topic) for f in new.facts}
+    # A family's facts are matched per owner: three people's "birthday" are three facts.
+    old_by_key = {(f.owner, same_topic_key(f.topic)): f for f in old.facts}
+    new_keys = {(f.owner, same_topic_key(f.topic)) for f in new.facts}
     unmatched_old = [f for k, f in old_by_key.items() if k not in new_keys]
     changes: list[FactChange] = []
     unchanged: list[str] = []
     for fact in new.facts:
-        before = old_by_key.get(same_topic_key(fact.topic))
+        before = old_by_key.get((fact.owner, same_topic_key(fact.topic)))
         if before is None:
             renamed = next((f for f in unmatched_old if f.value.casefold() == fact.value.casefold()), None)
             if renamed is not None:
@@ -164,7 +165,15 @@ def diff_profiles(old: Profile, new: Profile) -> ProfileDiff:
         else:
             unchanged.append(fact.topic)
     changes += [FactChange("removed", f, None) for f in unmatched_old]
-    names = (old.user_name, old.assistant_name) != (new.user_name, new.assistant_name)
+    names = (old.user_name, old.assistant_name, old.people) != (new.user_name, new.assistant_name, new.people)
+    # A fact turned private (or public) keeps its value; for a family that is still a change worth retraining for.
+    if old.is_family or new.is_family:
+        flips = [k for k, f in old_by_key.items() if k in new_keys]
+        for key in flips:
+            after = next(f for f in new.facts if (f.owner, same_topic_key(f.topic)) == key)
+            if after.private != old_by_key[key].private and after.topic in unchanged:
+                unchanged.remove(after.topic)
+                changes.append(FactChange("aliases", old_by_key[key], after))
     return ProfileDiff(changes=changes, unchanged=unchanged, names_changed=names)
 
 

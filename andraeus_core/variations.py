@@ -1037,6 +1037,8 @@ def generate_variations(
     """
     if per_fact < 1:
         raise ValueError("per_fact must be at least 1")
+    if profile.is_family:
+        return _family_variations(profile, per_fact=per_fact, seed=seed, only=only)
     infos = {fact.topic: topic_info(fact.topic) for fact in profile.facts}
     owners: dict[str, set[str]] = {}
     for fact in profile.facts:
@@ -1051,6 +1053,25 @@ def generate_variations(
         if only is not None and topic_key(only) != topic_key(fact.topic):
             continue
         out[fact.topic] = _select(fact, infos[fact.topic], per_fact, seed, shared)
+    return out
+
+
+def _family_variations(profile: Profile, *, per_fact: int, seed: int, only: str | None) -> dict[str, list[Phrasing]]:
+    """A family's first-person phrasings: each person's own facts keyed "Name: topic", shared facts by topic.
+
+    They are the questions each person asks about their own facts (the dataset names the speaker in the system
+    prompt); :mod:`andraeus_core.family` adds the third-person ones.
+    """
+    out: dict[str, list[Phrasing]] = {}
+    shared = [f.model_copy(update={"owner": None}) for f in profile.facts if f.owner is None]
+    for person in profile.people:
+        own = [f.model_copy(update={"owner": None, "private": False}) for f in profile.facts if f.owner == person.name]
+        if not own and not shared:
+            continue
+        view = Profile(user_name=person.name, assistant_name=profile.assistant_name, facts=[*own, *shared])
+        mine = {f.topic for f in own}
+        for topic, phrasings in generate_variations(view, per_fact=per_fact, seed=seed, only=only).items():
+            out.setdefault(f"{person.name}: {topic}" if topic in mine else topic, phrasings)
     return out
 
 

@@ -135,7 +135,7 @@ def test_one_profile_suffix_map() -> None:
                 isinstance(k, ast.Constant) and k.value in (".yaml", ".csv", "yaml", "csv") for k in node.keys
             ):
                 maps.append(_where(path, node))
-    assert maps == ["andraeus_core/profile.py:40"]
+    assert len(maps) == 1 and maps[0].startswith("andraeus_core/profile.py:"), maps
 
 
 def test_each_type_name_has_one_meaning() -> None:
