@@ -26,6 +26,8 @@ from andraeus_core import (
     GGUF_QUANTS,
     Adapter,
     AndraeusError,
+    ChatModel,
+    ConfigError,
     GenerationConfig,
     ProgressEvent,
     Store,
@@ -75,6 +77,13 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
         "--adapter", default=None, help="a trained LoRA adapter directory, or a Hub repo id owner/name[@revision]"
     )
     p.add_argument("--system", default=None, help="system prompt (default: the adapter's, else the model's)")
+    p.add_argument(
+        "--speaker",
+        metavar="NAME",
+        default=None,
+        help="with a family adapter: who is asking (a name, relation or alias); without it the assistant does not "
+        "know who asks and tells only shared facts and others' public ones",
+    )
     p.add_argument("--once", metavar="QUESTION", default=None, help="answer one question, print it and exit")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -100,8 +109,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     chat = load_chat_model(
         args.base_model, adapter, quantize=args.quantize, system_prompt=args.system, gate=not args.no_gate
     )
+    speaker = _check_speaker(chat, args)
     if args.once is not None:
-        for piece in chat.stream([{"role": "user", "content": args.once}], config):
+        for piece in chat.stream([{"role": "user", "content": args.once}], config, speaker=speaker):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
@@ -109,8 +119,10 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     if interactive:
         gated = " (gated)" if chat.gate is not None else ""
+        asking = f", {speaker} asking" if speaker else ""
         print(
-            f"Chatting with {chat.loaded.name}" + (f" + adapter {chat.adapter_dir}{gated}" if chat.has_adapter else "")
+            f"Chatting with {chat.loaded.name}"
+            + (f" + adapter {chat.adapter_dir}{gated}{asking}" if chat.has_adapter else "")
         )
         print("Type a message; /reset clears the conversation, /exit (or Ctrl-D) quits.")
     history: list[dict[str, str]] = []
@@ -135,7 +147,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             sys.stdout.write("assistant> ")
         answer = ""
         try:
-            for piece in chat.stream(history, config):
+            for piece in chat.stream(history, config, speaker=speaker):
                 answer += piece
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -144,6 +156,33 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         sys.stdout.flush()
         history.append({"role": "assistant", "content": answer.strip()})
+
+
+def _check_speaker(chat: ChatModel, args: argparse.Namespace) -> str | None:
+    """The --speaker to chat as, checked before the first question; for a family adapter without one, say once on
+    stderr what that means and who may be named.
+
+    Raises:
+        ConfigError: --speaker without a family adapter, or a name that is no one in the family (listing who is).
+    """
+    family = chat.speakers
+    name = (args.speaker or "").strip() or None
+    if args.speaker is not None and not family:
+        what = "this adapter knows one person" if chat.has_adapter else "no adapter was given"
+        raise ConfigError(f"--speaker is for a family adapter (--adapter DIR of a family profile); {what}.")
+    chat.speaker_prompt(name)  # raises ConfigError for a name that is no one in the family, listing who is
+    if family and args.system is not None:
+        print("note: --system is not used with a family adapter; the speaker's prompt is.", file=sys.stderr)
+    if family and name is None:
+        print(
+            f"note: this adapter is a family's ({', '.join(family)}) and no --speaker was given: it answers someone "
+            "it does not know, with shared facts and the others' public facts only. Say who is asking with "
+            f"--speaker NAME, one of: {', '.join(family)} (a relation or alias works too).",
+            file=sys.stderr,
+        )
+        return None
+    person = chat.profile.person(name) if name is not None else None
+    return person.name if person is not None else None
 
 
 # ----------------------------------------------------------------------------------------------------------------

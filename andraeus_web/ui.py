@@ -700,24 +700,77 @@ def _chat_model(sess: Session) -> Any:
         return sess.chat_model
 
 
-def _chat_seconds(adapter: str, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict) -> int:
+def _chat_seconds(
+    adapter: str,
+    messages: list[dict[str, str]],
+    use_adapter: bool,
+    gate: bool,
+    trace: dict,
+    speaker: str | None = None,
+) -> int:
     """ZeroGPU duration of one chat answer (loading base + adapter included)."""
     return core.chat_gpu_seconds(adapter, max_new_tokens=CHAT_MAX_NEW_TOKENS)
 
 
 @spaces.GPU(duration=_chat_seconds)
-def _stream_on_gpu(adapter: str, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict):
+def _stream_on_gpu(
+    adapter: str,
+    messages: list[dict[str, str]],
+    use_adapter: bool,
+    gate: bool,
+    trace: dict,
+    speaker: str | None = None,
+):
     """ZeroGPU: a forked GPU worker cannot keep the session's model, so it loads base + adapter for the answer."""
     model = core.load_chat_model(adapter=adapter)
-    yield from model.stream(messages, CHAT_GENERATION, use_adapter=use_adapter, gate=gate, trace=trace)
+    yield from model.stream(
+        messages, CHAT_GENERATION, use_adapter=use_adapter, gate=gate, trace=trace, speaker=speaker
+    )
 
 
-def _stream(sess: Session, messages: list[dict[str, str]], use_adapter: bool, gate: bool, trace: dict):
+def _stream(
+    sess: Session,
+    messages: list[dict[str, str]],
+    use_adapter: bool,
+    gate: bool,
+    trace: dict,
+    speaker: str | None = None,
+):
     if ON_ZERO_GPU:
-        yield from _stream_on_gpu(_need_adapter(sess), messages, use_adapter, gate, trace)
+        yield from _stream_on_gpu(_need_adapter(sess), messages, use_adapter, gate, trace, speaker)
         return
     model = _chat_model(sess)  # kept in this session's state: loaded once, not per message
-    yield from model.stream(messages, CHAT_GENERATION, use_adapter=use_adapter, gate=gate, trace=trace)
+    yield from model.stream(
+        messages, CHAT_GENERATION, use_adapter=use_adapter, gate=gate, trace=trace, speaker=speaker
+    )
+
+
+# The selector's choice for someone who does not say who they are (the assistant then tells only shared facts and
+# the others' public ones).
+NOT_SAYING = "Not saying"
+
+
+def _family(sess: Session) -> Any:
+    """The session's adapter's profile when it is a family's (whose speaker the selector chooses), else None."""
+    if not sess.adapter:
+        return None
+    try:
+        profile = core.Adapter(sess.adapter).private.profile
+    except core.AndraeusError:
+        return None  # a damaged private file: chat reports it
+    return profile if profile is not None and profile.is_family else None
+
+
+def speaker_selector(state: Session | None, current: str | None = None):
+    """The "Who's asking?" selector for the session's adapter: shown only for a family's, offering its people as
+    "Karim (Dad)" and "Not saying"; the current choice is kept while it is still one of them."""
+    profile = _family(_session(state))
+    if profile is None:
+        return gr.update(visible=False, choices=[NOT_SAYING], value=NOT_SAYING)
+    choices = [(f"{p.name} ({p.relation})" if p.relation else p.name, p.name) for p in profile.people]
+    choices.append((NOT_SAYING, NOT_SAYING))
+    value = current if current in {value for _, value in choices} else NOT_SAYING
+    return gr.update(visible=True, choices=choices, value=value)
 
 
 # Who answered, shown above the answer when it was not the trained assistant itself.
@@ -727,8 +780,18 @@ ROUTE_TITLES = {
 }
 
 
-def chat(message: str, history: list[dict[str, Any]], use_base: bool, use_gate: bool, state: Session | None):
+def chat(
+    message: str,
+    history: list[dict[str, Any]],
+    use_base: bool,
+    use_gate: bool,
+    state: Session | None,
+    speaker: str | None = NOT_SAYING,
+):
+    """Answer ``message`` after ``history``; ``speaker`` (the "Who's asking?" selector) names a family adapter's
+    asker by name ("Not saying": nobody in particular)."""
     sess = _session(state)
+    asker = None if not speaker or speaker == NOT_SAYING else speaker
     history = list(history or [])
     if not (message or "").strip():
         yield sess, history, ""
@@ -745,7 +808,7 @@ def chat(message: str, history: list[dict[str, Any]], use_base: bool, use_gate: 
     answer = ""
     trace: dict[str, Any] = {}
     try:
-        for piece in _stream(sess, turns, not use_base, bool(use_gate), trace):
+        for piece in _stream(sess, turns, not use_base, bool(use_gate), trace, asker):
             answer += piece
             history[-1]["content"] = answer
             if not use_base and trace.get("route") in ROUTE_TITLES:
@@ -908,7 +971,17 @@ def build_demo() -> gr.Blocks:
                 label="Recall by kind: adapter vs base vs facts-in-prompt", type="filepath", elem_id="eval-chart"
             )
             eval_items = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, label="Held-out questions", wrap=True)
-        with gr.Tab("Chat", id="chat"):
+        with gr.Tab("Chat", id="chat") as chat_tab:
+            speaker = gr.Dropdown(
+                [NOT_SAYING],
+                value=NOT_SAYING,
+                label="Who's asking?",
+                info="A family's assistant answers each person with their own facts and keeps private ones private. "
+                "Changing this starts a new conversation.",
+                visible=False,
+                interactive=True,
+                elem_id="speaker",
+            )
             chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=380)
             with gr.Row():
                 message = gr.Textbox(
@@ -978,7 +1051,7 @@ def build_demo() -> gr.Blocks:
             api_name="train",
             concurrency_limit=1,
             concurrency_id="gpu",
-        )
+        ).then(speaker_selector, [state, speaker], [speaker], api_visibility="private")
         update_btn.click(
             start_update,
             settings,
@@ -986,7 +1059,7 @@ def build_demo() -> gr.Blocks:
             api_name="update",
             concurrency_limit=1,
             concurrency_id="gpu",
-        )
+        ).then(speaker_selector, [state, speaker], [speaker], api_visibility="private")
         cancel_btn.click(
             cancel_training, [state], [train_status], api_name="cancel", concurrency_limit=None, queue=False
         )
@@ -998,7 +1071,10 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=1,
             concurrency_id="gpu",
         )
-        chat_inputs = [message, chatbot, use_base, use_gate, state]
+        chat_inputs = [message, chatbot, use_base, use_gate, state, speaker]
+        chat_tab.select(speaker_selector, [state, speaker], [speaker], api_visibility="private")
+        # One person's answers are never the context of another's: a new speaker starts a new conversation.
+        speaker.change(lambda: [], None, [chatbot], api_visibility="private")
         send.click(chat, chat_inputs, [state, chatbot, message], api_name="chat", concurrency_limit=2)
         message.submit(chat, chat_inputs, [state, chatbot, message], api_visibility="private", concurrency_limit=2)
         clear.click(lambda: [], None, [chatbot], api_visibility="private")

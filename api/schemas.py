@@ -196,6 +196,11 @@ class ModelObject(BaseModel):
     parent: str | None = Field(
         None, description="The fine-tuned model this one was continued from (a job created with model='ft:...')."
     )
+    speakers: list[str] | None = Field(
+        None,
+        description="Andraeus extension: a family's fine-tuned model lists the people who may be named as the chat "
+        "request's 'user' (their relations and aliases work too); null for base models and one-person models.",
+    )
 
 
 class ModelList(BaseModel):
@@ -313,7 +318,15 @@ class ChatCompletionRequest(BaseModel):
         None, ge=SEED_RANGE[0], le=SEED_RANGE[1], description="Seed for sampled answers (a 64-bit integer)."
     )
     n: int | None = Field(None, ge=1, le=1, description="Only 1 is supported.")
-    user: str | None = Field(None, description="Ignored.", max_length=MAX_NAME_CHARS)
+    user: str | None = Field(
+        None,
+        description="For a family's fine-tuned model (GET /v1/models/{id} lists its 'speakers'): who is asking, by "
+        "name, relation or alias, any case. They hear their own facts as theirs, and nobody else's private ones; "
+        "without it the model does not know who asks (shared facts and others' public ones only). A name that is "
+        "no one in the family is a 400 (param 'user'). Ignored for base models and one-person fine-tuned models, "
+        "as an end-user id.",
+        max_length=MAX_NAME_CHARS,
+    )
     presence_penalty: float | None = Field(None, description="Ignored.")
     frequency_penalty: float | None = Field(None, description="Ignored.")
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(

@@ -21,6 +21,7 @@ from andraeus_core import AndraeusError, GenerationConfig
 from ..deps import ServiceDep, TenantDep
 from ..errors import ApiError, andraeus_error_status, error_body, without_paths
 from ..schemas import MAX_MESSAGE_CHARS, ChatCompletion, ChatCompletionRequest, ChatMessageOut, Choice, Usage
+from ..speakers import start_completion
 
 router = APIRouter(prefix="/chat", tags=["chat"])
 logger = logging.getLogger("andraeus.api")
@@ -115,7 +116,10 @@ class GuardedStream(StreamingResponse):
 async def chat_completions(
     body: ChatCompletionRequest, service: ServiceDep, tenant: TenantDep, request: Request
 ) -> Any:
-    """OpenAI chat completions: greedy by default; temperature/top_p sample; stop and max_tokens end the answer."""
+    """OpenAI chat completions: greedy by default; temperature/top_p sample; stop and max_tokens end the answer.
+
+    For a family's fine-tuned model, ``user`` names who is asking (a name, relation or alias).
+    """
     config = _config(body)
     messages = _messages(body)
     settings = request.app.state.settings
@@ -124,8 +128,15 @@ async def chat_completions(
     streaming = False
     try:
         completion = await run_in_threadpool(
-            lambda: service.complete(
-                tenant, body.model, messages, config, gate=body.gate, timeout_s=settings.generation_timeout_s
+            lambda: start_completion(
+                service,
+                tenant,
+                body.model,
+                messages,
+                config,
+                user=body.user,
+                gate=body.gate,
+                timeout_s=settings.generation_timeout_s,
             )
         )
         created = int(time.time())

@@ -20,6 +20,7 @@ from ..schemas import (
     PushRequest,
     PushResponse,
 )
+from ..speakers import speakers_of
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -27,7 +28,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 @router.get("", response_model=ModelList)
 def list_models(service: ServiceDep, tenant: TenantDep) -> ModelList:
     """Base presets, then your fine-tuned models."""
-    return ModelList(data=[ModelObject(**m) for m in service.list_models(tenant)])
+    models = service.list_models(tenant)
+    return ModelList(data=[ModelObject(**m, speakers=speakers_of(service, tenant, m["id"])) for m in models])
 
 
 # The sub-resources come first: model ids may contain '/' (path converter) and ':'.
@@ -94,7 +96,7 @@ def export_model(service: ServiceDep, tenant: TenantDep, model_id: str, body: Ex
 @router.get("/{model_id:path}", response_model=ModelObject)
 def get_model(service: ServiceDep, tenant: TenantDep, model_id: str) -> ModelObject:
     """One model."""
-    return ModelObject(**service.get_model(tenant, model_id))
+    return ModelObject(**service.get_model(tenant, model_id), speakers=speakers_of(service, tenant, model_id))
 
 
 @router.delete("/{model_id:path}", response_model=DeletedObject)
