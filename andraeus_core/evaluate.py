@@ -58,8 +58,8 @@ from .family import (
     disclosure_guard,
     household_name,
     resolve_speaker,
-    significant,
     speaker_system_prompt,
+    stated_values,
     withheld_facts,
 )
 from .gate import ABSTENTION_PREFIX, abstention
@@ -384,10 +384,10 @@ def cross_person_values(profile: Profile, question: Question, answer: str) -> li
         v
         for f in profile.facts
         if f.owner not in (None, speaker.name)
-        for v in significant(f.accepted())
+        for v in f.accepted()
         if normalize(v) not in own and not any(contains_any(e, [v]) for e in expect)
     ]
-    return mentioned_values(answer, others, question=question.question)
+    return stated_values(answer, others, question=question.question)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -98,10 +99,20 @@ def who_is_asking(topic: str) -> str:
     return f"I don't know who's asking, so I can't tell you your {topic}. Tell me who you are first."
 
 
-def significant(values: Iterable[str]) -> list[str]:
-    """The values worth matching in an answer: an alias such as "O-" normalises to the word "o", which would match
-    any answer that says "O Canada"; one character tells nothing."""
-    return [v for v in values if len(normalize(v)) >= 2]
+def stated_values(answer: str, values: Iterable[str], *, question: str = "") -> list[str]:
+    """The values ``answer`` states, as :func:`~andraeus_core.matching.mentioned_values` finds them, except that a
+    value whose normalised form is one character ("O-" becomes "o", which "O Canada" would match) is looked for as
+    written instead ("O-" as a token, any case); a one-character value is not looked for at all."""
+    values = list(values)
+    found = mentioned_values(answer, [v for v in values if len(normalize(v)) >= 2], question=question)
+    for value in values:
+        raw = value.strip()
+        if len(normalize(value)) >= 2 or len(raw) < 2:
+            continue
+        pattern = re.compile(rf"(?<![0-9a-z]){re.escape(raw)}(?![0-9a-z+-])", re.IGNORECASE)
+        if pattern.search(answer) and not pattern.search(question):
+            found.append(value)
+    return found
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,7 @@ class DisclosureGuard:
         number back tells nothing new) — the same rule the evaluation's leak check uses.
         """
         for fact in self.facts:
-            if mentioned_values(answer, significant(fact.accepted()), question=question):
+            if stated_values(answer, fact.accepted(), question=question):
                 return refusal(fact.owner or "its owner")
         return None
 
@@ -279,7 +290,7 @@ __all__ = [
     "household_name",
     "names_of",
     "refusal",
-    "significant",
+    "stated_values",
     "resolve_speaker",
     "reverse_third_person",
     "speaker_choices",
