@@ -73,6 +73,8 @@ from .export import (
     export_download,
     plan_vllm,
 )
+from .family import describe as describe_person
+from .family import disclosure_guard, resolve_speaker, speaker_choices, speaker_system_prompt
 from .fsutil import claim_dir, start_sweeper
 from .hub import adapter_zip, pull_adapter, push_adapter, push_export, resolve_adapter
 from .jobs import Completion, Service, fine_tuned_model_id
@@ -96,7 +98,7 @@ from .models import (
 from .plots import recall_by_kind_chart
 from .profile import FORMATS as PROFILE_FORMATS
 from .profile import MAX_FILE_BYTES as MAX_PROFILE_BYTES
-from .profile import Fact, Profile, load_profile, parse_profile, profile_from_rows, profile_hash
+from .profile import Fact, Person, Profile, load_profile, parse_profile, profile_from_rows, profile_hash
 from .recipe import ProgressEvent, default_preset
 from .remote import RemoteCompletion, RemoteEngine
 from .slices import SliceResult, run_in_slices, stream_slice, train_in_slices, train_slice
@@ -131,6 +133,7 @@ __all__ = [
     "ExportResult",
     "ExampleMeta",
     "Fact",
+    "Person",
     "FactChange",
     "GGUF_QUANTS",
     "GenerationConfig",
@@ -148,6 +151,11 @@ __all__ = [
     "Phrasing",
     "PrivateDataError",
     "Profile",
+    "describe_person",
+    "disclosure_guard",
+    "resolve_speaker",
+    "speaker_choices",
+    "speaker_system_prompt",
     "ProfileDiff",
     "ProfileError",
     "ProgressEvent",
