@@ -46,7 +46,7 @@ CHAT_MAX_NEW_TOKENS = 128
 CHAT_GENERATION = core.GenerationConfig(max_new_tokens=CHAT_MAX_NEW_TOKENS)
 SEED_MODEL = "qwen2.5-7b"  # the seed's base model (its recipe: the seed preset, QLoRA)
 SESSION_TTL_S = 4 * 3600
-TABLE_HEADERS = ["topic", "value", "aliases"]
+TABLE_HEADERS = ["topic", "value", "aliases", "person", "private"]
 ITEM_HEADERS = ["kind", "question", "expected", "answer", "✓/✗", "base", "facts in prompt"]
 
 
@@ -134,12 +134,21 @@ def _err(exc: Exception) -> str:
 
 
 def _rows(profile: Any) -> list[list[str]]:
-    return [[f.topic, f.value, " | ".join(f.aliases)] for f in profile.facts]
+    # A family's facts name their person (blank: shared) and whether they are private; a one-person profile leaves
+    # both blank.
+    return [
+        [f.topic, f.value, " | ".join(f.aliases), f.owner or "", "yes" if f.private else ""] for f in profile.facts
+    ]
 
 
 def _facts_summary(profile: Any) -> str:
+    who = profile.user_name
+    if profile.is_family:
+        shared = sum(f.owner is None for f in profile.facts)
+        private = sum(f.private for f in profile.facts)
+        who += f" ({', '.join(p.name for p in profile.people)}; {shared} shared, {private} private)"
     return _ok(
-        f"{len(profile.facts)} facts for {profile.user_name} (assistant: {profile.assistant_name}). "
+        f"{len(profile.facts)} facts for {who} (assistant: {profile.assistant_name}). "
         "Next: preview the phrasings, then train."
     )
 
@@ -186,7 +195,10 @@ def upload_profile(file: str | None, user_name: str, state: Session | None):
 def apply_table(rows: Any, user_name: str, assistant_name: str, state: Session | None):
     sess = _session(state)
     try:
-        sess.profile = core.profile_from_rows(_table_rows(rows), user_name=user_name, assistant_name=assistant_name)
+        people = sess.profile.people if sess.profile is not None else None  # keep relations and aliases
+        sess.profile = core.profile_from_rows(
+            _table_rows(rows), user_name=user_name, assistant_name=assistant_name, people=people
+        )
     except core.AndraeusError as exc:
         sess.profile = None
         return sess, _err(exc)
@@ -915,11 +927,12 @@ def build_demo() -> gr.Blocks:
                 )
             table = gr.Dataframe(
                 headers=TABLE_HEADERS,
-                datatype=["str", "str", "str"],
+                datatype=["str", "str", "str", "str", "str"],
                 row_count=(3, "dynamic"),
-                column_count=(3, "fixed"),
+                column_count=(5, "fixed"),
                 interactive=True,
-                label="Facts (aliases separated by |)",
+                label="Facts (aliases separated by |; for a family: the person each fact belongs to, blank = "
+                "shared, and private = yes to tell it only to that person)",
                 elem_id="facts-table",
             )
             apply_btn = gr.Button("Apply table", variant="primary", elem_id="apply-table")

@@ -57,7 +57,7 @@ def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
     user, assistant, table, status = client.predict(api_name="/load_example")
     assert (user, assistant) == ("Sam Rivera", "Nova")
     assert "10 facts" in status and "✅" in status
-    assert ["dog's name", "Buddy", "Bud"] in table["data"]
+    assert ["dog's name", "Buddy", "Bud", "", ""] in table["data"]
 
     stats, rows, _topic, _dimension = client.predict(6, 0.2, "all", "all", api_name="/preview")
     assert "training" in stats and "held-out" in stats and "| typo |" in stats
@@ -102,7 +102,7 @@ def test_whole_flow_example_preview_train_evaluate_chat_zip(app_url: str):
     assert {"serve.sh", "adapter_model.safetensors"} <= names and "private.json" not in names
 
     # Facts change: the edited table shows what changed since the adapter, and Update teaches it just that
-    rows = [[t, "Max" if t == "dog's name" else v, "" if t == "dog's name" else a] for t, v, a in table["data"]]
+    rows = [[t, "Max" if t == "dog's name" else v, "" if t == "dog's name" else a] for t, v, a, *_ in table["data"]]
     rows = [r for r in rows if r[0] != "home city"] + [["cat's name", "Whiskers", ""]]
     status = client.predict(
         {"headers": ["topic", "value", "aliases"], "data": rows}, user, assistant, api_name="/apply_table"
@@ -168,6 +168,24 @@ def test_table_errors_name_the_row_and_field(app_url: str):
 def _gradio_cache_files(name: str) -> list[Path]:
     roots = {Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")}
     return [p for root in roots if root.exists() for p in root.rglob(name)]
+
+
+def test_a_family_upload_shows_who_owns_each_fact_and_the_table_keeps_the_family(app_url: str):
+    from gradio_client import handle_file
+
+    client = _client(app_url)
+    family = Path(__file__).resolve().parent.parent / "examples" / "family_profile.yaml"
+    user, _assistant, table, status, _ = client.predict(handle_file(str(family)), "", api_name="/upload")
+    assert user == "the Haddad family" and "Nadia, Karim, Leila; 4 shared, 5 private" in status, status
+    assert ["gym locker code", "4471", "", "Karim", "yes"] in table["data"]
+    assert ["dog's name", "Biscuit", "", "", ""] in table["data"]
+    # Applying the table as shown keeps the family (people, owners, private facts), relations included.
+    rows = [r for r in table["data"] if r[0] != "hamster's name"]
+    status = client.predict({"headers": table["headers"], "data": rows}, user, "Andraeus", api_name="/apply_table")
+    assert "27 facts for the Haddad family (Nadia, Karim, Leila; 4 shared, 5 private)" in status, status
+    _, preview_rows, _, _ = client.predict(6, 0.2, "all", "all", api_name="/preview")
+    questions = " ".join(r[3] for r in preview_rows["data"])
+    assert "Dad's" in questions or "Papa's" in questions  # Karim's relation and alias survived the table
 
 
 def test_bad_uploads_show_an_inline_error_and_the_app_keeps_working(app_url: str, tmp_path: Path):
