@@ -986,6 +986,7 @@ class ChatModel:
             ConfigError: a malformed conversation, or a ``speaker`` that is not one of the family.
         """
         system, guard = self.speaker_prompt(speaker, system)
+        trace = trace if trace is not None else {}  # the route decides which of the guard's rules apply
         pieces = self._stream(
             messages,
             config,
@@ -1008,7 +1009,11 @@ class ChatModel:
         refused = guard.check(text, question) if use_adapter else None
         if refused is not None:
             logger.info("an answer stated a private fact the speaker may not be told; sent the refusal instead")
-            if trace is not None:
+            trace["withheld"] = True
+        elif use_adapter and trace.get("route", "adapter") == "adapter":
+            refused = guard.check_first_person(text, question)
+            if refused is not None:
+                logger.info("an answer about the speaker stated another person's fact; sent 'I don't know' instead")
                 trace["withheld"] = True
         yield refused if refused is not None else text
 

@@ -117,12 +117,23 @@ def stated_values(answer: str, values: Iterable[str], *, question: str = "") -> 
 
 @dataclass(frozen=True)
 class DisclosureGuard:
-    """Checks an answer for values the speaker may not be told (see :func:`disclosure_guard`)."""
+    """Checks an answer for values the speaker may not be told (see :func:`disclosure_guard`).
+
+    Two rules. :meth:`check` — another person's *private* value is never said, whatever was asked and whoever
+    answered. :meth:`check_first_person` — the adapter's answer to a question that names no one else is about the
+    speaker, so it must not state another person's value: "What's my job?" from the child must not get Dad's job.
+    """
 
     facts: tuple[Fact, ...]
+    #: Other people's facts whose values are not the speaker's too (the second rule).
+    others: tuple[Fact, ...] = ()
+    #: Every name, relation and alias of the other people: a question naming one asks about them.
+    other_names: tuple[str, ...] = ()
+    #: Whether the speaker has said who they are (else the answer to "my ..." is "I don't know who's asking").
+    known: bool = True
 
     def __bool__(self) -> bool:
-        return bool(self.facts)
+        return bool(self.facts or self.others)
 
     def check(self, answer: str, question: str = "") -> str | None:
         """The refusal to send instead of ``answer`` when it states a withheld value; ``None`` when it is safe.
@@ -135,16 +146,45 @@ class DisclosureGuard:
                 return refusal(fact.owner or "its owner")
         return None
 
+    def check_first_person(self, answer: str, question: str = "") -> str | None:
+        """The "I don't know" to send instead of the adapter's ``answer`` when the question names no one else and
+        the answer states another person's value (it answered about the wrong person); ``None`` when it is safe.
+
+        Only for what the adapter answered: the base model's answer to an everyday request may say "risotto" without
+        meaning Dad's favourite food.
+        """
+        if not self.others or stated_values(question, self.other_names):
+            return None
+        for fact in self.others:
+            if stated_values(answer, fact.accepted(), question=question):
+                return (
+                    f"I don't know your {fact.topic} — you haven't told me."
+                    if self.known
+                    else who_is_asking(fact.topic)
+                )
+        return None
+
     def longest(self) -> int:
         """The longest withheld value or alias, in characters."""
         return max((len(v) for f in self.facts for v in f.accepted()), default=0)
 
 
 def disclosure_guard(profile: Profile | None, speaker: Person | None) -> DisclosureGuard:
-    """The rule that keeps private facts private for this speaker (empty for one-person profiles)."""
+    """The rules that keep private facts private and other people's facts theirs, for this speaker (empty for
+    one-person profiles)."""
     if profile is None or not profile.is_family:
         return DisclosureGuard(())
-    return DisclosureGuard(tuple(withheld_facts(profile, speaker)))
+    own = speaker.name if speaker is not None else None
+    mine = {normalize(v) for f in profile.facts if f.owner in (own, None) for v in f.accepted()}
+    others = tuple(
+        f.model_copy(update={"aliases": [a for a in f.aliases if normalize(a) not in mine]})
+        for f in profile.facts
+        if f.owner not in (own, None) and normalize(f.value) not in mine
+    )
+    names = tuple(n for p in profile.people if p.name != own for n in p.names())
+    return DisclosureGuard(
+        tuple(withheld_facts(profile, speaker)), others=others, other_names=names, known=speaker is not None
+    )
 
 
 def speaker_view(profile: Profile, speaker: Person) -> Profile:

@@ -103,8 +103,10 @@ class GuardedCompletion:
     def __iter__(self) -> Iterator[str]:
         text = "".join(self.completion)
         refused = self.guard.check(text, self.question)
+        if refused is None and getattr(self.completion, "route", "adapter") in (None, "adapter"):
+            refused = self.guard.check_first_person(text, self.question)  # the adapter's answer about someone else
         if refused is not None:
-            logger.info("an answer stated a private fact the speaker may not be told; sent the refusal instead")
+            logger.info("an answer stated a fact the speaker may not be told; sent the refusal instead")
             text = refused
         self.text = text
         if text:

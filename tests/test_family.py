@@ -183,11 +183,27 @@ def test_disclosure_guard_withholds_others_private_values_only() -> None:
     assert disclosure_guard(profile, ben).check("Mum's PIN is 9912.") == refusal("Ana")
     assert disclosure_guard(profile, None).check("It is 9912") == refusal("Ana")
     assert disclosure_guard(profile, ana).check("Your PIN is 9912.") is None  # her own
-    assert not disclosure_guard(profile, ana)  # nothing withheld from Ana
+    assert not disclosure_guard(profile, ana).facts  # no private fact withheld from Ana
     assert disclosure_guard(profile, ben).check("Mum's birthday is May 3.") is None  # public
     # A number the question itself says is no disclosure.
     assert disclosure_guard(profile, ben).check("9912?", question="Is Mum's PIN 9912?") is None
     assert not disclosure_guard(load_profile(EXAMPLES / "seed_profile.yaml"), None)
+
+
+def test_first_person_answers_never_state_another_persons_value() -> None:
+    profile = family()
+    ana, ben = profile.person("Ana"), profile.person("Ben")
+    # "my birthday" from Ben answered with Ana's: "I don't know" instead.
+    assert disclosure_guard(profile, ben).check_first_person("It's May 3.", "When's my birthday?") == (
+        "I don't know your birthday — you haven't told me."
+    )
+    assert disclosure_guard(profile, ben).check_first_person("It's June 8.", "When's my birthday?") is None
+    # A question that names the other person asks about them.
+    assert disclosure_guard(profile, ben).check_first_person("May 3.", "When's Mum's birthday?") is None
+    assert disclosure_guard(profile, ana).check_first_person("June 8", "When is Benny's birthday?") is None
+    # An unknown speaker: nobody's first-person value.
+    assert "don't know who's asking" in disclosure_guard(profile, None).check_first_person("May 3", "my birthday?")
+    assert disclosure_guard(profile, None).check_first_person("Rex!", "What's our dog called?") is None  # shared
 
 
 def test_third_person_questions_use_every_name_form() -> None:
@@ -288,9 +304,10 @@ def test_gate_sends_cross_person_questions_to_the_adapter(family_dataset: Any) -
 @pytest.fixture
 def family_chat(tmp_path: Path, make_adapter: Any, tiny_model: Any) -> Any:
     from andraeus_core.chat import ChatModel
+    from andraeus_core.models import load_model
 
     path = make_adapter(tmp_path / "family", profile=FAMILY_DICT, system_prompt=speaker_system_prompt(family(), None))
-    return ChatModel(tiny_model, path)
+    return ChatModel(load_model("tiny-random"), path)  # a copy of its own: PEFT changes the model it wraps
 
 
 def test_chat_uses_the_speakers_prompt(family_chat: Any) -> None:
@@ -298,7 +315,7 @@ def test_chat_uses_the_speakers_prompt(family_chat: Any) -> None:
     system, guard = family_chat.speaker_prompt("benny")
     assert system.endswith("You are talking to Ben.") and guard
     system, guard = family_chat.speaker_prompt("Ana", "You are talking to Ben.")  # a named speaker wins
-    assert system.endswith("You are talking to Ana.") and not guard
+    assert system.endswith("You are talking to Ana.") and not guard.facts
     system, _ = family_chat.speaker_prompt(None)
     assert "do not know which of them" in system
     with pytest.raises(ConfigError, match="not one of the family"):
@@ -325,10 +342,32 @@ def test_chat_replaces_an_answer_that_tells_a_private_value(family_chat: Any, mo
     assert said[0].endswith("You are talking to Ben.") and said[2].endswith("You are talking to Ana.")
 
 
+def test_chat_replaces_the_adapters_answer_about_the_wrong_person(family_chat: Any, monkeypatch: Any) -> None:
+    from andraeus_core.chat import GenerationConfig
+
+    route = {"route": "adapter"}
+
+    def fake_stream(messages: Any, config: Any = None, **kwargs: Any) -> Any:
+        kwargs["trace"]["route"] = route["route"]
+        yield "Your birthday is May 3."  # Ana's
+
+    monkeypatch.setattr(family_chat, "_stream", fake_stream)
+    question = [{"role": "user", "content": "When's my birthday?"}]
+    config = GenerationConfig(max_new_tokens=4)
+    trace: dict[str, Any] = {}
+    assert family_chat.reply(question, config, speaker="Ben") == "I don't know your birthday — you haven't told me."
+    assert family_chat.reply(question, config, speaker="Ana") == "Your birthday is May 3."
+    list(family_chat.stream(question, config, speaker="Ben", trace=trace))
+    assert trace["withheld"] is True
+    route["route"] = "base"  # the base model's answer to an everyday request is left alone
+    assert family_chat.reply(question, config, speaker="Ben") == "Your birthday is May 3."
+
+
 def test_chat_speaker_on_a_one_person_adapter_is_an_error(tmp_path: Path, make_adapter: Any, tiny_model: Any) -> None:
     from andraeus_core.chat import ChatModel
+    from andraeus_core.models import load_model
 
-    chat = ChatModel(tiny_model, make_adapter(tmp_path / "one"))
+    chat = ChatModel(load_model("tiny-random"), make_adapter(tmp_path / "one"))
     assert chat.speakers == []
     with pytest.raises(ConfigError, match="speaker is for family adapters"):
         chat.reply([{"role": "user", "content": "hi"}], speaker="Sam")
