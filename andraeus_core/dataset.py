@@ -263,6 +263,24 @@ def _augment_typos(
     return out
 
 
+def _guard_answers(
+    guard_answer_fn: Callable[[list[str]], list[str]] | None, train_guards: list[Negative]
+) -> dict[str, str]:
+    """The base model's answers to the guard questions trained on, by question (none without ``guard_answer_fn``)."""
+    if not train_guards:
+        return {}
+    if guard_answer_fn is None:
+        logger.info("no guard_answer_fn: %d over-trigger guard questions left out of training", len(train_guards))
+        return {}
+    answers = list(guard_answer_fn([g.question for g in train_guards]))
+    if len(answers) != len(train_guards):
+        raise ConfigError(
+            f"guard_answer_fn returned {len(answers)} answers for {len(train_guards)} questions.",
+            param="guard_answer_fn",
+        )
+    return dict(zip((g.question for g in train_guards), answers, strict=True))
+
+
 def generated_per_fact(per_fact: int, heldout_share: float) -> int:
     """How many phrasings to generate per fact so that about ``per_fact`` of them are trained on.
 
@@ -363,19 +381,7 @@ def build_dataset(
     for n in negatives:
         meta = ExampleMeta(topic=n.topic, dimension=n.kind, kind=n.kind, split=groups[n.group], expect=list(n.expect))
         (heldout if meta.split == "heldout" else train).append(_example(system, n.question, n.answer, meta))
-    train_guards = [g for g in guards if groups[g.group] == "train"]
-    guard_answers: list[str] = []
-    if guard_answer_fn is None:
-        if train_guards:
-            logger.info("no guard_answer_fn: %d over-trigger guard questions left out of training", len(train_guards))
-    elif train_guards:
-        guard_answers = list(guard_answer_fn([g.question for g in train_guards]))
-        if len(guard_answers) != len(train_guards):
-            raise ConfigError(
-                f"guard_answer_fn returned {len(guard_answers)} answers for {len(train_guards)} questions.",
-                param="guard_answer_fn",
-            )
-    answers = dict(zip((g.question for g in train_guards), guard_answers, strict=False))
+    answers = _guard_answers(guard_answer_fn, [g for g in guards if groups[g.group] == "train"])
     for g in guards:
         meta = ExampleMeta(topic=g.topic, dimension=g.kind, kind=g.kind, split=groups[g.group], expect=[])
         if meta.split == "heldout":
@@ -562,16 +568,7 @@ def _build_family_dataset(
     union = union_view(profile)
     guards = [*guard_questions(union, seed=seed), *general_questions(seed=seed)]
     groups = _split_groups(guards, heldout_share, rng)
-    train_guards = [g for g in guards if groups[g.group] == "train"]
-    answers: dict[str, str] = {}
-    if guard_answer_fn is not None and train_guards:
-        got = list(guard_answer_fn([g.question for g in train_guards]))
-        if len(got) != len(train_guards):
-            raise ConfigError(
-                f"guard_answer_fn returned {len(got)} answers for {len(train_guards)} questions.",
-                param="guard_answer_fn",
-            )
-        answers = dict(zip((g.question for g in train_guards), got, strict=True))
+    answers = _guard_answers(guard_answer_fn, [g for g in guards if groups[g.group] == "train"])
     for g in guards:
         meta = ExampleMeta(topic=g.topic, dimension=g.kind, kind=g.kind, split=groups[g.group], expect=[])
         asker = rng.choice(speakers)

@@ -45,7 +45,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -86,18 +86,7 @@ QuestionKind = Literal[
 KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse", "unknown", "unrelated", "general", "identity")
 # The kinds that only a family adapter's questions have (a speaker asking about someone else).
 FAMILY_KINDS: tuple[str, ...] = ("third_person", "private")
-ALL_KINDS: tuple[str, ...] = (
-    "paraphrase",
-    "typo",
-    "indirect",
-    "reverse",
-    "third_person",
-    "unknown",
-    "unrelated",
-    "private",
-    "general",
-    "identity",
-)
+ALL_KINDS: tuple[str, ...] = get_args(QuestionKind)
 # The speaker's own (or the shared) facts asked in the first person: what per-speaker recall and leakage are over.
 FIRST_PERSON_KINDS: tuple[str, ...] = ("paraphrase", "typo", "indirect", "reverse")
 # Every kind `recall` is over (third_person only occurs on family adapters, so one-person figures are unchanged).
