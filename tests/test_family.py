@@ -435,3 +435,29 @@ def test_flat_family_facts_must_name_someone_in_people() -> None:
 
     with pytest.raises(ProfileError, match=r"facts\[0\].owner names no one in people \(got 'Zed'\)"):
         parse_profile(json.dumps(dump), fmt="json", source="dump.json")
+
+
+def test_family_bench_quick_run(tmp_path: Path) -> None:
+    # bench/family.py --quick on tiny-random: the figures mean nothing, the mechanics (train both, time ratio,
+    # evaluate the family on its hand-written set and held-out split with the family metrics) are what is checked.
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "figures.json"
+    run = subprocess.run(
+        [sys.executable, "bench/family.py", "--quick", "--workdir", str(tmp_path / "w"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["trained"]["ratio"] > 0 and figures["trained"]["family"]["train_examples"] > 0
+    family = figures["eval"]["evalset"]["family"]
+    assert family["people"] == ["Nadia", "Karim", "Leila"]
+    assert family["systems"]["adapter"]["private_disclosure"]["n"] == 25
+    assert family["systems"]["adapter"]["private_disclosure"]["rate"] == 0.0  # the guard, whatever tiny-random says
+    assert "training time: family" in run.stdout and "leaked" in run.stdout
