@@ -94,6 +94,9 @@ def refusal(owner: str) -> str:
 REFUSALS = ("to share", "private")
 
 
+GENERIC_ABSTENTION = "I don't know that — you haven't told me."
+
+
 def who_is_asking(topic: str) -> str:
     """The answer to a first-person question when the speaker is unknown."""
     return f"I don't know who's asking, so I can't tell you your {topic}. Tell me who you are first."
@@ -157,11 +160,14 @@ class DisclosureGuard:
             return None
         for fact in self.others:
             if stated_values(answer, fact.accepted(), question=question):
-                return (
-                    f"I don't know your {fact.topic} — you haven't told me."
-                    if self.known
-                    else who_is_asking(fact.topic)
-                )
+                # Name the topic only when the question asked about it: "What day is my school trip?" answered with
+                # Mum's book-club day must not tell the child that Mum has a book-club day.
+                words = [w for w in normalize(fact.topic).split() if len(w) > 2 and w not in ("name", "favourite")]
+                asked = set(normalize(question).split())
+                topic = fact.topic if words and all(w in asked for w in words) else None
+                if not self.known:
+                    return who_is_asking(topic or "details")
+                return f"I don't know your {topic} — you haven't told me." if topic else GENERIC_ABSTENTION
         return None
 
     def longest(self) -> int:
