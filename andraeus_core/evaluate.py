@@ -995,10 +995,9 @@ def evaluate(
             systems.insert(1, "adapter_alone")
         # Both rules: another's private value never; another's value in the adapter's answer to a question that
         # names no one else ("my job" from the child) is replaced by "I don't know", as chat does.
-        routed = routes if router is not None else ["adapter"] * len(items)
-        refusals = [
+        refusals = [  # without a gate every route is "adapter"
             g.check(a, q.question) or (g.check_first_person(a, q.question) if r == "adapter" else None)
-            for g, a, q, r in zip(guards, answers["adapter"], items, routed, strict=True)
+            for g, a, q, r in zip(guards, answers["adapter"], items, routes, strict=True)
         ]
         withheld = [r is not None for r in refusals]
         answers["adapter"] = [a if r is None else r for a, r in zip(answers["adapter"], refusals, strict=True)]

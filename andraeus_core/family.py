@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .matching import mentioned_values, normalize
-from .profile import Fact, Person, Profile, name_key, same_topic_key
+from .profile import Fact, Person, Profile, same_topic_key
 from .variations import topic_info, typo_of
 
 logger = logging.getLogger(__name__)
@@ -89,9 +89,6 @@ def withheld_facts(profile: Profile, speaker: Person | None) -> list[Fact]:
 def refusal(owner: str) -> str:
     """The answer to anyone but ``owner`` asking about one of ``owner``'s private facts."""
     return f"That's {owner}'s to share, not mine — please ask {owner}."
-
-
-REFUSALS = ("to share", "private")
 
 
 GENERIC_ABSTENTION = "I don't know that — you haven't told me."
@@ -169,10 +166,6 @@ class DisclosureGuard:
                     return who_is_asking(topic or "details")
                 return f"I don't know your {topic} — you haven't told me." if topic else GENERIC_ABSTENTION
         return None
-
-    def longest(self) -> int:
-        """The longest withheld value or alias, in characters."""
-        return max((len(v) for f in self.facts for v in f.accepted()), default=0)
 
 
 def disclosure_guard(profile: Profile | None, speaker: Person | None) -> DisclosureGuard:
@@ -321,20 +314,14 @@ def cross_person_topics(profile: Profile, speaker: Person) -> list[str]:
     return list(out.values())
 
 
-def names_of(people: Iterable[Person]) -> set[str]:
-    """Every name key of these people (for checks that an answer names someone)."""
-    return {name_key(n) for p in people for n in p.names()}
-
-
 __all__ = [
-    "REFUSALS",
+    "GENERIC_ABSTENTION",
     "DisclosureGuard",
     "ThirdPerson",
     "cross_person_topics",
     "describe",
     "disclosure_guard",
     "household_name",
-    "names_of",
     "refusal",
     "stated_values",
     "resolve_speaker",

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .dataset import ChatDataset
+from .family import GENERIC_ABSTENTION  # one wording, shared with the family guard
 from .matching import mentioned_values, normalize
 from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
 from .profile import Profile, topic_key
@@ -70,7 +71,6 @@ THRESHOLD_ABSTAIN_NEAR_MISS = 0.3
 # added 2 of 52 unknown questions and cost no known one (gate-only routing: bench/gate_routing.py).
 NEAR_MISS_MAX_BASE = 0.5
 MAX_QUESTION_TOKENS = 128  # a question's topic is in its first sentence or two
-GENERIC_ABSTENTION = "I don't know that — you haven't told me."
 ABSTENTION_PREFIX = "I don't know"
 
 # Words that name a known fact's subject without its topic's own words ("spouse" for a wife, "born" for a birthday).

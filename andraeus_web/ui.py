@@ -779,7 +779,7 @@ def speaker_selector(state: Session | None, current: str | None = None):
     profile = _family(_session(state))
     if profile is None:
         return gr.update(visible=False, choices=[NOT_SAYING], value=NOT_SAYING)
-    choices = [(f"{p.name} ({p.relation})" if p.relation else p.name, p.name) for p in profile.people]
+    choices = [(core.describe_person(p), p.name) for p in profile.people]
     choices.append((NOT_SAYING, NOT_SAYING))
     value = current if current in {value for _, value in choices} else NOT_SAYING
     return gr.update(visible=True, choices=choices, value=value)
