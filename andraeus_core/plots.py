@@ -79,6 +79,58 @@ def bar_chart(
     return out
 
 
+def line_chart(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "score (%)",
+    log_x: bool = False,
+) -> Path:
+    """One line per named series of (x, share 0–1) points, shown as %; e.g. recall against facts, one line per rank.
+
+    Args:
+        series: name -> points; a series' points are drawn in x order.
+        path: where to write the PNG (parent directories are created).
+        title: chart title.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        log_x: a logarithmic x axis (sizes that double).
+    """
+    if not series or not any(series.values()):
+        raise EvaluationError("Nothing to plot: no points.")
+    plt = _pyplot()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    try:
+        for name, points in series.items():
+            if not points:
+                continue
+            xs, ys = zip(*sorted(points), strict=True)
+            ax.plot(xs, [100 * y for y in ys], marker="o", label=name)
+            for x, y in zip(xs, ys, strict=True):
+                ax.annotate(f"{100 * y:.0f}", (x, 100 * y), textcoords="offset points", xytext=(0, 6), fontsize=7)
+        if log_x:
+            ax.set_xscale("log")
+        xs_all = sorted({x for points in series.values() for x, _ in points})
+        ax.set_xticks(xs_all)
+        ax.set_xticklabels([f"{x:g}" for x in xs_all])
+        ax.set_ylim(0, 105)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=8, loc="lower left")
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
+    logger.info("Wrote chart %s", out)
+    return out
+
+
 def recall_by_kind_chart(report: EvalReport, path: str | Path, *, title: str | None = None) -> Path:
     """Bar chart of the score per kind for the adapter and each baseline in ``report``; returns the PNG path."""
     kinds = [k for k in ALL_KINDS if k in report.by_kind]
