@@ -475,8 +475,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["checkpoint_every"] = args.checkpoint_every
     if args.no_early_stop:
         overrides["early_stop"] = False
-    config = TrainConfig.preset(args.preset or default_preset(), **overrides)
     profile = load_profile(args.profile, user_name=args.user_name) if args.user_name else load_profile(args.profile)
+    config = TrainConfig.preset(args.preset or default_preset(), facts=len(profile.facts), **overrides)
     print("Estimate: " + estimate_training(profile, config).summary(), flush=True)
 
     adapter = _train_with_progress(

@@ -8,7 +8,7 @@ and ``andraeus_core.evaluate.evaluate(...)`` work as documented.
 
 from .adapter import Adapter, AdapterMeta, AdapterPrivate
 from .chat import ChatModel, GenerationConfig, Message, load_chat_model
-from .config import TrainConfig, adapters_dir, andraeus_home, models_dir
+from .config import TrainConfig, adapters_dir, andraeus_home, cpu_rank, models_dir
 from .dataset import (
     ChatDataset,
     ChatExample,
@@ -169,6 +169,7 @@ __all__ = [
     "SliceResult",
     "Store",
     "TrainConfig",
+    "cpu_rank",
     "TrainEstimate",
     "TrainingCancelled",
     "TrainingError",

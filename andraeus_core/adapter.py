@@ -141,7 +141,13 @@ class Timings(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     prepare_seconds: float | None = Field(None, description="Loading the model and building the dataset.")
+    load_seconds: float | None = Field(None, description="Of prepare: loading the base model.")
+    data_seconds: float | None = Field(
+        None, description="Of prepare: the phrasings and the base model's guard answers (those not cached yet)."
+    )
+    gate_seconds: float | None = Field(None, description="Of prepare: fitting the gate.")
     train_seconds: float | None = Field(None, description="The optimiser steps (and early-stop probes).")
+    probe_seconds: float | None = Field(None, description="Of train: the early-stop probes.")
     total_seconds: float | None = Field(None, description="The whole run, writing the adapter included.")
 
 

@@ -30,16 +30,44 @@ from .errors import ConfigError, ModelLoadError, ModelNotAvailableError
 from .fsutil import atomic_write
 from .gate import gate_data
 from .models import PRESETS, device_type, first_load_work, load_tokenizer, model_dir, resolve_model
-from .probes import GUARD_MAX_NEW_TOKENS
+from .probes import GUARD_MAX_NEW_TOKENS, guard_cache_file, uncached_guards
 from .recipe import is_chat_dataset, load_source, pause_reserve_s, prepare_dataset, use_bf16
 
-# Throughput used by estimate() before this machine has trained anything, as (parameter count × tokens/s): the
-# product is roughly constant across model sizes on one device. CPU: measured with bench/train_speed.py on the
-# 2-core dev machine (SmolLM2-135M, cpu preset); CUDA: a conservative H100 bf16 figure (~30% MFU).
-_DEFAULT_PARAM_TOKENS_PER_S = {"cpu": 135e6 * 350, "cuda": 3e13}
-_FIXED_OVERHEAD_S = {"cpu": 10.0, "cuda": 60.0}
+# Throughput used by estimate() before this machine has trained anything, as (parameter count × tokens/s) of the
+# frozen base alone (LoRA rank -> 0): the product is roughly constant across model sizes on one device. CPU: fitted
+# to bench/capacity.py on the 2-core dev machine (SmolLM2-135M, cpu preset: 395 tokens/s at r=16, 331 at r=64);
+# CUDA: a conservative H100 bf16 figure (~30% MFU).
+_DEFAULT_PARAM_TOKENS_PER_S = {"cpu": 6.2e10, "cuda": 3e13}
+#: Extra cost per token of each unit of LoRA rank, relative to the base's (the seven projections' A and B matmuls,
+#: forward and backward): r=64 costs ~27% more per token than the base alone on CPU (the fit above). On a GPU the
+#: small matmuls hide in the kernel-launch overhead.
+_RANK_COST = {"cpu": 0.0042, "cuda": 0.001}
 #: bf16 vs float32 training step on the dev machine's AMX CPU (the cpu preset's measurement, see TrainConfig.preset).
 _CPU_BF16_SPEEDUP = 1.45
+#: The default model's guard answers average this share of GUARD_MAX_NEW_TOKENS (bench/capacity.py's profile: 58/64).
+_GUARD_ANSWER_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class _PhaseCosts:
+    """Seconds of a run's phases besides the optimiser steps, for a 135M-parameter model (scaled by parameters).
+
+    CPU: measured by bench/capacity.py on the 2-core dev machine (SmolLM2-135M, cpu preset, 10-100 facts; the
+    adapter's ``timings`` split prepare into loading, data and gate). CUDA: rough guesses (loading a model onto a GPU
+    and starting CUDA dominate there).
+    """
+
+    load_s: float  # loading the base model (converted once; not the first-use conversion)
+    guard_s: float  # per guard question the base model answers (not cached yet), batched greedy generation
+    gate_s: float  # per question the gate reads through the base model (a prefill) and the fit
+    probe_s: float  # per training phrasing an early-stop probe asks
+    save_s: float  # writing the adapter, the gate and the held-out split
+
+
+_PHASES = {
+    "cpu": _PhaseCosts(load_s=2.0, guard_s=0.25, gate_s=0.0035, probe_s=0.065, save_s=2.0),
+    "cuda": _PhaseCosts(load_s=45.0, guard_s=0.02, gate_s=0.002, probe_s=0.02, save_s=5.0),
+}
 
 
 class TrainEstimate(BaseModel):
@@ -57,6 +85,11 @@ class TrainEstimate(BaseModel):
     tokens_per_second: float = Field(description="Assumed training throughput on this device.")
     calibrated: bool = Field(description="True when the throughput was measured by an earlier run on this machine.")
     expected_seconds: float = Field(description="Expected wall time, including model loading and probes.")
+    prepare_seconds: float = Field(
+        0.0, description="Of expected_seconds: loading the model, the guard answers not cached yet, the gate's fit."
+    )
+    guard_questions: int = Field(0, description="Guard questions the base model will answer (not cached yet).")
+    probe_seconds: float = Field(0.0, description="Of expected_seconds: the early-stop probes between epochs.")
     dtype: str = Field(
         "float32", description="The base weights' training dtype ('bfloat16' where the device computes it natively)."
     )
@@ -71,7 +104,10 @@ class TrainEstimate(BaseModel):
             f"{self.tokens_per_epoch:,} tokens/epoch × {self.epochs} epochs = {self.steps} steps on {self.device} "
             f"in {self.dtype} "
             f"with {self.base_model}; expected ~{_fmt_seconds(self.expected_seconds)} "
-            f"at ~{self.tokens_per_second:,.0f} tokens/s ({source}); "
+            f"at ~{self.tokens_per_second:,.0f} tokens/s ({source}; preparing ~{_fmt_seconds(self.prepare_seconds)}"
+            + (f" with {self.guard_questions} guard answers to generate" if self.guard_questions else "")
+            + (f", early-stop probes ~{_fmt_seconds(self.probe_seconds)}" if self.probe_seconds else "")
+            + "); "
             f"cost at ${self.gpu_cost_per_hour:.3f}/h: ${self.cost_usd:.4f}"
         )
 
@@ -130,15 +166,30 @@ def _param_count(base_model: str) -> float:
         return 135e6
 
 
+def _rank_factor(rank: int, device: str) -> float:
+    """Throughput at LoRA rank ``rank`` relative to the frozen base alone."""
+    return 1.0 / (1.0 + _RANK_COST[device] * rank)
+
+
 def _assumed_throughput(base_model: str, config: TrainConfig) -> tuple[float, bool]:
-    try:
-        measured = json.loads(_throughput_file().read_text()).get(_throughput_key(base_model, config))
-    except (OSError, ValueError):
-        measured = None
-    if measured:
-        return float(measured), True
+    """(tokens/s, measured here): this machine's figure for these settings; else one it measured at another LoRA
+    rank, scaled by the rank's cost; else the default guess."""
     device = device_type()
+    try:
+        cache = json.loads(_throughput_file().read_text())
+    except (OSError, ValueError):
+        cache = {}
+    key = _throughput_key(base_model, config)
+    if cache.get(key):
+        return float(cache[key]), True
+    stem = key.rsplit("|r=", 1)[0] + "|r="
+    for other, value in sorted(cache.items()):
+        rank = other.removeprefix(stem)
+        if other.startswith(stem) and rank.isdigit() and value:
+            scale = _rank_factor(config.lora_r, device) / _rank_factor(int(rank), device)
+            return float(value) * scale, True
     guess = _DEFAULT_PARAM_TOKENS_PER_S[device] / max(_param_count(base_model), 1e6)
+    guess *= _rank_factor(config.lora_r, device)
     if device == "cpu" and not use_bf16(config):
         guess /= _CPU_BF16_SPEEDUP  # the default was measured in bf16 (the cpu preset on an AMX CPU)
     return guess, False
@@ -151,35 +202,49 @@ def _assumed_throughput(base_model: str, config: TrainConfig) -> tuple[float, bo
 def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = None) -> TrainEstimate:
     """Examples, tokens, steps, expected wall time on this device and cost — without loading the model weights.
 
-    For a profile, the dataset is built with placeholder guard answers (the real ones need the model): token counts
-    differ from the real run by a few percent at most.
+    The time is the sum of the run's phases: loading the base model, its answers to the guard questions not cached
+    yet, the gate's fit, the optimiser steps (tokens × epochs at the assumed throughput), the early-stop probes
+    between epochs, and writing the adapter. With the early stop on, every planned epoch is counted (an upper bound:
+    a run that learns its phrasings sooner stops sooner). For a profile, the dataset is built with placeholder guard
+    answers (the real ones need the model): token counts differ from the real run by a few percent.
 
     Args:
         profile_or_dataset: a ChatDataset, a Profile or a profile file path.
         config: the training settings.
         tokenizer: the base model's tokenizer, if already loaded.
     """
-    dataset = prepare_dataset(profile_or_dataset, config)
-    base = resolve_model(config.base_model).name
-    tok = tokenizer if tokenizer is not None else load_tokenizer(config.base_model)
-    tokens = sum(len(tokenize_example(tok, ex, max_length=config.max_length)["input_ids"]) for ex in dataset.train)
-    n = len(dataset.train)
+    counts = _count_tokens(profile_or_dataset, config, tokenizer)
+    resolved = resolve_model(config.base_model)
+    base = resolved.name
+    n = counts.examples
     steps = math.ceil(n / (config.batch_size * config.grad_accum)) * config.epochs
     tps, calibrated = _assumed_throughput(base, config)
     device = device_type()
-    probes = config.epochs * min(config.early_stop_probe_size, n) * 0.05 if config.early_stop else 0.0
-    seconds = round(tokens * config.epochs / max(tps, 1e-9) + _FIXED_OVERHEAD_S[device] + probes, 1)
+    phase = _PHASES[device]
+    scale = max(_param_count(base), 1e6) / 135e6
+    cache = guard_cache_file(base, local=resolved.kind == "local", quantize=config.quantize)
+    guards = uncached_guards(counts.guard_questions, cache) if counts.guard_questions else 0
+    prepare = phase.load_s * scale + guards * phase.guard_s * scale + counts.gate_questions * phase.gate_s * scale
+    probes = 0.0
+    if config.early_stop and config.epochs > 1:  # none after the last epoch
+        probed = min(config.early_stop_probe_size, n)
+        probes = (config.epochs - 1) * probed * phase.probe_s * scale
+    train = counts.tokens * config.epochs / max(tps, 1e-9)
+    seconds = round(prepare + train + probes + phase.save_s, 1)
     return TrainEstimate(
         base_model=base,
         device=device,
         train_examples=n,
-        heldout_examples=len(dataset.heldout),
-        tokens_per_epoch=tokens,
+        heldout_examples=counts.heldout,
+        tokens_per_epoch=counts.tokens,
         epochs=config.epochs,
         steps=steps,
         tokens_per_second=round(tps, 1),
         calibrated=calibrated,
         expected_seconds=seconds,
+        prepare_seconds=round(prepare, 1),
+        guard_questions=guards,
+        probe_seconds=round(probes, 1),
         dtype="4-bit" if config.quantize else "bfloat16" if use_bf16(config) else "float32",
         gpu_cost_per_hour=config.gpu_cost_per_hour,
         cost_usd=round(seconds / 3600 * config.gpu_cost_per_hour, 6),
@@ -345,16 +410,32 @@ def _shape(base: str) -> tuple[float, int]:
         return _param_count(base), 32
 
 
-def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) -> tuple[int, int, int, int, bool]:
-    """(training examples, tokens per epoch, guard questions answered by the base model, gate questions read by the
-    base model, proxy tokenizer used)."""
-    guards: list[int] = []
-    # Guard answers take the base model's words (up to GUARD_MAX_NEW_TOKENS); a placeholder of about half that
-    # length keeps the token count close without generating anything.
-    placeholder = " ".join(["word"] * (GUARD_MAX_NEW_TOKENS // 2))
+@dataclass(frozen=True)
+class _Counts:
+    """What an estimate counts without loading the model's weights."""
+
+    examples: int
+    heldout: int
+    tokens: int  # per epoch, no padding
+    guard_questions: tuple[str, ...]  # answered by the base model while the dataset is built (cached ones too)
+    gate_questions: int  # read by the base model when the gate is fitted
+    proxy: bool  # counted with the default model's tokenizer (the base model's own is not on disk)
+
+    @property
+    def guards(self) -> int:
+        return len(self.guard_questions)
+
+
+def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) -> _Counts:
+    """Examples, tokens per epoch, guard and gate questions of a run, as it would build them."""
+    guards: list[str] = []
+    # Guard answers take the base model's words (up to GUARD_MAX_NEW_TOKENS; the default model's average ~58 of 64,
+    # measured on bench/capacity.py's profile): a placeholder of that length keeps the token count within a few
+    # percent without generating anything.
+    placeholder = " ".join(["word"] * int(GUARD_MAX_NEW_TOKENS * _GUARD_ANSWER_SHARE))
 
     def count_guards(questions: list[str]) -> list[str]:
-        guards.append(len(questions))
+        guards.extend(questions)
         return [placeholder] * len(questions)
 
     dataset = prepare_dataset(profile_or_dataset, config, guard_answer_fn=count_guards)
@@ -376,7 +457,7 @@ def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) 
     tokens = sum(
         len(tokenize_example(tokenizer, ex, max_length=config.max_length)["input_ids"]) for ex in dataset.train
     )
-    return len(dataset.train), tokens, sum(guards), gate_questions, proxy
+    return _Counts(len(dataset.train), len(dataset.heldout), tokens, tuple(guards), gate_questions, proxy)
 
 
 def _budget_from_counts(
@@ -460,9 +541,16 @@ def gpu_budget(
         tokenizer: the base model's tokenizer, if loaded; else read from disk, or the default's as a proxy.
     """
     per_call = zerogpu_slice_s() if per_call_s is None else per_call_s
-    examples, tokens, guards, gate_questions, proxy = _count_tokens(profile_or_dataset, config, tokenizer)
+    c = _count_tokens(profile_or_dataset, config, tokenizer)
     return _budget_from_counts(
-        resolve_model(config.base_model).name, config, examples, tokens, guards, gate_questions, proxy, per_call
+        resolve_model(config.base_model).name,
+        config,
+        c.examples,
+        c.tokens,
+        c.guards,
+        c.gate_questions,
+        c.proxy,
+        per_call,
     )
 
 
@@ -481,16 +569,16 @@ def budget_models(
     tokenizers differ by a few percent, which the estimate's margin covers.
     """
     per_call = zerogpu_slice_s() if per_call_s is None else per_call_s
-    examples, tokens, guards, gate_questions, proxy = _count_tokens(profile_or_dataset, config, None)
+    c = _count_tokens(profile_or_dataset, config, None)
     return {
         name: _budget_from_counts(
             name,
             config.model_copy(update={"base_model": name}),
-            examples,
-            tokens,
-            guards,
-            gate_questions,
-            proxy,
+            c.examples,
+            c.tokens,
+            c.guards,
+            c.gate_questions,
+            c.proxy,
             per_call,
         )
         for name in space_models()

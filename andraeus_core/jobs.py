@@ -76,15 +76,18 @@ def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:{suffix or 'andraeus'}:{job_id}"
 
 
-def resolve_hyperparameters(model: str, hyper: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any]]:
+def resolve_hyperparameters(
+    model: str, hyper: dict[str, Any], seed: int, *, facts: int | None = None
+) -> tuple[Any, dict[str, Any]]:
     """Turn OpenAI's hyperparameters (``n_epochs``, ``learning_rate_multiplier``, ``batch_size``; each may be
-    ``"auto"``) into a :class:`TrainConfig` and the resolved values reported on the job.
+    ``"auto"``) into a :class:`TrainConfig` and the resolved values reported on the job. ``facts``: the training
+    profile's number of facts, when it is one (the cpu preset takes its LoRA rank from it).
 
     Raises:
         ConfigError: a value is out of range (the message names the hyperparameter and value).
     """
     preset = default_preset()
-    base = TrainConfig.preset(preset, base_model=model, seed=seed)
+    base = TrainConfig.preset(preset, base_model=model, seed=seed, facts=facts)
     overrides: dict[str, Any] = {}
     epochs = hyper.get("n_epochs", "auto")
     if epochs != "auto":
@@ -106,7 +109,7 @@ def resolve_hyperparameters(model: str, hyper: dict[str, Any], seed: int) -> tup
                 f"hyperparameters.batch_size must be 'auto' or 1..256, got {batch!r}.", param="batch_size"
             )
         overrides["batch_size"] = batch
-    config = TrainConfig.preset(preset, base_model=model, seed=seed, **overrides)
+    config = TrainConfig.preset(preset, base_model=model, seed=seed, facts=facts, **overrides)
     resolved = {
         "n_epochs": config.epochs,
         "batch_size": config.batch_size,
@@ -730,7 +733,10 @@ class Service:
                     )
                 parent = record["path"]
             config, _ = resolve_hyperparameters(
-                self._base_of(job["tenant"], job["model"]), job["hyperparameters"], job["seed"]
+                self._base_of(job["tenant"], job["model"]),
+                job["hyperparameters"],
+                job["seed"],
+                facts=len(parsed.facts) if kind == "profile" else None,
             )
             if parent is not None:
                 # An update trains with the parent's settings (its LoRA shape) and the job's resolved epochs (the

@@ -28,26 +28,46 @@ logger = logging.getLogger(__name__)
 GUARD_MAX_NEW_TOKENS = 64
 
 
+def guard_cache_file(name: str, *, local: bool = False, quantize: str | None = None) -> Path:
+    """Where the base model ``name``'s guard answers are cached (``local``: a directory path, not a preset/Hub id)."""
+    key = safe_name(Path(name).name if local else name)
+    if local:
+        key += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    if quantize:
+        key += f"-{quantize}"
+    return andraeus_home() / "cache" / "guards" / key / "answers.json"
+
+
+def guard_cache_key(question: str) -> str:
+    """A guard question's key in the cache (its answer depends on the answer length too)."""
+    return hashlib.sha256(f"{GUARD_MAX_NEW_TOKENS}\n{question}".encode()).hexdigest()[:32]
+
+
+def uncached_guards(questions: Sequence[str], cache_file: Path) -> int:
+    """How many distinct ``questions`` the base model would still have to answer (none cached yet)."""
+    try:
+        cache: dict[str, str] = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    return len({k for k in map(guard_cache_key, questions) if k not in cache})
+
+
 def guard_answerer(loaded: LoadedModel) -> Callable[[list[str]], list[str]]:
     """Answers over-trigger guard questions with the *base* model (greedy), cached on disk.
 
     The cache (``$ANDRAEUS_HOME/cache/guards/<model>/answers.json``, keyed by a hash of the question) makes a second
     run — and a resume after a crash — produce byte-identical guard examples without generating again.
     """
-    name = loaded.resolved.name
-    key = safe_name(Path(name).name if loaded.resolved.kind == "local" else name)
-    if loaded.resolved.kind == "local":
-        key += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
-    if loaded.quantize:
-        key += f"-{loaded.quantize}"
-    cache_file = andraeus_home() / "cache" / "guards" / key / "answers.json"
+    cache_file = guard_cache_file(
+        loaded.resolved.name, local=loaded.resolved.kind == "local", quantize=loaded.quantize
+    )
 
     def answer(questions: list[str]) -> list[str]:
         try:
             cache: dict[str, str] = json.loads(cache_file.read_text())
         except (OSError, ValueError):
             cache = {}
-        keys = [hashlib.sha256(f"{GUARD_MAX_NEW_TOKENS}\n{q}".encode()).hexdigest()[:32] for q in questions]
+        keys = [guard_cache_key(q) for q in questions]
         missing = sorted({k: q for k, q in zip(keys, questions, strict=True) if k not in cache}.items())
         if missing:
             logger.info("Answering %d over-trigger guard questions with the base model", len(missing))
@@ -106,4 +126,13 @@ def probe_recall(model: Any, tokenizer: Any, examples: Sequence[Any], *, max_new
     return hits / len(examples)
 
 
-__all__ = ["GUARD_MAX_NEW_TOKENS", "guard_answerer", "probe_examples", "probe_recall", "recall_check"]
+__all__ = [
+    "GUARD_MAX_NEW_TOKENS",
+    "guard_answerer",
+    "guard_cache_file",
+    "guard_cache_key",
+    "probe_examples",
+    "probe_recall",
+    "recall_check",
+    "uncached_guards",
+]

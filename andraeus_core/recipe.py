@@ -447,7 +447,7 @@ def make_callback(
             self.probe_seconds = time.perf_counter() - probe_start
             self.start += self.probe_seconds
             self.step_end += self.probe_seconds
-            self.probes.append({"epoch": epoch, "recall": round(rate, 4)})
+            self.probes.append({"epoch": epoch, "recall": round(rate, 4), "seconds": round(self.probe_seconds, 2)})
             state.log_history.append({"epoch": float(epoch), "step": state.global_step, PROBE_LOG_KEY: round(rate, 4)})
             logger.info("Early-stop probe after epoch %d: %.1f%% of training phrasings answered", epoch, rate * 100)
             if on_progress is not None:

@@ -78,7 +78,8 @@ def train(
 
     Args:
         profile_or_dataset: a ``ChatDataset``, a ``Profile`` or a profile file path (YAML/JSON/CSV).
-        config: training settings; default ``TrainConfig.preset("seed")`` with CUDA, else ``preset("cpu")``.
+        config: training settings; default ``TrainConfig.preset("seed")`` with CUDA, else ``preset("cpu")`` with
+            the rank for the profile's size.
         on_progress: called with a :class:`ProgressEvent` after every optimiser step and at phase changes.
         should_stop: polled after every optimiser step; returning True cancels the run.
         resume: continue from the last checkpoint of an interrupted run with the same data and settings.
@@ -116,16 +117,17 @@ def train(
     from transformers import set_seed
 
     started = time.perf_counter()
-    if config is None:
-        config = TrainConfig.preset(default_preset())
 
     def emit(phase: Any, message: str, **kw: Any) -> None:
         if on_progress is not None:
             on_progress(ProgressEvent(phase=phase, message=message, **kw))
 
     # Setup
-    set_seed(config.seed)
     source = load_source(profile_or_dataset, user_name=user_name)
+    if config is None:
+        facts = None if is_chat_dataset(source) else len(source.facts)
+        config = TrainConfig.preset(default_preset(), facts=facts)
+    set_seed(config.seed)
     if parent is not None:
         parent = parent if isinstance(parent, Adapter) else Adapter.load(parent)
         if is_chat_dataset(source):
@@ -160,6 +162,7 @@ def train(
     if loaded is None:
         loaded = load_model(config.base_model, quantize=config.quantize, dtype="bfloat16" if bf16_base else None)
     base = loaded.resolved.name
+    loaded_at = time.perf_counter()
     emit("prepare", "building the phrasings and the base model's guard answers", step=2, total_steps=prepare_steps)
     plan = None
     if parent is not None and not full:
@@ -184,6 +187,7 @@ def train(
     )
     resumed = f"resuming from step {checkpoint.name.split('-')[1]}" if checkpoint else "a new run"
     emit("prepare", f"{len(train_ds)} training examples tokenised; {resumed}", step=3, total_steps=prepare_steps)
+    data_done = time.perf_counter()
     gate = None
     if fits_gate:
         # On the bare base model, before LoRA is attached: the gate reads questions through the frozen base. (A
@@ -243,7 +247,11 @@ def train(
         dataset=dict(dataset.stats()) if hasattr(dataset, "stats") else {},
         timings=Timings(
             prepare_seconds=round(prepare_seconds, 2),
+            load_seconds=round(loaded_at - started, 2),
+            data_seconds=round(data_done - loaded_at, 2),
+            gate_seconds=round(started + prepare_seconds - data_done, 2),
             train_seconds=round(train_seconds, 2),
+            probe_seconds=round(sum(p.get("seconds", 0.0) for p in callback.probes), 2),
             total_seconds=round(time.perf_counter() - started, 2),
         ),
         metrics=TrainMetrics(

@@ -281,13 +281,20 @@ def preview(state: Session | None, per_fact: int, heldout: float, topic: str, di
 # Train
 
 
-def preset_values(preset: str) -> tuple[int, int]:
-    """(epochs, LoRA rank) of a training preset: what the Train tab's sliders show for it."""
+def preset_values(preset: str, sess: Session | None = None) -> tuple[int, int]:
+    """(epochs, LoRA rank) of a training preset: what the Train tab's sliders show for it (the cpu preset's rank
+    follows the loaded profile's size)."""
+    facts = len(sess.profile.facts) if sess is not None and sess.profile is not None else None
     try:
-        config = core.TrainConfig.preset(preset)
+        config = core.TrainConfig.preset(preset, facts=facts)
     except core.AndraeusError as exc:
         raise gr.Error(_err(exc)) from None
     return config.epochs, config.lora_r
+
+
+def profile_rank(preset: str, sess: Session | None) -> int:
+    """The rank slider's value once the facts change: the preset's rank for the profile's size."""
+    return preset_values(preset, sess)[1]
 
 
 def seed_recipe():
@@ -1042,18 +1049,22 @@ def build_demo() -> gr.Blocks:
             push_status = gr.Markdown(elem_id="push-status")
 
         names = [user_name, assistant_name, table, facts_status]
-        example_btn.click(load_example, [state], [state, *names], api_name="load_example")
-        upload.upload(upload_profile, [upload, user_name, state], [state, *names, upload], api_name="upload")
+        example_btn.click(load_example, [state], [state, *names], api_name="load_example").then(
+            profile_rank, [preset, state], [rank], api_visibility="private"
+        )
+        upload.upload(upload_profile, [upload, user_name, state], [state, *names, upload], api_name="upload").then(
+            profile_rank, [preset, state], [rank], api_visibility="private"
+        )
         apply_btn.click(
             apply_table, [table, user_name, assistant_name, state], [state, facts_status], api_name="apply_table"
-        )
+        ).then(profile_rank, [preset, state], [rank], api_visibility="private")
         preview_btn.click(
             preview,
             [state, per_fact, heldout, topic, dimension],
             [state, preview_stats, preview_table, topic, dimension],
             api_name="preview",
         )
-        preset.change(preset_values, [preset], [epochs, rank], api_name="preset_values")
+        preset.change(preset_values, [preset, state], [epochs, rank], api_name="preset_values")
         seed_btn.click(seed_recipe, None, [base_model, preset, qlora, epochs, rank], api_name="seed_recipe")
         settings = [state, base_model, preset, epochs, rank, qlora, per_fact, heldout]
         estimate_btn.click(estimate, settings, [state, train_status], api_name="estimate")

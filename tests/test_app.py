@@ -305,6 +305,11 @@ def test_space_front_matter_and_defaults(monkeypatch: pytest.MonkeyPatch):
     defaults = {b.elem_id: b.value for b in app.demo.blocks.values() if getattr(b, "elem_id", None)}
     assert (defaults["preset"], defaults["epochs"], defaults["rank"]) == ("cpu", 3, 64)
     assert ui.preset_values("seed") == (5, 64)
+    # Once facts are loaded the cpu preset's rank follows their number (the seed's stays 64).
+    from andraeus_core import cpu_rank, load_profile
+
+    sess = ui.Session(profile=load_profile(ROOT / "examples" / "seed_profile.yaml"))
+    assert ui.preset_values("cpu", sess) == (3, cpu_rank(10)) and ui.profile_rank("seed", sess) == 64
     assert ui.seed_recipe() == ("qwen2.5-7b", "seed", True, 5, 64)  # the seed's model and recipe, one click away
     assert app.demo._queue.max_size == 32
     limits = {fn.api_name: fn.concurrency_limit for fn in app.demo.fns.values()}

@@ -30,6 +30,17 @@ def test_cli_train_prints_estimate_progress_and_the_adapter_last(tmp_path, capsy
     assert meta["config"]["lora_r"] == 4 and meta["config"]["lora_alpha"] == 8 and meta["config"]["epochs"] == 1
 
 
+def test_cli_train_takes_the_rank_from_the_profile_size(tmp_path, capsys):
+    from andraeus_cli import main
+    from andraeus_core import cpu_rank, load_profile
+
+    out = tmp_path / "adapter"
+    argv = ["train", str(MINIMAL), "--base-model", "tiny-random", "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    facts = len(load_profile(MINIMAL, user_name="Sam").facts)
+    assert json.loads((out / "andraeus.json").read_text())["config"]["lora_r"] == cpu_rank(facts)
+
+
 def test_cli_train_bad_input_is_one_clear_line(tmp_path, capsys):
     from andraeus_cli import main
 

@@ -79,6 +79,22 @@ def test_cpu_preset_keeps_the_lora_science():
     assert seed.typo_augment == 0 and cpu.typo_augment > 0  # the seed recipe's data is the seed's
 
 
+def test_cpu_preset_takes_its_rank_from_the_profile_size():
+    from andraeus_core.config import CPU_RANK_LARGE, CPU_RANKS, cpu_rank
+    from andraeus_core.jobs import resolve_hyperparameters
+
+    small, large = CPU_RANKS[0][0], CPU_RANKS[-1][0] + 1
+    assert cpu_rank(1) == CPU_RANKS[0][1] and cpu_rank(small) == CPU_RANKS[0][1] and cpu_rank(large) == CPU_RANK_LARGE
+    for facts in (1, small, large, 200):
+        config = TrainConfig.preset("cpu", facts=facts)
+        assert (config.lora_r, config.lora_alpha) == (cpu_rank(facts), 2 * cpu_rank(facts))
+    assert TrainConfig.preset("cpu").lora_r == 64  # no profile known: the seed's rank
+    assert TrainConfig.preset("cpu", facts=small, lora_r=32).lora_r == 32  # an explicit rank wins
+    assert TrainConfig.preset("seed", facts=small).lora_r == 64  # the seed's recipe is the seed's
+    config, _ = resolve_hyperparameters("tiny-random", {}, 0, facts=small)  # the API's jobs, profile files
+    assert config.lora_r == cpu_rank(small) or config.preset_name == "seed"
+
+
 def test_cpu_preset_chooses_bf16_by_the_cpu(monkeypatch):
     import andraeus_core.config as config_module
     from andraeus_core.estimate import estimate
@@ -175,6 +191,46 @@ def test_estimate_before_training(tiny_model):
     assert est.tokens_per_epoch > 10 * len(dataset.train)
     assert est.expected_seconds > 0 and est.cost_usd == pytest.approx(est.expected_seconds / 3600 * 10.0, rel=1e-3)
     assert "training examples" in est.summary()
+
+
+def test_estimate_models_the_phases_and_the_rank(tiny_model, isolated_home):
+    from andraeus_core.estimate import estimate, record_throughput
+    from andraeus_core.probes import guard_answerer
+
+    profile = tiny_profile()
+    r64 = tiny_config(lora_r=64, lora_alpha=128, early_stop=True, epochs=3, early_stop_probe_size=64)
+    r16 = r64.model_copy(update={"lora_r": 16, "lora_alpha": 32})
+    fresh64, fresh16 = estimate(profile, r64), estimate(profile, r16)
+    # Default guess: a smaller rank trains faster per token; same data, same phases besides the steps.
+    assert not fresh64.calibrated and fresh16.tokens_per_second > fresh64.tokens_per_second
+    assert fresh16.tokens_per_epoch == fresh64.tokens_per_epoch
+    assert fresh64.guard_questions > 0 and fresh64.prepare_seconds > 0
+    assert fresh64.probe_seconds > 0 and estimate(profile, r64.model_copy(update={"epochs": 1})).probe_seconds == 0
+    train_part = fresh64.tokens_per_epoch * 3 / fresh64.tokens_per_second
+    assert fresh64.expected_seconds == pytest.approx(
+        train_part + fresh64.prepare_seconds + fresh64.probe_seconds + 2.0,
+        abs=0.5,  # + writing the adapter
+    )
+    # Guard answers already cached are not counted again (the run will not generate them).
+    questions: list[str] = []
+
+    def collect(qs: list[str]) -> list[str]:
+        questions.extend(qs)
+        return ["x"] * len(qs)
+
+    from andraeus_core.recipe import prepare_dataset
+
+    prepare_dataset(profile, r64, guard_answer_fn=collect)
+    guard_answerer(tiny_model)(questions)
+    cached = estimate(profile, r64)
+    assert cached.guard_questions == 0 and cached.prepare_seconds < fresh64.prepare_seconds
+    # A throughput measured here at r=64 calibrates r=16 too, scaled by the rank's cost.
+    record_throughput("tiny-random", r64, 100.0)
+    assert estimate(profile, r64).tokens_per_second == 100.0 and estimate(profile, r64).calibrated
+    scaled = estimate(profile, r16)
+    assert scaled.calibrated and scaled.tokens_per_second == pytest.approx(
+        100.0 * fresh16.tokens_per_second / fresh64.tokens_per_second, rel=0.01
+    )
 
 
 def test_guard_answers_are_cached_on_disk(tiny_model, monkeypatch, isolated_home):
@@ -329,6 +385,14 @@ def test_early_stop_records_the_epoch(monkeypatch, tmp_path):
     metrics = adapter.meta.metrics
     assert metrics.early_stop_epoch == 2 and metrics.epochs == pytest.approx(2.0)
     assert [p["recall"] for p in metrics.probes] == [0.5, 1.0] and seen == [4, 4]
+    # The phases the estimate models are timed: the probes inside the training time, prepare split in three.
+    timings = adapter.meta.timings
+    assert all(p["seconds"] >= 0 for p in metrics.probes)
+    assert timings.probe_seconds == pytest.approx(sum(p["seconds"] for p in metrics.probes), abs=0.02)
+    assert timings.probe_seconds <= timings.train_seconds
+    parts = (timings.load_seconds, timings.data_seconds, timings.gate_seconds)
+    assert all(x is not None and x >= 0 for x in parts)
+    assert sum(parts) == pytest.approx(timings.prepare_seconds, abs=0.05)
 
 
 def test_bench_quick_runs(tmp_path):
