@@ -378,6 +378,9 @@ class _Task:
         self._release(final=True)  # and what was held back as a possible stop string's start
         self.finish_reason = reason
         self.done = True
+        # Torch objects are let go here, on the generation thread, not by the reader that drops the task last (see
+        # ChatModel._stream: freeing them on a daemon reader's thread at exit can abort the process).
+        self.generator = self.rng_state = None
         self.pieces.put(_END)
 
     # -- the reader's side
@@ -1031,8 +1034,10 @@ class ChatModel:
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
         config = config or GenerationConfig()
-        inputs = self.prompt_ids(messages, system)
-        prompt = inputs["input_ids"]
+        # Plain ints, not a tensor: this generator runs on the reader's thread, and a tensor freed there while the
+        # interpreter finalises (a daemon reader woken by the exit's drain) aborts the process: freeing a tensor lets
+        # go of the GIL, and a daemon thread that wants it back then is ended mid C++ frame (std::terminate).
+        prompt_ids: list[int] = self.prompt_ids(messages, system)["input_ids"][0].tolist()
         kwargs = self._generate_kwargs(config)
         gating = self.gate is not None and gate and use_adapter
         question = str(self.build_messages(messages, system)[-1]["content"]) if gating else ""
@@ -1070,11 +1075,8 @@ class ChatModel:
                         torch.manual_seed(config.seed)
                 elif task.rng_state is not None:
                     _set_rng_state(task.rng_state)  # a resumed sampled answer goes on as if alone
-                device = getattr(self.model, "device", prompt.device)
-                ids = prompt
-                if task.token_ids:
-                    ids = torch.cat([prompt, torch.tensor([task.token_ids], dtype=prompt.dtype)], dim=-1)
-                ids = ids.to(device)
+                device = _model_device(self.model)
+                ids = torch.tensor([task.prompt_ids + task.token_ids], dtype=torch.long, device=device)
                 stop = _SliceStop(task, scheduler)
                 if not task.disabled:
                     self.activate()
@@ -1094,7 +1096,7 @@ class ChatModel:
                 return stop.reason
 
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-        task = _Task(self, run, config, deadline, cancel, route=route_once, prompt_ids=prompt[0].tolist())
+        task = _Task(self, run, config, deadline, cancel, route=route_once, prompt_ids=prompt_ids)
         generation_scheduler().submit(task)
         try:
             while True:
