@@ -90,6 +90,11 @@ class TrainEstimate(BaseModel):
     )
     guard_questions: int = Field(0, description="Guard questions the base model will answer (not cached yet).")
     probe_seconds: float = Field(0.0, description="Of expected_seconds: the early-stop probes between epochs.")
+    early_stop_seconds: float | None = Field(
+        None,
+        description="Expected wall time if the early stop ends the run one epoch before the last (None: no early "
+        "stop, or one epoch).",
+    )
     dtype: str = Field(
         "float32", description="The base weights' training dtype ('bfloat16' where the device computes it natively)."
     )
@@ -104,7 +109,12 @@ class TrainEstimate(BaseModel):
             f"{self.tokens_per_epoch:,} tokens/epoch × {self.epochs} epochs = {self.steps} steps on {self.device} "
             f"in {self.dtype} "
             f"with {self.base_model}; expected ~{_fmt_seconds(self.expected_seconds)} "
-            f"at ~{self.tokens_per_second:,.0f} tokens/s ({source}; preparing ~{_fmt_seconds(self.prepare_seconds)}"
+            + (
+                f"(~{_fmt_seconds(self.early_stop_seconds)} if the facts are learned by epoch {self.epochs - 1}) "
+                if self.early_stop_seconds is not None
+                else ""
+            )
+            + f"at ~{self.tokens_per_second:,.0f} tokens/s ({source}; preparing ~{_fmt_seconds(self.prepare_seconds)}"
             + (f" with {self.guard_questions} guard answers to generate" if self.guard_questions else "")
             + (f", early-stop probes ~{_fmt_seconds(self.probe_seconds)}" if self.probe_seconds else "")
             + "); "
@@ -231,6 +241,9 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
         probes = (config.epochs - 1) * probed * phase.probe_s * scale
     train = counts.tokens * config.epochs / max(tps, 1e-9)
     seconds = round(prepare + train + probes + phase.save_s, 1)
+    # A run whose probe reads every phrasing learned stops early; at 10 facts that was often after epoch 2 of 3
+    # (bench/capacity.py, bench/train_speed.py), so that time is shown too. Its probes are the same ones.
+    early = round(seconds - counts.tokens / max(tps, 1e-9), 1) if config.early_stop and config.epochs > 1 else None
     return TrainEstimate(
         base_model=base,
         device=device,
@@ -245,6 +258,7 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
         prepare_seconds=round(prepare, 1),
         guard_questions=guards,
         probe_seconds=round(probes, 1),
+        early_stop_seconds=early,
         dtype="4-bit" if config.quantize else "bfloat16" if use_bf16(config) else "float32",
         gpu_cost_per_hour=config.gpu_cost_per_hour,
         cost_usd=round(seconds / 3600 * config.gpu_cost_per_hour, 6),

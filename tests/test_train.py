@@ -211,6 +211,11 @@ def test_estimate_models_the_phases_and_the_rank(tiny_model, isolated_home):
         train_part + fresh64.prepare_seconds + fresh64.probe_seconds + 2.0,
         abs=0.5,  # + writing the adapter
     )
+    # A run the early stop ends after epoch 2 of 3 saves one epoch's steps; the summary says both times.
+    assert fresh64.early_stop_seconds == pytest.approx(fresh64.expected_seconds - train_part / 3, abs=0.5)
+    assert "if the facts are learned by epoch 2" in fresh64.summary()
+    no_stop = estimate(profile, r64.model_copy(update={"early_stop": False}))
+    assert no_stop.early_stop_seconds is None and "learned by epoch" not in no_stop.summary()
     # Guard answers already cached are not counted again (the run will not generate them).
     questions: list[str] = []
 
