@@ -474,16 +474,8 @@ def _count_tokens(profile_or_dataset: Any, config: TrainConfig, tokenizer: Any) 
     return _Counts(len(dataset.train), len(dataset.heldout), tokens, tuple(guards), gate_questions, proxy)
 
 
-def _budget_from_counts(
-    base: str,
-    config: TrainConfig,
-    examples: int,
-    tokens: int,
-    guards: int,
-    gate_questions: int,
-    proxy: bool,
-    per_call_s: float,
-) -> GpuBudget:
+def _budget_from_counts(base: str, config: TrainConfig, counts: _Counts, per_call_s: float) -> GpuBudget:
+    examples, tokens, guards, gate_questions = counts.examples, counts.tokens, counts.guards, counts.gate_questions
     params, layers = _shape(base)
     four_bit = config.quantize == "4bit"
     weight_bytes = (0.55 if four_bit else 2.0) * params
@@ -528,7 +520,7 @@ def _budget_from_counts(
         quantize=config.quantize,
         steps=steps,
         tokens_per_epoch=tokens,
-        proxy_tokens=proxy,
+        proxy_tokens=counts.proxy,
         measured=measured,
         tokens_per_second=round(tokens * config.epochs / max(train_s, 1e-9), 1),
         load_seconds=round(load_s, 1),
@@ -555,17 +547,8 @@ def gpu_budget(
         tokenizer: the base model's tokenizer, if loaded; else read from disk, or the default's as a proxy.
     """
     per_call = zerogpu_slice_s() if per_call_s is None else per_call_s
-    c = _count_tokens(profile_or_dataset, config, tokenizer)
-    return _budget_from_counts(
-        resolve_model(config.base_model).name,
-        config,
-        c.examples,
-        c.tokens,
-        c.guards,
-        c.gate_questions,
-        c.proxy,
-        per_call,
-    )
+    counts = _count_tokens(profile_or_dataset, config, tokenizer)
+    return _budget_from_counts(resolve_model(config.base_model).name, config, counts, per_call)
 
 
 def space_models() -> list[str]:
@@ -583,18 +566,9 @@ def budget_models(
     tokenizers differ by a few percent, which the estimate's margin covers.
     """
     per_call = zerogpu_slice_s() if per_call_s is None else per_call_s
-    c = _count_tokens(profile_or_dataset, config, None)
+    counts = _count_tokens(profile_or_dataset, config, None)
     return {
-        name: _budget_from_counts(
-            name,
-            config.model_copy(update={"base_model": name}),
-            c.examples,
-            c.tokens,
-            c.guards,
-            c.gate_questions,
-            c.proxy,
-            per_call,
-        )
+        name: _budget_from_counts(name, config.model_copy(update={"base_model": name}), counts, per_call)
         for name in space_models()
     }
 

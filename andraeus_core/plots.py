@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import EvaluationError
 from .evaluate import ALL_KINDS, EvalReport
@@ -67,16 +68,21 @@ def bar_chart(
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups)
         ax.set_ylim(0, 110)
-        ax.set_ylabel(ylabel)
-        if title:
-            ax.set_title(title)
-        ax.legend(fontsize=8, loc="upper right")
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
+        _finish(fig, ax, out, ylabel=ylabel, title=title, legend="upper right")
     finally:
         plt.close(fig)
     logger.info("Wrote chart %s", out)
     return out
+
+
+def _finish(fig: Any, ax: Any, out: Path, *, ylabel: str, title: str | None, legend: str) -> None:
+    """Labels, title and legend, then the PNG: what every chart here ends with."""
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, loc=legend)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 def line_chart(
@@ -119,12 +125,7 @@ def line_chart(
         ax.set_xticklabels([f"{x:g}" for x in xs_all])
         ax.set_ylim(0, 105)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if title:
-            ax.set_title(title)
-        ax.legend(fontsize=8, loc="lower left")
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
+        _finish(fig, ax, out, ylabel=ylabel, title=title, legend="lower left")
     finally:
         plt.close(fig)
     logger.info("Wrote chart %s", out)
