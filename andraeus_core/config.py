@@ -242,7 +242,7 @@ class TrainConfig(BaseModel):
         effective batch 8), tuned for a 2-core CPU with bench/train_speed.py and bench/capacity.py (figures in the
         README):
           * r=64, α=128 — or, given ``facts``, r from :func:`cpu_rank` (16 up to 50 facts) and α = 2r: r=16 recalled
-            as well as r=64 at 10 and 50 facts, ~1.2x faster with a 4x smaller adapter;
+            as well as r=64 at 10, 25 and 50 facts, ~1.2x faster with a 4x smaller adapter;
           * batch 8 × grad-accum 1 — the seed's effective batch in one micro-batch: one bigger matmul is cheaper
             per token on CPU than four small ones, and there is no accumulation overhead;
           * bf16 — the frozen base weights are stored in bf16 and the step runs under bf16 autocast, while the LoRA

@@ -241,9 +241,9 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
         probes = (config.epochs - 1) * probed * phase.probe_s * scale
     train = counts.tokens * config.epochs / max(tps, 1e-9)
     seconds = round(prepare + train + probes + phase.save_s, 1)
-    # A run whose probe reads every phrasing learned stops early; at 10 facts that was often after epoch 2 of 3
-    # (bench/capacity.py, bench/train_speed.py), so that time is shown too. Its probes are the same ones.
-    early = round(seconds - counts.tokens / max(tps, 1e-9), 1) if config.early_stop and config.epochs > 1 else None
+    # A run whose probe reads every phrasing learned stops early: the shipped 10-fact example did after epoch 2 of 3
+    # (bench/train_speed.py seeds 2 and 3; `andraeus train` from an empty home), so that time is shown too.
+    early = round(seconds - train / config.epochs, 1) if config.early_stop and config.epochs > 1 else None
     return TrainEstimate(
         base_model=base,
         device=device,
