@@ -66,6 +66,21 @@ def _set_number(page, elem_id: str, value: int) -> None:
     box.press("Enter")
 
 
+def _choose(page, elem_id: str, value: str) -> None:
+    """Pick a dropdown option by clicking it, then check the box shows it.
+
+    Typing the value and pressing Enter raced the dropdown's filtering on a busy machine: Enter found no active option,
+    the box fell back to the default model, and CI trained SmolLM2 instead of tiny-random until the test timed out.
+    """
+    from playwright.sync_api import expect
+
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(value)
+    page.get_by_role("option", name=value, exact=True).click()
+    expect(box).to_have_value(value)
+
+
 def test_browser_example_train_progress_eval_chart_chat(app_url: str, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(STEP_MS)
@@ -87,9 +102,7 @@ def test_browser_example_train_progress_eval_chart_chat(app_url: str, browser):
 
     # Train with tiny-random; record every status text the run shows (progress arrives faster than polling).
     _tab(page, "Train")
-    base = page.locator("#base-model input")
-    base.fill("tiny-random")
-    base.press("Enter")
+    _choose(page, "base-model", "tiny-random")
     _set_number(page, "epochs", 2)
     page.evaluate(
         """() => {
