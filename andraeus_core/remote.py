@@ -379,7 +379,10 @@ class RemoteCompletion:
     def _abstain(self, router: ChatModel) -> None:
         """The abstain route's answer, given here: the generic abstention (it states no fact, so it needs no model)."""
         tokenizer = router.tokenizer
-        tokens = tokenizer(GENERIC_ABSTENTION, add_special_tokens=False)["input_ids"][: self.config.max_new_tokens]
+        tokens = tokenizer(GENERIC_ABSTENTION, add_special_tokens=False)["input_ids"]
+        if len(tokens) > self.config.max_new_tokens:
+            tokens = tokens[: self.config.max_new_tokens]
+            self.finish_reason = "length"  # cut by the token limit, as a generated answer would be
         self._abstention = tokenizer.decode(tokens)
         self.completion_tokens = len(tokens)
         self.prompt_tokens = int(router.prompt_ids(self.messages)["input_ids"].shape[-1])

@@ -334,6 +334,7 @@ def test_the_gate_routes_here_and_an_abstained_question_never_reaches_the_engine
     assert shim.chats == [] and shim.loads == []  # nothing left this machine
     cut = _chat(url, abstains, max_tokens=3).json()  # max_tokens bounds it, as locally
     assert cut["usage"]["completion_tokens"] == 3 and cut["choices"][0]["message"]["content"] != GENERIC_ABSTENTION
+    assert cut["choices"][0]["finish_reason"] == "length" and answer["choices"][0]["finish_reason"] == "stop"
 
     r = _chat(url, abstains, gate=False)  # no gate: the adapter answers, on the engine
     assert r.status_code == 200, r.text
