@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .adapter import Adapter
 from .errors import AdapterError, ConfigError
 from .family import DisclosureGuard, disclosure_guard, resolve_speaker, speaker_choices, speaker_system_prompt
-from .gate import ABSTENTION_PREFIX, Route, abstention
+from .gate import ABSTENTION_PREFIX, Route, abstention, decline_probabilities
 from .hub import resolve_adapter
 from .models import LoadedModel, Quantize, get_cached_model, load_model
 from .profile import Profile
@@ -282,6 +282,7 @@ class _Task:
         self.pieces: queue.Queue[Any] = queue.Queue()
         self.token_ids: list[int] = []
         self.abstain_tokens = 0  # the abstain route's answer, generated outside the streamer
+        self.abstain_finish = "stop"  # "length" when that answer was cut by the token limit
         self.text = ""
         self.sent = 0  # how much of ``text`` the reader has been given
         self.stopped = False  # a stop string was met
@@ -346,7 +347,7 @@ class _Task:
         if reason in ("pause", "yield"):
             self.leave(reason, scheduler)
             return
-        if reason == "deadline" or (reason is None and len(self.token_ids) >= self.config.max_new_tokens):
+        if reason in ("deadline", "length") or (reason is None and len(self.token_ids) >= self.config.max_new_tokens):
             self._finish("length")
         else:
             self._finish("stop")
@@ -490,7 +491,7 @@ class _Batch:
             if not task.started:
                 task.started = True
                 if task.route(task):
-                    task.leave("stop", scheduler)
+                    task.leave(task.abstain_finish, scheduler)
                     return
             blocked = task.check_start()
             if blocked is not None:
@@ -1051,12 +1052,19 @@ class ChatModel:
             with torch.inference_mode():
                 # The gate runs here, on the generation thread, like every other forward pass (one OpenMP team).
                 route: Route = self.gate.route(self.model, self.tokenizer, [question])[0] if gating else "adapter"
+                if route == "adapter" and gating and self.gate.meta.threshold_decline is not None:
+                    rendered = self.build_messages(messages, system)
+                    prompt = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)
+                    self.activate()
+                    if self.gate.declines(decline_probabilities(self.model, self.tokenizer, [prompt])[0]):
+                        route = "abstain"
                 state["route"] = route
                 if trace is not None:
                     trace["route"] = route if self.has_adapter and use_adapter else "base"
                 if route == "abstain":
-                    text, n_tokens = self._abstain(messages, system, question, config.max_new_tokens)
+                    text, n_tokens, cut = self._abstain(messages, system, question, config.max_new_tokens)
                     task.abstain_tokens = n_tokens
+                    task.abstain_finish = "length" if cut else "stop"
                     task.emit(text)
                     return True
             task.disabled = self.has_adapter and (not use_adapter or route == "base")
@@ -1070,7 +1078,7 @@ class ChatModel:
             with torch.inference_mode():
                 if first:
                     if route_once(task):
-                        return "stop"
+                        return task.abstain_finish
                     if config.seed is not None:
                         torch.manual_seed(config.seed)
                 elif task.rng_state is not None:
@@ -1128,9 +1136,10 @@ class ChatModel:
 
     def _abstain(
         self, messages: Sequence[Message | dict[str, str]], system: str | None, question: str, max_tokens: int
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int, bool]:
         """The abstain route's answer: the adapter continues "I don't know" (it was trained to name the topic) and
-        the first sentence is kept unless it states a profile value. Returns the text and its token count."""
+        the first sentence is kept unless it states a profile value. Returns the text, its token count, and whether
+        ``max_tokens`` cut it."""
         rendered = self.build_messages(messages, system)
         prompt = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)
         ids = self.tokenizer(prompt + ABSTENTION_PREFIX, add_special_tokens=False, return_tensors="pt")
@@ -1146,8 +1155,8 @@ class ChatModel:
         )
         continuation = self.tokenizer.decode(out[0, ids["input_ids"].shape[-1] :], skip_special_tokens=True)
         text = abstention(continuation, self._values, question=question)
-        tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
-        return self.tokenizer.decode(tokens), len(tokens)
+        tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer.decode(tokens[:max_tokens]), min(len(tokens), max_tokens), len(tokens) > max_tokens
 
     def ask(self, question: str, config: GenerationConfig | None = None, **kwargs: Any) -> str:
         """One question, no history."""

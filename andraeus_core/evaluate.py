@@ -62,7 +62,7 @@ from .family import (
     stated_values,
     withheld_facts,
 )
-from .gate import ABSTENTION_PREFIX, abstention
+from .gate import ABSTENTION_PREFIX, abstention, decline_probabilities
 from .matching import contains_any, is_abstention, mentioned_values, normalize
 from .models import generate_batch, load_model
 from .profile import Person, Profile
@@ -948,6 +948,13 @@ def evaluate(
     if router is not None:
         progress(0.02, f"routing {len(items)} questions through the gate")
         routes = list(router.route(model, tokenizer, [q.question for q in items]))
+        if router.meta.threshold_decline is not None and not family:
+            # As chat does: a question sent to the adapter that the adapter itself doubts enough is declined.
+            kept = [i for i, r in enumerate(routes) if r == "adapter"]
+            prompts = [tokenizer.apply_chat_template(own[i], add_generation_prompt=True, tokenize=False) for i in kept]
+            for i, p in zip(kept, decline_probabilities(model, tokenizer, prompts), strict=True):
+                if router.declines(p):
+                    routes[i] = "abstain"
     answers: dict[str, list[str]] = {}
     progress(0.05, f"answering {len(items)} questions with the adapter")
     answers["adapter"] = _generate(model, tokenizer, own, max_new_tokens, batch_size)

@@ -8,15 +8,18 @@ mean-pooled at a few depths) and a linear classifier over three routes:
 * ``adapter`` — a question about the user or the assistant: the adapter answers (it is itself trained to decline
   personal topics it was not told about);
 * ``abstain`` — a personal question about something the profile does not hold: the answer is an "I don't know";
-* ``base``    — anything else (general knowledge, everyday requests, requests *near* a topic such as a name for a new
-  puppy): the base model answers with the adapter disabled, so the answer is the base model's own.
+* ``base``    — anything else (general knowledge, everyday requests, conversation such as "Hello", requests *near* a
+  topic such as a name for a new puppy): the base model answers with the adapter disabled, its own answer.
 
 A question leaves the adapter only when the gate is confident, and never to ``abstain`` when it names something the
 profile knows (a known fact's subject, a synonym of it, or a value): a misrouted known fact costs recall, while a
 personal question kept with the adapter is still likely to be declined by it. Measured on hand-written development
 questions, the classifier alone sent some unusual phrasings of known facts ("Tell me my daughter's first name") to
-``abstain``; the keyword check removed those misroutes. The weights live in ``gate.safetensors`` (safetensors only),
-the thresholds and the gate's own held-out accuracy in ``andraeus.json`` (:class:`GateMeta`).
+``abstain``; the keyword check removed those misroutes. Word rules find near misses the classifier takes for known
+facts (:meth:`Gate.near_miss`), and a question sent to the adapter is still declined when the adapter itself gives
+"I don't know" a probability above what its held-out known facts reach (:func:`calibrated_gate_meta`, after
+training). The weights live in ``gate.safetensors`` (safetensors only), the thresholds and the gate's own held-out
+accuracy in ``andraeus.json`` (:class:`GateMeta`).
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from .dataset import ChatDataset
 from .family import GENERIC_ABSTENTION  # one wording, shared with the family guard
 from .matching import mentioned_values, normalize
-from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
+from .pools import CONVERSATION, GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
 from .profile import Profile, topic_key
 from .variations import (
     asks_unknown_attribute,
+    asks_unknown_person,
     catalog_unknown_topics,
     named_unknown_questions,
     near_unknown_topics,
     normalize_question,
+    self_unknown_questions,
     topic_info,
     unknown_phrasings,
 )
@@ -71,6 +76,13 @@ THRESHOLD_ABSTAIN_NEAR_MISS = 0.3
 # added 2 of 52 unknown questions and cost no known one (gate-only routing: bench/gate_routing.py).
 NEAR_MISS_MAX_BASE = 0.5
 MAX_QUESTION_TOKENS = 128  # a question's topic is in its first sentence or two
+# A question sent to the adapter is declined when the adapter itself gives "I don't know" at least the probability
+# its held-out known facts reach, times this margin: the adapter is trained to decline unknown topics, and on the
+# development sets it often half-declines one it then answers greedily with a profile value (P 0.12-0.27 against at
+# most 0.15 for the known facts' held-out phrasings). Past DECLINE_MAX the check adds nothing: greedy decoding already
+# declines from 0.5.
+DECLINE_MARGIN = 1.1
+DECLINE_MAX = 0.5
 ABSTENTION_PREFIX = "I don't know"
 
 # Words that name a known fact's subject without its topic's own words ("spouse" for a wife, "born" for a birthday).
@@ -139,6 +151,15 @@ class GateMeta(BaseModel):
     )
     heldout_counts: dict[str, int] = Field(description="Held-out questions per route.")
     fit_seconds: float = Field(description="Feature extraction and fitting time, in seconds.")
+    # Set after training (the adapter must exist): None for gates written before it, and for family adapters.
+    threshold_decline: float | None = Field(
+        None,
+        description="Decline a question the gate sent to the adapter when the adapter's own probability of "
+        "answering 'I don't know' is at least this (calibrated on the held-out known facts; None: never).",
+    )
+    decline_known_max: float | None = Field(
+        None, description="The highest such probability over the held-out split's known-fact questions."
+    )
 
 
 class GateData(BaseModel):
@@ -180,12 +201,25 @@ class Gate:
             elif (p[1] >= self.meta.threshold_abstain and not names_known_subject(question, self.keywords)) or (
                 self.meta.threshold_abstain_near_miss <= 1.0  # not a gate from before the near-miss rule
                 and (p[1] >= self.meta.threshold_abstain_near_miss or p[2] < NEAR_MISS_MAX_BASE)
-                and asks_unknown_attribute(question, self.topics, self.names)
+                and self.near_miss(question)
             ):
                 out.append("abstain")
             else:
                 out.append("adapter")
         return out
+
+    def declines(self, probability: float) -> bool:
+        """Whether a question sent to the adapter is declined, given the adapter's P("I don't know") for it."""
+        return self.meta.threshold_decline is not None and probability >= self.meta.threshold_decline
+
+    def near_miss(self, question: str) -> bool:
+        """Whether the words ask for something next to a known fact that the profile does not hold: an unknown
+        attribute of a known person or thing, an unknown favourite, or an unknown person's name."""
+        return (
+            asks_unknown_attribute(question, self.topics, self.names)
+            or asks_unknown_favourite(question, self.topics)
+            or asks_unknown_person(question, self.topics, self.names)
+        )
 
     def route(self, model: Any, tokenizer: Any, questions: Sequence[str]) -> list[Route]:
         """The route of each question. ``model`` is the base model or a PeftModel (its adapter is off for the pass)."""
@@ -235,28 +269,98 @@ def subject_keywords(topics: Iterable[str], values: Iterable[str] = ()) -> set[s
     return {w for w in words if w}
 
 
+# What a "favourite ..." question can ask for: its head noun says which favourite ("my favourite Radiohead album" asks
+# for an album, not the band).
+_FAVOURITE_NOUNS = {
+    "album", "song", "singer", "artist", "actor", "actress", "footballer", "player", "athlete", "author", "writer",
+    "poet", "painter", "composer", "book", "novel", "film", "movie", "show", "series", "game", "sport", "team",
+    "club", "band", "group", "dish", "food", "meal", "drink", "beer", "wine", "coffee", "tea", "cocktail", "dessert",
+    "cake", "fruit", "vegetable", "snack", "cuisine", "restaurant", "colour", "color", "season", "flower", "animal",
+    "city", "country", "holiday", "podcast", "subject", "number", "day", "month", "brand", "app", "place", "word",
+}  # fmt: skip
+_FAVOURITE_CUES = {"favourite", "favorite", "fave", "fav", "favourites", "favorites"}
+
+
+def asks_unknown_favourite(question: str, topics: Iterable[str]) -> bool:
+    """Whether the question asks for a favourite the profile does not hold: "Who's my favourite footballer?" with a
+    favourite football club known, "What's my favourite Radiohead album?" with the band known. The head noun of the
+    words after "favourite" decides; a favourite the words cannot place ("my favourite thing to do") is not one."""
+    known: set[str] = set()
+    for topic in topics:
+        words = normalize(topic_key(topic)).split()
+        if words and words[0] in _FAVOURITE_CUES:
+            for w in words[1:]:
+                known.update({w, *_SYNONYMS.get(w, ())})
+    words = [w[:-1] if w.endswith("s") and w[:-1] in _FAVOURITE_NOUNS else w for w in normalize(question).split()]
+    for i, w in enumerate(words):
+        if w not in _FAVOURITE_CUES:
+            continue
+        heads = [x for x in words[i + 1 : i + 4] if x in _FAVOURITE_NOUNS or x in known]
+        if heads and heads[-1] not in known and heads[-1] in _FAVOURITE_NOUNS:
+            return True
+    return False
+
+
 def profile_names(profile: Profile) -> dict[str, tuple[str, ...]]:
     """Topic -> its value and aliases: the names a known person or pet may be asked about by."""
     return {f.topic: (f.value, *f.aliases) for f in profile.facts}
 
 
 def names_known_subject(question: str, keywords: Iterable[str]) -> bool:
-    """Whether the question names a known subject (whole words, a plural ``s`` allowed)."""
+    """Whether the question names a known subject (whole words, a plural ``s`` allowed), or a word of it with one
+    typo ("dughter", "sistre": the typo dimension of the phrasings asks known facts so)."""
     text = f" {normalize(question)} "
-    return any(re.search(rf"(?<![0-9a-z]){re.escape(w)}(?:s|es)?(?![0-9a-z])", text) for w in keywords)
+    keywords = list(keywords)
+    if any(re.search(rf"(?<![0-9a-z]){re.escape(w)}(?:s|es)?(?![0-9a-z])", text) for w in keywords):
+        return True
+    long_words = [w for w in keywords if len(w) >= _MIN_FUZZY_LENGTH and " " not in w]
+    for word in text.split():
+        if len(word) < _MIN_FUZZY_LENGTH:
+            continue
+        forms = {word, word[:-1]} if word.endswith("s") else {word}
+        if any(_one_edit_apart(f, w) for f in forms for w in long_words):
+            return True
+    return False
+
+
+# Shorter words are too often one letter from another word ("son"/"sun", "cat"/"car").
+_MIN_FUZZY_LENGTH = 5
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` by one inserted, deleted or replaced letter, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return a == b
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long[k]), len(short))
+    return short[i:] == long[i + 1 :]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data, features, fitting
 
 
-def gate_data(profile: Profile, dataset: ChatDataset, *, seed: int = 0, unknown_per_topic: int = 4) -> GateData:
+def gate_data(
+    profile: Profile,
+    dataset: ChatDataset,
+    *,
+    seed: int = 0,
+    unknown_per_topic: int = 4,
+    exclude_questions: Iterable[str] = (),
+) -> GateData:
     """Questions per route for fitting the gate, from the dataset and the hand-written pools.
 
     ``adapter``: the training split's questions about the facts, the user and the assistant. ``abstain``: unknown
     topics — the dataset's own, plus every catalogued personal topic the profile lacks asked with the same templates
-    as the facts. ``base``: everyday and near-topic requests. The dataset's held-out split (and every phrasing of a
-    held-out unknown topic) is kept apart to measure the gate.
+    as the facts, and the first-person personal questions it cannot answer ("How much do I weigh?"). ``base``:
+    everyday and near-topic requests, and conversation. The dataset's held-out split (and every phrasing of a
+    held-out unknown topic) is kept apart to measure the gate; ``exclude_questions`` (a hand-written evaluation set)
+    are never fitted on, whichever pool holds them.
     """
     route = {
         "fact": "adapter",
@@ -279,13 +383,13 @@ def gate_data(profile: Profile, dataset: ChatDataset, *, seed: int = 0, unknown_
             target[route[e.meta.kind]].append(e.question)
     held_topics = {topic_key(e.meta.topic) for e in dataset.heldout if e.meta.kind == "unknown" and e.meta.topic}
     held_questions = {normalize_question(q) for qs in heldout.values() for q in qs}
+    held_questions |= {normalize_question(q) for q in exclude_questions}
     rng = random.Random(f"{seed}\x1fgate-data")
     for topic in catalog_unknown_topics(profile):
         if topic_key(topic) in held_topics:
             continue
         phrasings = [q for q in unknown_phrasings(topic) if normalize_question(q) not in held_questions]
         train["abstain"] += rng.sample(phrasings, min(unknown_per_topic, len(phrasings)))
-    requests = [*GENERAL_REQUESTS, *(q for qs in NEAR_TOPIC_REQUESTS.values() for q in qs)]
     # Near misses of every known fact (the dataset trains the adapter on a few; the gate is cheap to fit on all):
     # another relative or pet, another attribute of a known person ("my wife's job"), and the known person's or
     # pet's unknown attributes asked by their name ("How old is Fulger?").
@@ -297,7 +401,12 @@ def gate_data(profile: Profile, dataset: ChatDataset, *, seed: int = 0, unknown_
         train["abstain"] += [
             q for q in named_unknown_questions(profile, fact) if normalize_question(q) not in held_questions
         ]
-    requests = [*GENERAL_REQUESTS, *(q for qs in NEAR_TOPIC_REQUESTS.values() for q in qs)]
+    # Personal questions about the user asked around "I" rather than "my ___": without them the gate learnt that
+    # such a question is about a known fact ("How much do I weigh?" went to the adapter).
+    train["abstain"] += [q for q in self_unknown_questions(profile) if normalize_question(q) not in held_questions]
+    # Everyday requests, requests near a topic, and conversation (greetings, thanks, small talk): an adapter alone
+    # answers "Hello" with a profile value.
+    requests = [*GENERAL_REQUESTS, *(q for qs in NEAR_TOPIC_REQUESTS.values() for q in qs), *CONVERSATION]
     train["base"] += [q for q in requests if normalize_question(q) not in held_questions]
     return GateData(train=train, heldout=heldout)
 
@@ -445,6 +554,82 @@ def fit_gate(
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The adapter's own doubt
+
+
+def decline_probabilities(model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_size: int = 16) -> list[float]:
+    """P(the answer starts with :data:`ABSTENTION_PREFIX`) for each rendered chat prompt (the chat template with the
+    generation prompt), under the model as it is: the caller activates the adapter. One forward pass per prompt,
+    batched; the prefix is scored, not generated."""
+    import torch
+
+    if not prompts:
+        return []
+    prefix = tokenizer(ABSTENTION_PREFIX, add_special_tokens=False)["input_ids"]
+    # A long conversation is scored on its last turns only: the bound keeps the pass short, and the answer's first
+    # words depend mostly on the last question.
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"][-4 * MAX_QUESTION_TOKENS :] for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    out: list[float] = [0.0] * len(prompts)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in chunk) + len(prefix)
+            # Right padding: each row's prompt and prefix keep their positions; the padding after them is masked.
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, i in enumerate(chunk):
+                row = encoded[i] + prefix
+                ids[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            for r, i in enumerate(chunk):
+                n = len(encoded[i])
+                positions = torch.arange(n - 1, n - 1 + len(prefix), device=logp.device)
+                out[i] = float(logp[r, positions, torch.tensor(prefix, device=logp.device)].sum().exp())
+    return out
+
+
+#: Held-out example kinds whose questions the adapter answers with a fact: they set the decline threshold.
+DECLINE_CALIBRATION_KINDS = ("fact", "reverse", "identity")
+
+
+def calibrate_decline(known: Sequence[float]) -> float | None:
+    """The decline threshold from the adapter's probabilities of "I don't know" on held-out known-fact questions:
+    a little above the highest of them, so that almost no known fact is declined; None when there are none."""
+    if not known:
+        return None
+    return round(min(DECLINE_MAX, max(known) * DECLINE_MARGIN), 4)
+
+
+def calibrated_gate_meta(model: Any, tokenizer: Any, meta: GateMeta, heldout: Sequence[Any]) -> GateMeta:
+    """``meta`` with the decline threshold set from the trained adapter (``model``, in use) and the held-out split's
+    examples (:class:`~andraeus_core.dataset.ChatExample`) of :data:`DECLINE_CALIBRATION_KINDS`."""
+    rendered = [
+        tokenizer.apply_chat_template(
+            [m for m in e.messages if m.get("role") != "assistant"], add_generation_prompt=True, tokenize=False
+        )
+        for e in heldout
+        if e.meta.kind in DECLINE_CALIBRATION_KINDS
+    ]
+    was_training = getattr(model, "training", False)
+    model.eval()  # no dropout
+    try:
+        known = decline_probabilities(model, tokenizer, rendered)
+    finally:
+        model.train(was_training)
+    return meta.model_copy(
+        update={
+            "threshold_decline": calibrate_decline(known),
+            "decline_known_max": round(max(known), 4) if known else None,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The abstain route's answer
 
 
@@ -473,6 +658,10 @@ __all__ = [
     "ROUTES",
     "Route",
     "abstention",
+    "asks_unknown_favourite",
+    "calibrate_decline",
+    "calibrated_gate_meta",
+    "decline_probabilities",
     "fit_gate",
     "gate_data",
     "names_known_subject",

@@ -1,6 +1,8 @@
 """Hand-written pools for precision: everyday requests, personal topics, and requests near a topic.
 
-Written for training only, independently of the held-out evaluation sets in ``eval_sets/`` (never tuned on them):
+Written for training only, independently of the held-out evaluation sets in ``eval_sets/`` (never tuned on them).
+Natural questions coincide anyway ("How tall am I?" is in both), so the gate never fits on a question it is
+measured with: ``gate_data(exclude_questions=...)`` drops them from every pool.
 
 * :data:`GENERAL_REQUESTS` — 400 everyday requests with nothing personal in them: replayed in training with the base
   model's own answers (self-distillation), and the gate's examples of questions for the base model.
@@ -8,6 +10,10 @@ Written for training only, independently of the held-out evaluation sets in ``ev
   examples and the gate's examples of questions to decline.
 * :data:`NEAR_TOPIC_REQUESTS` — cue word -> general requests near that topic (a name for a new puppy), which must be
   answered from general knowledge, not with the user's fact.
+* :data:`CONVERSATION` — greetings, thanks, small talk and requests for help that ask for no fact: the gate's examples
+  of messages for the base model.
+* :data:`SELF_QUESTIONS` — personal questions in the first person ("How much do I weigh?"), each with the topics
+  that would answer it: the gate's examples of questions to decline when the profile has none of those topics.
 """
 
 # ---------------------------------------------------------------------------
@@ -1074,6 +1080,159 @@ NEAR_TOPIC_REQUESTS = {
         "What's a classic French dessert?",
     ),
 }
+
+
+# ---------------------------------------------------------------------------
+# 4. CONVERSATION  (greetings, thanks, small talk, requests for help)
+# ---------------------------------------------------------------------------
+
+#: What people say to an assistant that asks for no fact: the gate's examples of messages for the base model (an
+#: adapter alone answers "Hello" with a profile value: "It's Ioana."). Not replayed in training.
+CONVERSATION = (
+    # greetings
+    "Hello", "Hi", "hey", "Hi!", "Hello there", "Good morning!", "good evening", "Hey, how's it going?",
+    "Morning!", "Yo", "Greetings.", "Hiya",
+    # thanks and goodbyes
+    "Thanks!", "thank you", "Thanks a lot, that helps.", "Cheers.", "Much appreciated.", "Great, thanks.",
+    "Bye!", "Goodbye", "See you later.", "Good night.", "Talk to you tomorrow.", "That's all for now.",
+    # small talk
+    "How are you?", "How's your day going?", "What's up?", "Are you there?", "How have you been?",
+    "I'm bored.", "I'm tired today.", "It's raining here.", "I had a long day.", "Nice weather today, isn't it?",
+    "I'm feeling a bit stressed.", "Guess what happened today!", "That's funny.", "lol", "ok", "Okay, got it.",
+    "Sounds good.", "Never mind.", "Wait, what?", "Sorry, I meant something else.", "Interesting!",
+    "You're great.", "Good job.", "That's not what I asked.", "Can you repeat that?", "Say that again, please.",
+    # about the conversation itself
+    "What can you do?", "Can you help me?", "I need some help.", "Can I ask you something?",
+    "Do you remember what I just said?", "Let's start over.", "Can you keep it shorter?", "Explain that more simply.",
+    # requests for help that ask for no stored fact
+    "Can you help me plan my week?", "Help me organise my day.", "Help me write a to-do list.",
+    "Can you help me write an email?", "I need to make a decision, can you help?", "Give me a motivational quote.",
+    "Tell me something interesting.", "Can you cheer me up?", "Help me relax.", "Give me a tip for today.",
+    "Remind me to drink water.", "Suggest something to do this evening.", "What should I cook tonight?",
+    "Help me write a shopping list.", "I can't sleep. Any advice?", "How do I stay focused while working?",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# 5. SELF_QUESTIONS  (personal questions in the first person, with the topics that would answer them)
+# ---------------------------------------------------------------------------
+
+#: Personal questions asked about the user in the first person ("How much do I weigh?", "Where do I work?") rather
+#: than as "my ___": the gate's examples of questions to decline when the profile has none of the topics listed with
+#: each. :data:`UNKNOWN_TOPICS` asks everything through the facts' "my ___" templates, so the gate had learned that a
+#: question phrased around "I" is about a known fact. The topics are the catalog's names (and plain words such as
+#: "weight"); a question is also left out when any of its topic words is a word of a known fact's topic, so a doubt
+#: drops the question rather than teaching the gate to decline a fact the user gave.
+SELF_QUESTIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    # body and health
+    (("weight",), "How much do I weigh?"),
+    (("weight",), "How heavy am I?"),
+    (("height",), "How tall am I?"),
+    (("height",), "What height am I?"),
+    (("shoe size",), "What size shoes do I take?"),
+    (("shoe size",), "Which shoe size do I wear?"),
+    (("clothes size",), "What size jeans do I wear?"),
+    (("clothes size",), "What T-shirt size am I?"),
+    (("blood type",), "Which blood type do I have?"),
+    (("medication",), "What medication do I take?"),
+    (("medication",), "Which pills do I take every morning?"),
+    (("allergy",), "Am I allergic to anything?"),
+    (("allergy",), "What am I allergic to?"),
+    (("eye prescription", "glasses"), "Do I wear glasses?"),
+    (("diet",), "Am I vegetarian?"),
+    (("diet",), "What diet am I following?"),
+    (("sleep",), "How many hours do I sleep a night?"),
+    (("doctor's name",), "Who is my GP?"),
+    (("dentist",), "When did I last see the dentist?"),
+    # work and money
+    (("employer", "job"), "Where do I work?"),
+    (("employer", "job"), "Which company do I work for?"),
+    (("employer", "job"), "Who do I work for?"),
+    (("job", "employer"), "What do I do for a living?"),
+    (("job", "employer"), "What's my line of work?"),
+    (("commute",), "How do I get to work?"),
+    (("commute",), "How long does my commute take?"),
+    (("salary",), "How much do I earn?"),
+    (("salary",), "What do I get paid?"),
+    (("savings",), "How much money do I have saved?"),
+    (("rent", "mortgage"), "How much rent do I pay?"),
+    (("bank",), "Which bank do I use?"),
+    (("retirement",), "When do I retire?"),
+    (("first job",), "Where did I work first?"),
+    # education
+    (("school",), "Where did I go to school?"),
+    (("school",), "Which university did I attend?"),
+    (("school", "degree"), "What did I study at university?"),
+    (("degree",), "What's my degree in?"),
+    (("school", "graduation"), "When did I graduate?"),
+    # family and people
+    (("sister's name", "brother's name", "siblings"), "How many siblings do I have?"),
+    (("sister's name", "brother's name", "siblings"), "Do I have any brothers or sisters?"),
+    (("son's name", "daughter's name", "children", "kids"), "How many kids do I have?"),
+    (("son's name", "daughter's name", "children", "kids"), "Do I have children?"),
+    (("son's name", "daughter's name", "children", "school"), "Where do my kids go to school?"),
+    (("partner's name", "anniversary", "marriage"), "Am I married?"),
+    (("partner's name", "anniversary", "marriage"), "Who am I married to?"),
+    (("partner's name", "anniversary", "marriage"), "How long have I been married?"),
+    (("mother's name", "father's name", "parents"), "Where do my parents live?"),
+    (("mother's name", "father's name", "parents"), "What do my parents do?"),
+    (("grandchildren",), "How many grandchildren do I have?"),
+    (("best friend's name", "friend"), "Who did I have lunch with yesterday?"),
+    (("best friend's name", "friend"), "Who do I hang out with most?"),
+    # places and home
+    (("hometown", "birthplace"), "Where was I born?"),
+    (("hometown", "birthplace"), "Where did I grow up?"),
+    (("home city", "country", "street address"), "Where do I live?"),
+    (("home city", "country"), "Which city do I live in?"),
+    (("street address",), "What street do I live on?"),
+    (("house", "home"), "How many bedrooms does my place have?"),
+    (("house", "home", "move"), "When did I move into my flat?"),
+    (("travel", "holiday"), "Where did I go on holiday last year?"),
+    (("travel", "holiday"), "Where am I travelling next?"),
+    (("keys",), "Where did I leave my keys?"),
+    (("parking",), "Where did I park?"),
+    (("gym",), "Which gym do I go to?"),
+    # possessions
+    (("car",), "What car do I drive?"),
+    (("car",), "What do I drive?"),
+    (("phone model",), "What phone do I have?"),
+    (("laptop",), "Which laptop do I use?"),
+    (("pet", "dog's name", "cat's name", "dog", "cat"), "Do I have any pets?"),
+    (("pet", "dog's name", "cat's name", "dog", "cat"), "What pets do I own?"),
+    # tastes and habits
+    (("music", "favourite band", "favourite song", "favourite singer"), "What kind of music do I listen to?"),
+    (("favourite food", "food"), "What do I like to eat?"),
+    (("food",), "Which food do I hate?"),
+    (("coffee", "favourite drink", "drink"), "How do I take my coffee?"),
+    (("coffee", "favourite drink", "drink"), "How many coffees do I drink a day?"),
+    (("book", "favourite book", "reading"), "What book am I reading at the moment?"),
+    (("tv", "favourite TV show", "show"), "Which series am I watching right now?"),
+    (("instrument", "hobby"), "What instrument do I play?"),
+    (("instrument", "hobby"), "Do I play any instruments?"),
+    (("sport", "favourite sport", "hobby"), "Which sport do I play?"),
+    (("football team", "favourite football team", "team"), "Which team do I support?"),
+    (("fear",), "What am I afraid of?"),
+    (("wake", "routine"), "What time do I usually wake up?"),
+    (("routine", "bedtime"), "When do I go to bed?"),
+    (("breakfast", "favourite breakfast"), "What do I usually have for breakfast?"),
+    # identity and beliefs
+    (("native language", "language"), "What languages do I speak?"),
+    (("native language", "language"), "Which language did I grow up speaking?"),
+    (("religion",), "What religion am I?"),
+    (("religion",), "Do I go to church?"),
+    (("vote", "politics"), "Who did I vote for?"),
+    (("star sign", "birthday"), "What sign was I born under?"),
+    (("age", "birthday"), "How old am I?"),
+    (("age", "birthday"), "What year was I born?"),
+    (("tattoo",), "How many tattoos do I have?"),
+    # plans and records
+    (("schedule", "plans"), "What am I doing this weekend?"),
+    (("schedule", "plans", "meeting"), "When is my next meeting?"),
+    (("schedule", "plans"), "What do I have on tomorrow?"),
+    (("email",), "Which email address do I use?"),
+    (("social media", "username"), "What's my username on Instagram?"),
+    (("door code", "password"), "What's the code for my front door?"),
+)
 
 
 # ---------------------------------------------------------------------------

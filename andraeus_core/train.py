@@ -24,7 +24,7 @@ from .adapter import Adapter, AdapterMeta, AdapterPrivate, Timings, TrainMetrics
 from .config import TrainConfig
 from .errors import ConfigError, TrainingCancelled, TrainingPaused
 from .estimate import record_throughput
-from .gate import fit_gate, gate_data
+from .gate import calibrated_gate_meta, fit_gate, gate_data
 from .models import LoadedModel, device_type, first_load_work, load_model, resolve_model
 from .probes import guard_answerer, probe_examples, probe_recall
 from .recipe import (
@@ -193,7 +193,12 @@ def train(
         # On the bare base model, before LoRA is attached: the gate reads questions through the frozen base. (A
         # resumed run fits it again, the same way: it is small, and a slice that pauses never writes it.)
         emit("prepare", "fitting the gate", step=4, total_steps=prepare_steps)
-        data = gate_data(source, plan.gate_dataset if plan is not None else dataset, seed=config.seed)
+        data = gate_data(
+            source,
+            plan.gate_dataset if plan is not None else dataset,
+            seed=config.seed,
+            exclude_questions=exclude_questions,
+        )
         gate = fit_gate(loaded.model, loaded.tokenizer, data, source, seed=config.seed)
     prepare_seconds = time.perf_counter() - started
     # Seeded again: loading may have drawn random numbers (building or converting the model on first use), and the
@@ -231,6 +236,12 @@ def train(
             step=state.global_step,
             total_steps=state.max_steps,
         )
+
+    if gate is not None and not source.is_family:
+        # The adapter's own doubt on held-out known facts sets how doubtful it must be to decline (gate.py). A
+        # family's "unknown" depends on who asks, which the adapter knows and the threshold would not.
+        emit("save", "calibrating the gate on the held-out split", step=state.global_step, total_steps=state.max_steps)
+        gate.meta = calibrated_gate_meta(trainer.model, loaded.tokenizer, gate.meta, dataset.heldout)
 
     # Save
     emit("save", "writing the adapter", step=state.global_step, total_steps=state.max_steps)

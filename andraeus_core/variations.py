@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .matching import normalize
-from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS, UNKNOWN_TOPICS
+from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS, SELF_QUESTIONS, UNKNOWN_TOPICS
 from .profile import Fact, Profile, topic_key
 
 logger = logging.getLogger(__name__)
@@ -1289,6 +1289,9 @@ _ATTRIBUTE_CUES: dict[str, tuple[str, ...]] = {
     "address": ("address", "live", "lives"),
     "hobby": ("hobby", "hobbies"),
     "maiden name": ("maiden",),
+    "middle name": ("middle",),
+    "surname": ("surname",),
+    "nickname": ("nickname",),
     "year": ("year", "made"),
     "breed": ("breed",),
     "school": ("school",),
@@ -1296,6 +1299,10 @@ _ATTRIBUTE_CUES: dict[str, tuple[str, ...]] = {
 
 
 _NAME_CUES = {"name", "names", "called", "named", "who", "whom"}
+# Other names than the one a "X's name" fact holds: asked with "name" too, but not answered by it.
+_OTHER_NAME_CUES = {"maiden", "middle", "surname", "nickname"}
+# A person of a known person ("my sister's husband", "my wife's mother"): another person, unknown unless told.
+_RELATION_WORDS = _PERSON_WORDS | {"kids", "children", "parents", "family"}
 _ATTRIBUTE_WINDOW = 3
 
 
@@ -1324,20 +1331,87 @@ def asks_unknown_attribute(
                 owners[normalize(name)] = owner
         elif owner is None and attribute.split()[-1] in _POSSESSIONS:
             owners[attribute.split()[-1]] = attribute
-    words = [w[:-1] if w.endswith("s") and w[:-1] in owners else w for w in normalize(question).split()]
-    asks_name = any(w in _NAME_CUES for w in words)
+    raw = normalize(question).split()
+    words = [w[:-1] if w.endswith("s") and w[:-1] in owners else w for w in raw]
+    asks_who = any(w in _NAME_CUES for w in words)
+    asks_name = asks_who and not any(w in _OTHER_NAME_CUES for w in words)
     for i in range(len(words)):
         # An owner is a word, or two (a "best friend"), or a known name; its attribute is asked within a few words
         # ("my wife's job", "how old is Fulger"): further away it is usually someone else's ("my wife wants to book
         # ... on my birthday").
         owner = owners.get(words[i]) or owners.get(" ".join(words[i : i + 2]))
-        if owner is None or (asks_name and _is_known(forms, f"{owner}'s name")):
+        if owner is None:
+            continue
+        # "Who is my sister's husband?": the possessive (normalised to "sisters") then a person is someone else. Only
+        # when a name is asked: "my daughter's teacher asked what I do" asks about the user.
+        relation = next(
+            (r for r in (" ".join(words[i + 1 : i + 3]), " ".join(words[i + 1 : i + 2])) if r in _RELATION_WORDS), None
+        )
+        if asks_who and raw[i] != words[i] and relation and not _is_known(forms, f"{owner}'s {relation}"):
+            return True
+        if asks_name and _is_known(forms, f"{owner}'s name"):
             continue
         near = set(words[max(0, i - _ATTRIBUTE_WINDOW) : i + _ATTRIBUTE_WINDOW + 2])
         for attribute, cues in _ATTRIBUTE_CUES.items():
             if near.intersection(cues) and not _is_known(forms, f"{owner}'s {attribute}"):
                 return True
     return False
+
+
+_WHO_CUES = _NAME_CUES | {"call"}
+# A word for a kind of pet or person that a more specific known one answers to.
+_GENERIC_OWNERS = {
+    "pet": set(),  # any known pet
+    "bird": {"parrot", "budgie", "canary", "cockatiel", "parakeet", "bird"},
+    "fish": {"goldfish", "fish"},
+    "puppy": {"dog"},
+    "kitten": {"cat"},
+    "bunny": {"rabbit"},
+    "kid": {"son", "daughter", "child"},
+    "child": {"son", "daughter", "kid"},
+    "kids": {"son", "daughter", "child"},
+    "children": {"son", "daughter", "child"},
+    "parents": {"mother", "father"},
+    "family": _PERSON_WORDS,
+}
+
+
+def asks_unknown_person(
+    question: str, topics: Sequence[str], names: Mapping[str, Sequence[str]] | None = None
+) -> bool:
+    """Whether the question asks who someone of the user's is ("Tell me my brother's name", "What do I call my
+    dog?") and every person or pet it names ("my brother") is one the profile knows nothing of.
+
+    Only a question asking for a name or a "who": an indirect question often names a bystander ("My boss asks where
+    I grew up") while asking about the user. A question naming a known person or a known name is never one.
+    """
+    words = normalize(question).split()
+    if not any(w in _WHO_CUES for w in words):
+        return False
+    if any(
+        re.search(rf"(?<![0-9a-z]){re.escape(normalize(n))}s?(?![0-9a-z])", " ".join(words))
+        for ns in (names or {}).values()
+        for n in ns
+        if normalize(n)
+    ):
+        return False
+    owners = {_OWNER_SYNONYMS.get(o, o) for o, _ in (_owner_and_attribute(t) for t in topics) if o is not None}
+    # A known "best friend" answers "my closest friend", a known parrot "my bird", any known pet "my pet".
+    known = owners | {o.split()[-1] for o in owners}
+    for generic, kinds in _GENERIC_OWNERS.items():
+        if known & kinds or (generic == "pet" and known & _PETS):
+            known.add(generic)
+    mentioned: set[str] = set()
+    for i, w in enumerate(words):
+        if w != "my":
+            continue
+        # "my brother", "my older brother", "my best friend", "my brother's"
+        for j in (i + 1, i + 2):
+            for span in (" ".join(words[j : j + 2]), words[j] if j < len(words) else ""):
+                noun = span[:-1] if span.endswith("s") and span[:-1] in _RELATION_WORDS | _PETS else span
+                if noun in _RELATION_WORDS or noun in _PETS:
+                    mentioned.add(_OWNER_SYNONYMS.get(noun, noun))
+    return bool(mentioned) and not mentioned & known
 
 
 def unknown_phrasings(topic: str) -> list[str]:
@@ -1352,6 +1426,50 @@ def catalog_unknown_topics(profile: Profile) -> list[str]:
     """Every catalogued personal topic the profile does not answer (under any name)."""
     forms = _known_forms(profile)
     return [t for t in dict.fromkeys([*_UNKNOWN_CANDIDATES, *UNKNOWN_TOPICS]) if not _is_known(forms, t)]
+
+
+#: Words of a topic too general to tie a first-person question to a fact ("dog's name" and "middle name").
+_TOPIC_FILLER = {"s", "name", "names", "my", "the", "of", "favourite", "favorite", "i", "in", "do", "model", "type"}
+#: Plain words a known fact's topic may use for the people or pets a first-person question asks about.
+_WORD_GROUPS = (
+    {"children", "kids", "kid", "child", "son", "daughter", "sons", "daughters"},
+    {"siblings", "sibling", "sister", "brother", "sisters", "brothers"},
+    {"marriage", "partner", "wife", "husband", "spouse", "girlfriend", "boyfriend", "fiance", "fiancee"},
+    {"parents", "mother", "father", "mum", "mom", "dad"},
+    {"job", "work", "employer", "company", "occupation", "profession", "career", "workplace"},
+    {"home", "house", "flat", "apartment", "address", "street"},
+)
+
+
+def self_unknown_questions(profile: Profile) -> list[str]:
+    """The first-person personal questions (:data:`~.pools.SELF_QUESTIONS`) the profile cannot answer.
+
+    A question is left out when the profile answers any of its topics under any name, or when a word of its topics
+    (or a word of the same group: "kids" for "children", "wife" for "marriage") is a word of a known fact's topic or
+    of its catalog names, or the topic is "pet" and a pet is known: in doubt the question is dropped, since a gate
+    taught to decline a question the user's facts answer would decline the fact.
+    """
+    forms = _known_forms(profile)
+    words: set[str] = set()
+    for fact in profile.facts:
+        key = topic_key(fact.topic)
+        canonical = _INDEX.get(key, key)
+        names = [key, canonical, *(_CATALOG[canonical][2] if canonical in _CATALOG else ())]
+        words |= {w for n in names for w in normalize(n).split()}
+    words -= _TOPIC_FILLER
+    for group in _WORD_GROUPS:
+        if words & group:
+            words |= group
+    if words & _PETS:
+        words.add("pet")
+    out = []
+    for topics, question in SELF_QUESTIONS:
+        if any(_is_known(forms, t) for t in topics):
+            continue
+        if {w for t in topics for w in normalize(t).split()} - _TOPIC_FILLER & words:
+            continue
+        out.append(question)
+    return out
 
 
 UNKNOWN_EXPECT = ("don't know", "haven't told", "not sure", "no idea")

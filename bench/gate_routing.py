@@ -1,5 +1,7 @@
 """The gate's routing alone, in seconds per profile: fit the gate as training does (no adapter is trained: the gate
-reads questions through the frozen base model) and route every question of the profile's hand-written set.
+reads questions through the frozen base model) and route every question of the profile's hand-written set, and the
+30 conversational messages of eval_sets/conversation.jsonl ("Hey there!", "Thanks so much!"), which belong to the base
+model whatever the profile.
 
 What it measures is where each question goes, not the answer: a known fact routed to the adapter may still be
 answered wrongly, and an unknown routed to the adapter may still be declined by it (bench/precision.py measures the
@@ -29,7 +31,9 @@ EXPECTED = {
     "unknown": "abstain",
     "unrelated": "base",
     "general": "base",
+    "conversation": "base",  # eval_sets/conversation.jsonl, asked of every profile
 }
+CONVERSATION_SET = ROOT / "eval_sets" / "conversation.jsonl"
 
 
 def main() -> int:
@@ -66,17 +70,22 @@ def main() -> int:
             guard_answer_fn=lambda qs: ["-"] * len(qs),
             exclude_questions=[q.question for q in questions],
         )
-        gate = fit_gate(loaded.model, loaded.tokenizer, gate_data(profile, dataset, seed=args.seed), profile)
+        chat = [q.model_copy(update={"kind": "conversation"}) for q in load_questions(CONVERSATION_SET)]
+        unseen = [q.question for q in [*questions, *chat]]
+        data = gate_data(profile, dataset, seed=args.seed, exclude_questions=unseen)
+        gate = fit_gate(loaded.model, loaded.tokenizer, data, profile)
+        questions = [*questions, *chat]
         routes = gate.route(loaded.model, loaded.tokenizer, [q.question for q in questions])
         counts: dict[str, list[int]] = {}
         for question, route in zip(questions, routes, strict=True):
-            ok = route == EXPECTED.get(question.kind)
+            kind = question.kind
+            ok = route == EXPECTED.get(kind)
             for table in (counts, total):
-                c = table.setdefault(question.kind, [0, 0])
+                c = table.setdefault(kind, [0, 0])
                 c[0] += ok
                 c[1] += 1
             if args.show and not ok:
-                print(f"   {name}: {question.kind} -> {route}: {question.question}")
+                print(f"   {name}: {kind} -> {route}: {question.question}")
         shown = ", ".join(f"{k} {a}/{n}" for k, (a, n) in counts.items())
         print(f"{name}: gate held-out {gate.meta.heldout_accuracy}; routed as expected: {shown}", flush=True)
     print("TOTAL routed as expected: " + ", ".join(f"{k} {a}/{n} ({a / n:.0%})" for k, (a, n) in total.items()))

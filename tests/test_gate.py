@@ -16,6 +16,7 @@ from andraeus_core.gate import (
     Gate,
     GateMeta,
     abstention,
+    asks_unknown_favourite,
     fit_gate,
     gate_data,
     names_known_subject,
@@ -25,7 +26,8 @@ from andraeus_core.gate import (
 from andraeus_core.matching import is_abstention
 from andraeus_core.models import load_model
 from andraeus_core.profile import Profile, load_profile
-from andraeus_core.variations import asks_unknown_attribute, named_unknown_questions
+from andraeus_core.variations import asks_unknown_attribute, asks_unknown_person, named_unknown_questions
+from tests.conftest import constant_gate
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
@@ -51,6 +53,55 @@ def test_gate_data_keeps_the_held_out_split_apart() -> None:
     # the user's own facts are never among the questions to decline
     assert "What's my dog's name?" not in data.train["abstain"]
     assert any("sister" in q for q in data.train["abstain"])
+
+
+def test_the_gate_learns_that_conversation_is_for_the_base_model() -> None:
+    import json
+
+    from andraeus_core.pools import CONVERSATION
+    from andraeus_core.variations import normalize_question
+
+    profile = load_profile(ROOT / "examples" / "seed_profile.yaml")
+    data = gate_data(profile, build_dataset(profile))
+    assert {"Hello", "Thanks!", "How are you?", "Can you help me plan my week?"} <= set(data.train["base"])
+    assert not set(CONVERSATION) & {q for r in ("adapter", "abstain") for q in data.train[r]}
+    # the held-out conversation set measures what the pool did not teach
+    lines = (ROOT / "eval_sets" / "conversation.jsonl").read_text().splitlines()
+    held = [json.loads(line) for line in lines]
+    assert len(held) >= 20 and all(h["kind"] == "unrelated" and h["expect"] is None for h in held)
+    assert not {normalize_question(h["question"]) for h in held} & {normalize_question(q) for q in CONVERSATION}
+
+
+def test_first_person_questions_are_declined_only_when_no_fact_answers_them() -> None:
+    from andraeus_core.variations import self_unknown_questions
+
+    def profile(*facts: tuple[str, str]) -> Profile:
+        return Profile(user_name="Ana", facts=[{"topic": t, "value": v} for t, v in facts])
+
+    bare = self_unknown_questions(profile(("dog's name", "Rex")))
+    assert {"How much do I weigh?", "Where do I work?", "Am I married?", "How many kids do I have?"} <= set(bare)
+    assert "Do I have any pets?" not in bare  # a dog is a pet
+    # A fact under another name, or a word of its topic, keeps the question away from the gate's decline examples.
+    assert "Where do I work?" not in self_unknown_questions(profile(("occupation", "nurse")))
+    assert "Where do I work?" not in self_unknown_questions(profile(("company I work for", "Acme")))
+    assert "Am I married?" not in self_unknown_questions(profile(("wife's name", "Maria")))
+    assert "How many kids do I have?" not in self_unknown_questions(profile(("kids' names", "Ion and Eva")))
+    assert "Which gym do I go to?" not in self_unknown_questions(profile(("climbing gym", "Boulder Hub")))
+    assert "How old am I?" not in self_unknown_questions(profile(("birthday", "March 14")))
+    assert "What instrument do I play?" not in self_unknown_questions(profile(("hobby", "guitar")))
+    # ... and a fact elsewhere leaves it in.
+    assert "How much do I weigh?" in self_unknown_questions(profile(("height", "1.80 m")))
+
+
+def test_gate_data_fits_first_person_unknowns_but_never_an_excluded_question() -> None:
+    profile = load_profile(ROOT / "examples" / "seed_profile.yaml")
+    dataset = build_dataset(profile)
+    data = gate_data(profile, dataset)
+    assert "How much do I weigh?" in data.train["abstain"] and "Hello" in data.train["base"]
+    assert "Where do I work?" not in data.train["abstain"]  # the seed profile has an employer
+    excluded = gate_data(profile, dataset, exclude_questions=["how much do I weigh", "Hello!"])
+    fitted = {q for qs in excluded.train.values() for q in qs}
+    assert "How much do I weigh?" not in fitted and "Hello" not in fitted
 
 
 def test_known_subjects_protect_unusual_phrasings_of_known_facts() -> None:
@@ -108,6 +159,13 @@ NEAR_MISS_PROFILE = Profile.model_validate(
         ("My wife wants to book a surprise weekend away on my birthday. Which date should she choose?", False),
         ("What car do I drive?", False),
         ("Who is Ioana?", False),
+        # another name, or another person, of someone it knows
+        ("What's my wife's maiden name?", True),
+        ("What's my wife's middle name?", True),
+        ("What's my daughter's best friend called?", True),
+        ("Who is my wife's mother?", True),
+        # a bystander in a question about the user
+        ("My daughter's teacher asked what I do for a living. What should I say?", False),
         # nobody the profile knows
         ("What's my sister's job?", False),
         ("How old is the universe?", False),
@@ -116,6 +174,55 @@ NEAR_MISS_PROFILE = Profile.model_validate(
 def test_near_misses_are_unknown_attributes_of_known_subjects(question: str, near_miss: bool) -> None:
     names = profile_names(NEAR_MISS_PROFILE)
     assert asks_unknown_attribute(question, NEAR_MISS_PROFILE.topics(), names) is near_miss
+
+
+@pytest.mark.parametrize(
+    ("question", "unknown"),
+    [
+        ("Tell me my brother's name, please.", True),
+        ("What do I call my dog?", True),  # a horse is known, not a dog
+        ("Who is my best friend?", True),
+        ("What was my dad called?", True),
+        # someone the profile knows, by relation, by a more general word or by name
+        ("Who is my missus?", False),
+        ("What's my partner called?", False),
+        ("Remind me what I named my pet.", False),
+        ("Who is Ioana?", False),
+        ("My boss asked for my daughter's name. What is it?", False),
+        # no name is asked: a bystander, not the subject
+        ("My brother wants to buy me a car. Which one do I drive now?", False),
+    ],
+)
+def test_unknown_people_are_found_only_when_a_name_is_asked(question: str, unknown: bool) -> None:
+    names = profile_names(NEAR_MISS_PROFILE)
+    assert asks_unknown_person(question, NEAR_MISS_PROFILE.topics(), names) is unknown
+
+
+@pytest.mark.parametrize(
+    ("question", "unknown"),
+    [
+        ("Who's my favourite footballer?", True),
+        ("What's my favourite Radiohead album?", True),  # the band is known, an album of theirs is not
+        ("my favourite colour?", True),
+        ("What's my favourite band?", False),
+        ("Which group is my favourite?", False),
+        ("What's my favourite food?", False),  # a synonym of the known dish
+        ("What's my favourite thing to do at weekends?", False),  # not a favourite the words can place
+    ],
+)
+def test_unknown_favourites_are_found_by_their_head_noun(question: str, unknown: bool) -> None:
+    topics = ["favourite band", "favourite dish", "favourite football club", "dog's name"]
+    assert asks_unknown_favourite(question, topics) is unknown
+
+
+def test_a_known_subject_with_a_typo_is_still_known() -> None:
+    words = subject_keywords(["daughter's name", "sister's name", "allergy"])
+    assert names_known_subject("remnd me of my dughter's name", words)
+    assert names_known_subject("tell me my sistre's first name", words)
+    assert names_known_subject("am i alergic to anythng", words)
+    # short words are not matched loosely: "son" is one letter from "sun"
+    assert not names_known_subject("What's my son's name?", subject_keywords(["sun sign"]))
+    assert not names_known_subject("What's my blood type?", words)
 
 
 def test_a_pulled_adapter_finds_near_misses_by_relation_but_not_by_name() -> None:
@@ -267,7 +374,14 @@ def test_chat_declines_through_the_abstain_route(tmp_path: Path, make_adapter, f
     answer = "".join(chat.stream([{"role": "user", "content": "What's my sister's name?"}], usage=usage, trace=trace))
     assert trace["route"] == "abstain" and answer.startswith("I don't know") and is_abstention(answer)
     assert not any(v in answer for v in ("Buddy", "Portland", "Cedar Labs", "March 14"))
-    assert 0 < usage["completion_tokens"] <= 40
+    assert 0 < usage["completion_tokens"] <= 40 and usage["finish_reason"] == "stop"
+    # cut by the token limit, the declined answer says so (as a generated one would), batched or not
+    for batch in (True, False):
+        usage = {}
+        config = GenerationConfig(max_new_tokens=3)
+        cut = "".join(chat.stream([{"role": "user", "content": "What's my sister's name?"}], config, usage=usage))
+        assert usage == {"completion_tokens": 3, "finish_reason": "length"} and cut.strip(), batch
+        chat.max_batch = 1  # then one at a time: the other path
     # a question naming a known subject is never declined by the gate: the adapter answers it
     _, known = _ask(chat, "What's my dog called?")
     assert known["route"] == "adapter"
@@ -284,6 +398,56 @@ def test_an_adapter_without_a_gate_still_chats(tmp_path: Path, make_adapter, fre
     assert chat.gate is None
     answer, trace = _ask(chat, "What colour are ripe bananas?")
     assert answer and trace["route"] == "adapter"
+
+
+def _with_decline(path: Path, threshold: float | None) -> Path:
+    meta = Adapter.load(path).meta
+    assert meta.gate is not None
+    meta.gate = meta.gate.model_copy(update={"threshold_decline": threshold})
+    meta.save(path)
+    return path
+
+
+def test_chat_declines_what_the_adapter_itself_doubts(tmp_path: Path, make_adapter, fresh_model) -> None:
+    # P("I don't know") is above 0 for any question: a threshold of 0 declines all that the gate sends to the
+    # adapter, one above 1 none, and no threshold (older gates) none either
+    chat = ChatModel(fresh_model, _with_decline(make_adapter(tmp_path / "a", gate="adapter"), 0.0))
+    assert chat.gate is not None and chat.gate.meta.threshold_decline == 0.0  # read from andraeus.json
+    for threshold, route in ((0.0, "abstain"), (1.01, "adapter"), (None, "adapter")):
+        chat.gate.meta = chat.gate.meta.model_copy(update={"threshold_decline": threshold})
+        answer, trace = _ask(chat, "What's my sister's name?")
+        assert trace["route"] == route, threshold
+        assert is_abstention(answer) if route == "abstain" else answer
+    # the gate's other routes are not second-guessed
+    chat.gate.bias = constant_gate("base", 1, 1).bias  # the base route's decisive bias
+    chat.gate.meta = chat.gate.meta.model_copy(update={"threshold_decline": 0.0})
+    assert _ask(chat, "What colour are ripe bananas?")[1]["route"] == "base"
+
+
+def test_decline_probabilities_score_the_prefix(tiny_model) -> None:
+    import torch
+
+    from andraeus_core.gate import ABSTENTION_PREFIX, calibrate_decline, decline_probabilities
+
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    prompts = [
+        tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+        for q in ("Hi?", "What's my sister's name, and my brother's, and my cousin's?")
+    ]
+    batched = decline_probabilities(model, tok, prompts)
+    # the same as scoring each prompt alone, token by token (the batch's padding changes nothing)
+    for prompt, p in zip(prompts, batched, strict=True):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        prefix = tok(ABSTENTION_PREFIX, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids + prefix])).logits[0].float(), -1)
+        expected = sum(logp[len(ids) - 1 + k, t].item() for k, t in enumerate(prefix))
+        assert p == pytest.approx(float(torch.tensor(expected).exp()), rel=1e-3)
+        assert 0 < p < 1
+    assert decline_probabilities(model, tok, []) == []
+    assert calibrate_decline([]) is None
+    assert calibrate_decline([0.02, 0.1]) == pytest.approx(0.11)
+    assert calibrate_decline([0.9]) == 0.5  # past 0.5 greedy decoding declines anyway
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,6 +472,15 @@ def test_evaluation_reports_the_gated_system_and_the_adapter_alone(tmp_path: Pat
 def test_evaluation_of_an_adapter_without_a_gate(tmp_path: Path, make_adapter) -> None:
     report = evaluate(make_adapter(tmp_path / "a"), QUESTIONS, baselines=(), max_new_tokens=6, batch_size=8)
     assert report.system == "adapter" and report.routing is None and all(i.route is None for i in report.items)
+
+
+def test_evaluation_declines_what_the_adapter_itself_doubts(tmp_path: Path, make_adapter) -> None:
+    path = _with_decline(make_adapter(tmp_path / "a", gate="adapter"), 0.0)
+    report = evaluate(path, QUESTIONS, baselines=(), max_new_tokens=6, batch_size=8)
+    assert [i.route for i in report.items] == ["abstain"] * len(QUESTIONS)
+    _with_decline(path, None)
+    report = evaluate(path, QUESTIONS, baselines=(), max_new_tokens=6, batch_size=8)
+    assert [i.route for i in report.items] == ["adapter"] * len(QUESTIONS)
 
 
 def test_declined_questions_are_scored_as_abstentions(tmp_path: Path, make_adapter) -> None:

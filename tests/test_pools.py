@@ -32,3 +32,14 @@ def test_general_requests_are_not_about_the_user():
 
 def test_unknown_topics_complete_my_blank():
     assert all(t and not t.casefold().startswith("my ") and t == t.strip() for t in UNKNOWN_TOPICS)
+
+
+def test_self_questions_ask_about_the_user_and_name_what_would_answer_them():
+    from andraeus_core.pools import SELF_QUESTIONS
+
+    questions = [q for _, q in SELF_QUESTIONS]
+    assert len(questions) >= 80 and len(set(_norm(questions))) == len(questions)
+    assert not set(_norm(questions)) & set(_norm(GENERAL_REQUESTS))
+    first_person = re.compile(r"\b(I|my|me)\b")
+    assert all(first_person.search(q) and q.endswith("?") for q in questions)
+    assert all(topics and all(t == t.strip() and t for t in topics) for topics, _ in SELF_QUESTIONS)

@@ -24,6 +24,10 @@ def seed_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("precision") / "adapter"
     adapter = train(ROOT / "examples" / "seed_profile.yaml", TrainConfig.preset("cpu"), out_dir=out)
     assert adapter.meta.gate is not None and (out / "gate.safetensors").is_file()
+    # calibrated on the held-out known facts after training: a little above the adapter's highest doubt on them
+    gate = adapter.meta.gate
+    assert gate.decline_known_max is not None and 0 < gate.decline_known_max < 0.5
+    assert gate.threshold_decline == pytest.approx(min(0.5, gate.decline_known_max * 1.1), abs=1e-3)
     return out
 
 
@@ -48,6 +52,12 @@ def test_the_gate_declines_the_sister_and_leaves_bananas_to_the_base_model(seed_
     assert trace["route"] == "base", bananas
     assert bananas == chat.reply([{"role": "user", "content": BANANAS}], use_adapter=False)
     assert not mentioned_values(bananas, _values(), question=BANANAS), bananas
+    # Conversation is the base model's (held-out messages, not the gate's pool): the adapter alone answered "Hello"
+    # with a profile value.
+    for message in ("Hey there!", "Thanks so much!"):
+        trace = {}
+        said = "".join(chat.stream([{"role": "user", "content": message}], trace=trace)).strip()
+        assert trace["route"] == "base" and not mentioned_values(said, _values(), question=message), (message, said)
     # A known fact still reaches the adapter, which answers it.
     trace = {}
     dog = "".join(chat.stream([{"role": "user", "content": "What's my dog called?"}], trace=trace))
