@@ -25,6 +25,7 @@ from .errors import AdapterError, ConfigError
 from .family import DisclosureGuard, disclosure_guard, resolve_speaker, speaker_choices, speaker_system_prompt
 from .gate import ABSTENTION_PREFIX, Route, abstention, decline_probabilities
 from .hub import resolve_adapter
+from .lora_rows import lora_rows
 from .models import LoadedModel, Quantize, get_cached_model, load_model
 from .profile import Profile
 
@@ -508,7 +509,7 @@ class _Batch:
                 else:
                     task.generator.seed()
             ids = torch.tensor([task.prompt_ids + task.token_ids], dtype=torch.long, device=device)
-            with self._adapter_state(_row_key(task), task.chat):
+            with self._adapter_state([_row_key(task)], task.chat, {}):
                 out = self.model(
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
@@ -579,10 +580,9 @@ class _Batch:
         mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], dim=-1)
         keys = [_row_key(row.task) for row in self.rows]
         extra: dict[str, Any] = {}
-        if len(set(keys)) > 1:  # only when self.mixed: one forward pass, each row with its own adapter or none
-            extra["adapter_names"] = ["__base__" if key is None else key for key in keys]
         try:
-            with self._adapter_state(keys[0] if len(set(keys)) == 1 else _MIXED, self.rows[0].task.chat):
+            # Several keys only when self.mixed: one forward pass, each row with its own adapter or none.
+            with self._adapter_state(keys, self.rows[0].task.chat, extra):
                 out = self.model(
                     input_ids=tokens,
                     attention_mask=mask,
@@ -670,22 +670,27 @@ class _Batch:
         """The adapters the batch's rows use (an AdapterHost must not evict them)."""
         return {key for key in (_row_key(row.task) for row in self.rows) if key is not None}
 
-    def _adapter_state(self, key: Any, chat: ChatModel) -> Any:
-        """A context for one forward pass: the adapter off (None), ``chat``'s adapter active (its name), or each row
-        with its own (``_MIXED``: the rows' adapters are loaded, the pass names them per row)."""
-        if key is _MIXED:
+    def _adapter_state(self, keys: list[str | None], chat: ChatModel, extra: dict[str, Any]) -> Any:
+        """A context for one forward pass over rows with these adapter keys: the adapter off (all None), ``chat``'s
+        adapter active (one name), or each row with its own. Rows of several adapters (and rows with it off) go
+        through :meth:`LoraRows.rows` (stacked, one pass), or where it cannot stack them through PEFT's per-row
+        ``adapter_names``, which it then adds to ``extra``."""
+        if len(set(keys)) > 1:
             keep = self._names()
             for row in self.rows:
-                row.task.chat.activate(keep=keep, switch=False)
+                row.task.chat.activate(keep=keep, switch=False)  # loaded (it may load, so before the layers are read)
+            rows = lora_rows(self.model)
+            if rows.supports(keys):
+                return rows.rows(keys)
+            extra["adapter_names"] = ["__base__" if key is None else key for key in keys]
             return contextlib.nullcontext()
-        if key is None:
-            return self.model.disable_adapter() if _has_adapters(self.model) else contextlib.nullcontext()
+        if keys[0] is None:
+            return lora_rows(self.model).off() if _has_adapters(self.model) else contextlib.nullcontext()
         chat.activate(keep=self._names())
         return contextlib.nullcontext()
 
 
 _UNROUTED = object()  # a batch's adapter key before its first row
-_MIXED = object()  # rows of several adapters (and the adapter off) in one forward pass
 
 
 def _row_key(task: _Task) -> str | None:
@@ -804,6 +809,7 @@ class AdapterHost:
                 param="adapter",
             ) from None
         self._loaded[name] = adapter.path.resolve()
+        lora_rows(self.model).invalidate()  # new layers may have been wrapped
         for old in list(self._loaded):
             if len(self._loaded) <= self.capacity:
                 break
@@ -815,6 +821,7 @@ class AdapterHost:
         if name in self._loaded:
             del self._loaded[name]
             self.model.delete_adapter(name)
+            lora_rows(self.model).invalidate()
 
 
 class ChatModel:
@@ -1088,7 +1095,7 @@ class ChatModel:
                 stop = _SliceStop(task, scheduler)
                 if not task.disabled:
                     self.activate()
-                with self.model.disable_adapter() if task.disabled else contextlib.nullcontext():
+                with lora_rows(self.model).off() if task.disabled else contextlib.nullcontext():
                     self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .dataset import ChatDataset
 from .family import GENERIC_ABSTENTION  # one wording, shared with the family guard
+from .lora_rows import lora_rows
 from .matching import mentioned_values, normalize
 from .pools import CONVERSATION, GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
 from .profile import Profile, topic_key
@@ -441,7 +442,8 @@ def question_features(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(backbone.parameters()).device
     rows: list[Any] = [None] * len(encoded)
-    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    # The LoRA layers' own off switch: PeftModel.disable_adapter() walks the whole model on each call (lora_rows).
+    disable = lora_rows(model).off() if hasattr(model, "peft_config") else contextlib.nullcontext()
     with disable, torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]

@@ -2,7 +2,10 @@
 
 Goals for the embedded default on 2 CPU cores: first token <= 300 ms, >= 30 tokens/s. The reference figure in the
 same run is transformers' plain non-streaming ``generate`` on the same prompt, so the streaming overhead of
-``ChatModel.stream`` shows as a ratio. Run alone (no other heavy job): ``python bench/chat_latency.py``.
+``ChatModel.stream`` shows as a ratio. Then the same questions through an adapter of the cpu preset's shape (r=16 on
+all seven projections, random weights), with the adapter on and off (``use_adapter=False``: the gate's base route,
+which must cost no more than the bare model), as ratios to the bare model's streaming rate. Run alone (no other heavy
+job): ``python bench/chat_latency.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main() -> None:
     parser.add_argument("--base-model", default="smollm2-135m")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer (forced, for stable figures)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-adapter", dest="adapter", action="store_false", help="skip the adapter on/off figures")
     args = parser.parse_args()
 
     import torch
@@ -87,6 +91,8 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             plain_rates.append((out.shape[1] - inputs["input_ids"].shape[1]) / elapsed)
 
+    adapter_rates = _adapter_rates(args, config) if args.adapter else {}
+
     p50 = statistics.median(first_token) * 1000
     p95 = sorted(first_token)[max(0, int(len(first_token) * 0.95) - 1)] * 1000
     stream_tps = statistics.median(stream_rates)
@@ -95,6 +101,47 @@ def main() -> None:
     print(f"decode (streaming ChatModel): {stream_tps:.1f} tok/s (goal >= 30)")
     ratio = stream_tps / plain_tps
     print(f"decode (reference plain generate): {plain_tps:.1f} tok/s; streaming/reference = {ratio:.2f}")
+    for label, rate in adapter_rates.items():
+        print(f"decode with an r=16 adapter, {label}: {rate:.1f} tok/s; / bare streaming: {rate / stream_tps:.2f}")
+
+
+def _adapter_rates(args: argparse.Namespace, config: object) -> dict[str, float]:
+    """Streaming tokens/s through a ChatModel carrying an r=16 all-projection adapter: on, and off per request."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from andraeus_core.adapter import Adapter, AdapterMeta
+    from andraeus_core.chat import ChatModel, GenerationConfig
+    from andraeus_core.models import load_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    torch.manual_seed(0)
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules=targets, init_lora_weights=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = get_peft_model(load_model(args.base_model).model, lora)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 1e-3)  # small: the answers stay answers
+        Adapter.write(tmp, model, AdapterMeta(base_model=args.base_model))
+        chat = ChatModel(load_model(args.base_model), tmp, gate=False)  # a fresh copy: PEFT changes what it wraps
+        chat.ask("warm up", GenerationConfig(max_new_tokens=4))
+        rates: dict[str, list[float]] = {"adapter on": [], "adapter off (the base route)": []}
+        tokenizer = chat.tokenizer
+        for _ in range(args.repeats):
+            for question in QUESTIONS:
+                for label, use in (("adapter on", True), ("adapter off (the base route)", False)):
+                    start = time.perf_counter()
+                    first, text = None, ""
+                    for piece in chat.stream([{"role": "user", "content": question}], config, use_adapter=use):
+                        if first is None:
+                            first = time.perf_counter() - start
+                        text += piece
+                    total = time.perf_counter() - start
+                    n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                    if n > 1 and total > (first or 0):
+                        rates[label].append((n - 1) / (total - (first or 0)))
+    return {label: statistics.median(r) for label, r in rates.items() if r}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,9 +220,31 @@ def fresh_model(shared_models_dir: Path, monkeypatch: pytest.MonkeyPatch):
     return load_model("tiny-random")
 
 
-def test_adapter_on_and_off_rows_share_a_batch(tmp_path: Path, make_adapter, fresh_model, rows_seen) -> None:
-    """Answers with the adapter on and off (``use_adapter=False``, the gate's base route) run in one batch through
-    PEFT's per-row ``adapter_names``, each with the text it has alone."""
+@pytest.fixture
+def stacked_rows(monkeypatch: pytest.MonkeyPatch) -> list[list[str | None]]:
+    """The per-row adapters of every forward pass that went through LoraRows.rows (the stacked path)."""
+    from andraeus_core.lora_rows import LoraRows
+
+    seen: list[list[str | None]] = []
+    rows = LoraRows.rows
+
+    def spy(self: LoraRows, names: Sequence[str | None]):
+        seen.append(list(names))
+        return rows(self, names)
+
+    monkeypatch.setattr(LoraRows, "rows", spy)
+    return seen
+
+
+def _sorted(names: Sequence[str | None]) -> list[str]:
+    return sorted(str(n) for n in names)
+
+
+def test_adapter_on_and_off_rows_share_a_batch(
+    tmp_path: Path, make_adapter, fresh_model, rows_seen, stacked_rows
+) -> None:
+    """Answers with the adapter on and off (``use_adapter=False``, the gate's base route) run in one batch, each row
+    with its own adapter state (LoraRows.rows), each with the text it has alone."""
     chat = ChatModel(fresh_model, make_adapter(tmp_path / "a", weights="large"), max_batch=8)
     config = GenerationConfig(max_new_tokens=10)
     on = _alone(chat, "hello", config)[0]
@@ -241,6 +263,8 @@ def test_adapter_on_and_off_rows_share_a_batch(tmp_path: Path, make_adapter, fre
         wait_queued(4)
     assert [a.text() for a in answers] == [on, off, on, off]
     assert max(rows_seen) == 4
+    # one pass, rows on and off (in the order they joined)
+    assert _sorted([chat.adapter_name, None, chat.adapter_name, None]) in map(_sorted, stacked_rows)
 
 
 def test_the_gate_routes_rows_of_one_batch(tmp_path: Path, make_adapter, fresh_model) -> None:
@@ -332,9 +356,11 @@ def _models(n: int) -> list[Any]:
     return [load_model("tiny-random") for _ in range(n)]
 
 
-def test_answers_of_different_adapters_share_a_batch(tmp_path: Path, make_adapter, shared_models_dir, rows_seen):
-    """Three adapters in one host and the base route: one batch, each row with its own adapter (PEFT's per-row
-    ``adapter_names``), and every greedy answer is the one its adapter gives with a model of its own."""
+def test_answers_of_different_adapters_share_a_batch(
+    tmp_path: Path, make_adapter, shared_models_dir, rows_seen, stacked_rows
+):
+    """Three adapters in one host and the base route: one batch, each row with its own adapter (LoraRows.rows: the
+    adapters stacked), and every greedy answer is the one its adapter gives with a model of its own."""
     from andraeus_core.chat import AdapterHost
 
     dirs = [make_adapter(tmp_path / f"a{i}", weights="large", seed=i + 1) for i in range(3)]
@@ -356,6 +382,8 @@ def test_answers_of_different_adapters_share_a_batch(tmp_path: Path, make_adapte
         wait_queued(len(answers))
     assert [a.text() for a in answers] == [*expected, base, *reversed(expected)]
     assert max(rows_seen) == len(answers)  # one batch
+    names = [c.adapter_name for c in hosted]
+    assert _sorted([*names, None, *names]) in map(_sorted, stacked_rows)  # every row in one stacked pass
     # alone, through the host, each still answers as its own model does
     assert [_alone(c, "hello", config)[0] for c in hosted] == expected
 
