@@ -463,6 +463,8 @@ class _Batch:
                     while pending:
                         self._admit(pending.pop(0), scheduler)
                     if not self.rows:
+                        if _has_adapters(self.model):
+                            lora_rows(self.model).release()  # the stacked copy of the adapters is not kept idle
                         return
                     if scheduler.closing:
                         for row in self.rows:

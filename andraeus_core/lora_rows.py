@@ -16,8 +16,9 @@ cost more than the step they switch when the step is one token of a small model 
 
 Only plain LoRA on ``nn.Linear`` layers is stacked (no DoRA or other variant, no LoRA bias, nothing merged, no
 quantised base layer); for anything else :meth:`LoraRows.supports` says no and the caller keeps PEFT's path. The
-stacked weights are a copy of the rows' adapters (about 80 MB per r=64 adapter on smollm2-135m), built when the set of
-adapters in a batch changes and dropped when an adapter is loaded or unloaded (:meth:`LoraRows.invalidate`).
+stacked weights are a copy of the rows' adapters (about 80 MB per r=64 adapter on smollm2-135m, so at most the batch's
+rows' worth), built when the set of adapters in a batch changes and dropped when an adapter is loaded or unloaded
+(:meth:`LoraRows.invalidate`) and when the batch ends (:meth:`LoraRows.release`).
 """
 
 from __future__ import annotations
@@ -124,6 +125,15 @@ class LoraRows:
     def invalidate(self) -> None:
         """Forget the layers and the stacked weights: an adapter was loaded or unloaded."""
         self._layers = None
+        self._stack = None
+
+    @property
+    def stacked(self) -> tuple[str, ...]:
+        """The adapters whose stacked copy is held now (empty when none is)."""
+        return self._stack.names if self._stack is not None else ()
+
+    def release(self) -> None:
+        """Free the stacked weights (a batch ended: the copy is not kept while nothing decodes)."""
         self._stack = None
 
     @contextlib.contextmanager

@@ -384,6 +384,11 @@ def test_answers_of_different_adapters_share_a_batch(
     assert max(rows_seen) == len(answers)  # one batch
     names = [c.adapter_name for c in hosted]
     assert _sorted([*names, None, *names]) in map(_sorted, stacked_rows)  # every row in one stacked pass
+    from andraeus_core.chat import on_generation_thread
+    from andraeus_core.lora_rows import lora_rows
+
+    # the batch over, its stacked copy of the adapters is freed (asked on the generation thread, after the batch)
+    assert on_generation_thread(lambda: lora_rows(host.model).stacked) == ()
     # alone, through the host, each still answers as its own model does
     assert [_alone(c, "hello", config)[0] for c in hosted] == expected
 
