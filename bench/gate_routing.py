@@ -14,6 +14,7 @@ answers). Use it to try a gate change on every profile in a minute; tune on the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -44,18 +45,22 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base-model", default="smollm2-135m")
     parser.add_argument("--show", action="store_true", help="print every misrouted question")
+    parser.add_argument(
+        "--dump", type=Path, help="write each question's route probabilities to this JSONL file (to study thresholds)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     from andraeus_core.config import TrainConfig
     from andraeus_core.evaluate import load_questions
-    from andraeus_core.gate import fit_gate, gate_data
+    from andraeus_core.gate import ROUTES, fit_gate, gate_data, names_known_subject, question_features
     from andraeus_core.models import load_model
     from andraeus_core.profile import load_profile
     from andraeus_core.recipe import prepare_dataset
 
     loaded = load_model(args.base_model)
     total: dict[str, list[int]] = {}
+    records: list[dict[str, object]] = []
     for name in args.profiles.split(","):
         if name not in PROFILES:
             parser.error(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
@@ -75,9 +80,22 @@ def main() -> int:
         data = gate_data(profile, dataset, seed=args.seed, exclude_questions=unseen)
         gate = fit_gate(loaded.model, loaded.tokenizer, data, profile)
         questions = [*questions, *chat]
-        routes = gate.route(loaded.model, loaded.tokenizer, [q.question for q in questions])
+        texts = [q.question for q in questions]
+        probabilities = gate.probabilities(question_features(loaded.model, loaded.tokenizer, texts, gate.meta.layers))
+        routes = gate.decide(texts, probabilities)
         counts: dict[str, list[int]] = {}
-        for question, route in zip(questions, routes, strict=True):
+        for question, route, p in zip(questions, routes, probabilities.tolist(), strict=True):
+            records.append(
+                {
+                    "profile": name,
+                    "kind": question.kind,
+                    "question": question.question,
+                    "route": route,
+                    "p": dict(zip(ROUTES, (round(x, 4) for x in p), strict=True)),
+                    "names_known_subject": names_known_subject(question.question, gate.keywords),
+                    "near_miss": gate.near_miss(question.question),
+                }
+            )
             kind = question.kind
             ok = route == EXPECTED.get(kind)
             for table in (counts, total):
@@ -89,6 +107,8 @@ def main() -> int:
         shown = ", ".join(f"{k} {a}/{n}" for k, (a, n) in counts.items())
         print(f"{name}: gate held-out {gate.meta.heldout_accuracy}; routed as expected: {shown}", flush=True)
     print("TOTAL routed as expected: " + ", ".join(f"{k} {a}/{n} ({a / n:.0%})" for k, (a, n) in total.items()))
+    if args.dump:
+        args.dump.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return 0
 
 
