@@ -39,12 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from .dataset import ChatDataset
 from .family import GENERIC_ABSTENTION  # one wording, shared with the family guard
 from .lora_rows import lora_rows
-from .matching import mentioned_values, normalize
+from .matching import mentioned_values, normalize, one_edit_apart
 from .pools import CONVERSATION, GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
 from .profile import Profile, topic_key
 from .variations import (
     asks_unknown_attribute,
     asks_unknown_person,
+    asks_unknown_possession,
     catalog_unknown_topics,
     named_unknown_questions,
     near_unknown_topics,
@@ -52,6 +53,7 @@ from .variations import (
     self_unknown_questions,
     topic_info,
     unknown_phrasings,
+    unknown_topic_names,
 )
 
 if TYPE_CHECKING:
@@ -73,9 +75,11 @@ THRESHOLD_ABSTAIN = 0.8
 THRESHOLD_ABSTAIN_NEAR_MISS = 0.3
 # ... or from P(base) below this: the words check is the precise signal, and the classifier's P(abstain) for a near
 # miss is often low because it is phrased as a known fact is ("What colour is my car?" with the car known: P(adapter)
-# 0.98). Only a question the classifier takes for a general one stays with the adapter. On the development sets this
-# added 2 of 52 unknown questions and cost no known one (gate-only routing: bench/gate_routing.py).
-NEAR_MISS_MAX_BASE = 0.5
+# 0.98). At 0.5 (until 2026-12-03) a near miss the classifier half took for a general question ("What does Alex do
+# for work?", P(base) 0.51) went to the adapter, which answers it with the known value; now only one sent to the base
+# model (THRESHOLD_BASE) escapes. No known or general question of the development or evaluation sets is a near miss
+# with P(base) between the two, so the change moved unknown questions only.
+NEAR_MISS_MAX_BASE = 0.8
 MAX_QUESTION_TOKENS = 128  # a question's topic is in its first sentence or two
 # A question sent to the adapter is declined when the adapter itself gives "I don't know" at least the probability
 # its held-out known facts reach, times this margin: the adapter is trained to decline unknown topics, and on the
@@ -184,6 +188,18 @@ class Gate:
     keywords: frozenset[str] = frozenset()
     topics: tuple[str, ...] = ()  # the profile's topics, and below their values where known: for near misses
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unknown_names: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        self.unknown_names = shielding_unknown_names(self.topics, self.keywords)
+
+    def names_known_subject(self, question: str) -> bool:
+        """Whether the question names a known subject (:func:`names_known_subject`), not counting a known word that
+        is only part of an unknown topic's name: "group" (a known band) in "What's my blood group?"."""
+        text = f" {normalize(question)} "
+        for name in self.unknown_names:
+            text = re.sub(rf"(?<![0-9a-z]){re.escape(name)}(?:s|es)?(?![0-9a-z])", " ", text)
+        return names_known_subject(text, self.keywords)
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
         """P(route) per question, in :data:`ROUTES` order."""
@@ -199,7 +215,7 @@ class Gate:
         for question, p in zip(questions, probabilities.tolist(), strict=True):
             if p[2] >= self.meta.threshold_base:
                 out.append("base")
-            elif (p[1] >= self.meta.threshold_abstain and not names_known_subject(question, self.keywords)) or (
+            elif (p[1] >= self.meta.threshold_abstain and not self.names_known_subject(question)) or (
                 self.meta.threshold_abstain_near_miss <= 1.0  # not a gate from before the near-miss rule
                 and (p[1] >= self.meta.threshold_abstain_near_miss or p[2] < NEAR_MISS_MAX_BASE)
                 and self.near_miss(question)
@@ -215,11 +231,13 @@ class Gate:
 
     def near_miss(self, question: str) -> bool:
         """Whether the words ask for something next to a known fact that the profile does not hold: an unknown
-        attribute of a known person or thing, an unknown favourite, or an unknown person's name."""
+        attribute of a known person or thing, an unknown favourite, an unknown person's name, or a possession it
+        does not hold ("When's my mum's birthday?")."""
         return (
             asks_unknown_attribute(question, self.topics, self.names)
             or asks_unknown_favourite(question, self.topics)
             or asks_unknown_person(question, self.topics, self.names)
+            or asks_unknown_possession(question, self.topics)
         )
 
     def route(self, model: Any, tokenizer: Any, questions: Sequence[str]) -> list[Route]:
@@ -268,6 +286,22 @@ def subject_keywords(topics: Iterable[str], values: Iterable[str] = ()) -> set[s
             words.update(_SYNONYMS.get(part, ()))
     words.update(normalize(v) for v in values)
     return {w for w in words if w}
+
+
+def shielding_unknown_names(topics: Iterable[str], keywords: Iterable[str]) -> tuple[str, ...]:
+    """The names of unknown catalogued topics (:func:`unknown_topic_names`) whose head noun (the last word) is a
+    known subject's word, restricted by a word that names nothing known: "blood group" with a band known, "mothers
+    birthday" and "dads car" with the user's own birthday and car known. The restricting word makes it another thing
+    of the same kind. Not the other way round: in "job title" or "wedding date" the known word restricts an unknown
+    head, and that is often the known fact asked another way; nor names whose words all name known subjects
+    ("favourite food" with a favourite dish known). Longest first, so that "home phone number" goes first."""
+    keywords = set(keywords)
+    out = []
+    for name in unknown_topic_names(topics):
+        words = [w for w in name.split() if w not in _STOP]
+        if len(name.split()) >= 2 and words and words[-1] in keywords and any(w not in keywords for w in words):
+            out.append(name)
+    return tuple(sorted(out, key=len, reverse=True))
 
 
 # What a "favourite ..." question can ask for: its head noun says which favourite ("my favourite Radiohead album" asks
@@ -319,27 +353,13 @@ def names_known_subject(question: str, keywords: Iterable[str]) -> bool:
         if len(word) < _MIN_FUZZY_LENGTH:
             continue
         forms = {word, word[:-1]} if word.endswith("s") else {word}
-        if any(_one_edit_apart(f, w) for f in forms for w in long_words):
+        if any(one_edit_apart(f, w) for f in forms for w in long_words):
             return True
     return False
 
 
 # Shorter words are too often one letter from another word ("son"/"sun", "cat"/"car").
 _MIN_FUZZY_LENGTH = 5
-
-
-def _one_edit_apart(a: str, b: str) -> bool:
-    """Whether ``a`` becomes ``b`` by one inserted, deleted or replaced letter, or two neighbours swapped."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return a == b
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (
-            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
-        )
-    short, long = (a, b) if len(a) < len(b) else (b, a)
-    i = next((k for k in range(len(short)) if short[k] != long[k]), len(short))
-    return short[i:] == long[i + 1 :]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -669,5 +689,6 @@ __all__ = [
     "names_known_subject",
     "profile_names",
     "question_features",
+    "shielding_unknown_names",
     "subject_keywords",
 ]

@@ -83,4 +83,18 @@ def is_abstention(answer: str) -> bool:
     return any(p.search(text) for p in _ABSTENTION)
 
 
-__all__ = ["ABSTENTION_PATTERNS", "contains_any", "is_abstention", "mentioned_values", "normalize"]
+def one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` by one inserted, deleted or replaced letter, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return a == b
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long[k]), len(short))
+    return short[i:] == long[i + 1 :]
+
+
+__all__ = ["ABSTENTION_PATTERNS", "contains_any", "is_abstention", "mentioned_values", "normalize", "one_edit_apart"]

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .matching import normalize
+from .matching import normalize, one_edit_apart
 from .pools import GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS, SELF_QUESTIONS, UNKNOWN_TOPICS
 from .profile import Fact, Profile, topic_key
 
@@ -1332,7 +1332,11 @@ def asks_unknown_attribute(
         elif owner is None and attribute.split()[-1] in _POSSESSIONS:
             owners[attribute.split()[-1]] = attribute
     raw = normalize(question).split()
-    words = [w[:-1] if w.endswith("s") and w[:-1] in owners else w for w in raw]
+    # A possessive "s" is stripped from an owner's word, and from the last word of a two-word name ("Min-jun's").
+    words = [
+        w[:-1] if w.endswith("s") and (w[:-1] in owners or f"{raw[k - 1] if k else ''} {w[:-1]}" in owners) else w
+        for k, w in enumerate(raw)
+    ]
     asks_who = any(w in _NAME_CUES for w in words)
     asks_name = asks_who and not any(w in _OTHER_NAME_CUES for w in words)
     for i in range(len(words)):
@@ -1414,6 +1418,58 @@ def asks_unknown_person(
     return bool(mentioned) and not mentioned & known
 
 
+_WH_WORDS = {"what", "whats", "when", "whens", "where", "wheres", "who", "whos", "which", "how", "hows"}
+_COPULAS = {"is", "s", "was", "are", "were"}
+_TRAILING_WORDS = {"again", "called", "now", "please", "then", "exactly", "today", "these", "days"}
+# "my daughter's first name" asks for the name a "daughter's name" fact holds.
+_NAME_ADJECTIVES = {"first", "full", "real", "given", "proper", "christian"}
+_POSSESSION_MAX_WORDS = 3
+
+
+def asks_unknown_possession(question: str, topics: Sequence[str]) -> bool:
+    """Whether the question is only "what's my <person or pet>'s <attribute>?" and the profile does not hold that
+    attribute of that person or pet: "When's my mum's birthday?" with no mother known, "What's my dog's favourite
+    toy?" with the dog's name known, "What's my husband's blood type?" with the user's own blood type known.
+
+    The whole question must be that phrase (a question word, perhaps a verb "is", then the possession, a few filler
+    words at most): a possession elsewhere in a question is often a bystander's ("My daughter's teacher asked what I
+    do"). A general word answers to the specific one the profile knows ("my pet's name" to a known dog's name), and
+    "first name" or "full name" to a known name.
+    """
+    words = normalize(question).split()
+    if len(words) < 3 or words[0] not in _WH_WORDS:
+        return False
+    i = 2 if words[1] in _COPULAS else 1
+    if words[i : i + 1] != ["my"]:
+        return False
+    rest = words[i + 1 :]
+    while rest and rest[-1] in _TRAILING_WORDS:
+        rest = rest[:-1]
+    forms = _topic_forms(topics)
+    known_owners = {o for o, _ in forms if o is not None}
+    for n in (2, 1):  # "my best friend's ...", "my sister's ..."
+        if len(rest) <= n or not rest[n - 1].endswith("s"):
+            continue
+        owner = " ".join([*rest[: n - 1], rest[n - 1][:-1]])
+        if owner not in _PERSON_WORDS and owner not in _PETS:
+            continue
+        attribute = [w for w in rest[n:] if w not in _NAME_ADJECTIVES] if "name" in rest[n:] else rest[n:]
+        if not attribute or len(attribute) > _POSSESSION_MAX_WORDS or {"and", "or"} & set(attribute):
+            return False  # two things asked, or more than an attribute: not a question this rule can read
+        owner = _OWNER_SYNONYMS.get(owner, owner)
+        owners = {owner} | {o for o in known_owners if o in _GENERIC_OWNERS.get(owner, ())}
+        if owner == "pet":
+            owners |= known_owners & _PETS
+        text = " ".join(attribute)
+        if any((o, a) in forms for o in owners for a in (text, _INDEX.get(text, text))):
+            return False
+        # A word of a known attribute of this owner, perhaps with a typo ("my partner's namme again"), in doubt
+        # keeps the question with the adapter: the phrasings of known facts are asked so.
+        known_words = {w for o, a in forms if o in owners for w in a.split()}
+        return not any(one_edit_apart(w, k) for w in attribute for k in known_words)
+    return False
+
+
 def unknown_phrasings(topic: str) -> list[str]:
     """The questions a known fact would be asked with, for an unknown topic: the same templates as the positives."""
     # The value is never asked for in these dimensions; a placeholder drops the few templates that name it.
@@ -1426,6 +1482,20 @@ def catalog_unknown_topics(profile: Profile) -> list[str]:
     """Every catalogued personal topic the profile does not answer (under any name)."""
     forms = _known_forms(profile)
     return [t for t in dict.fromkeys([*_UNKNOWN_CANDIDATES, *UNKNOWN_TOPICS]) if not _is_known(forms, t)]
+
+
+def unknown_topic_names(topics: Iterable[str]) -> list[str]:
+    """The normalised names (with their catalogued synonyms) of every catalogued personal topic these topics do not
+    answer: "blood type", "blood group", "phone number", ... (see :func:`catalog_unknown_topics`)."""
+    forms = _topic_forms(topics)
+    names: list[str] = []
+    for topic in dict.fromkeys([*_UNKNOWN_CANDIDATES, *UNKNOWN_TOPICS]):
+        if _is_known(forms, topic):
+            continue
+        key = topic_key(topic)
+        canonical = _INDEX.get(key, key)
+        names += [normalize(n) for n in (key, canonical, *(_CATALOG[canonical][2] if canonical in _CATALOG else ()))]
+    return list(dict.fromkeys(n for n in names if n))
 
 
 #: Words of a topic too general to tie a first-person question to a fact ("dog's name" and "middle name").
