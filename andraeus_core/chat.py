@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .adapter import Adapter
 from .errors import AdapterError, ConfigError
 from .family import DisclosureGuard, disclosure_guard, resolve_speaker, speaker_choices, speaker_system_prompt
-from .gate import ABSTENTION_PREFIX, Route, abstention, decline_probabilities
+from .gate import ABSTENTION_PREFIX, Route, abstention
 from .hub import resolve_adapter
 from .lora_rows import lora_rows
 from .models import LoadedModel, Quantize, get_cached_model, load_model
@@ -1062,10 +1062,8 @@ class ChatModel:
                 # The gate runs here, on the generation thread, like every other forward pass (one OpenMP team).
                 route: Route = self.gate.route(self.model, self.tokenizer, [question])[0] if gating else "adapter"
                 if route == "adapter" and gating and self.gate.meta.threshold_decline is not None:
-                    rendered = self.build_messages(messages, system)
-                    prompt = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)
                     self.activate()
-                    if self.gate.declines(decline_probabilities(self.model, self.tokenizer, [prompt])[0]):
+                    if self.gate.declined(self.model, self.tokenizer, [self.build_messages(messages, system)])[0]:
                         route = "abstain"
                 state["route"] = route
                 if trace is not None:

@@ -62,7 +62,7 @@ from .family import (
     stated_values,
     withheld_facts,
 )
-from .gate import ABSTENTION_PREFIX, abstention, decline_probabilities
+from .gate import ABSTENTION_PREFIX, abstention
 from .matching import contains_any, is_abstention, mentioned_values, normalize
 from .models import generate_batch, load_model
 from .profile import Person, Profile
@@ -948,12 +948,11 @@ def evaluate(
     if router is not None:
         progress(0.02, f"routing {len(items)} questions through the gate")
         routes = list(router.route(model, tokenizer, [q.question for q in items]))
-        if router.meta.threshold_decline is not None and not family:
+        if not family:
             # As chat does: a question sent to the adapter that the adapter itself doubts enough is declined.
             kept = [i for i, r in enumerate(routes) if r == "adapter"]
-            prompts = [tokenizer.apply_chat_template(own[i], add_generation_prompt=True, tokenize=False) for i in kept]
-            for i, p in zip(kept, decline_probabilities(model, tokenizer, prompts), strict=True):
-                if router.declines(p):
+            for i, declined in zip(kept, router.declined(model, tokenizer, [own[i] for i in kept]), strict=True):
+                if declined:
                     routes[i] = "abstain"
     answers: dict[str, list[str]] = {}
     progress(0.05, f"answering {len(items)} questions with the adapter")

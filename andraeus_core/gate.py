@@ -229,6 +229,15 @@ class Gate:
         """Whether a question sent to the adapter is declined, given the adapter's P("I don't know") for it."""
         return self.meta.threshold_decline is not None and probability >= self.meta.threshold_decline
 
+    def declined(self, model: Any, tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[bool]:
+        """Which of these conversations (each ending with the question the gate sent to the adapter) the adapter
+        itself doubts enough to decline (:func:`decline_probabilities`). ``model`` has the adapter active. All False,
+        and no forward pass, for a gate without a decline threshold (gates before it, family adapters)."""
+        if self.meta.threshold_decline is None or not conversations:
+            return [False] * len(conversations)
+        prompts = render_prompts(tokenizer, conversations)
+        return [self.declines(p) for p in decline_probabilities(model, tokenizer, prompts)]
+
     def near_miss(self, question: str) -> bool:
         """Whether the words ask for something next to a known fact that the profile does not hold: an unknown
         attribute of a known person or thing, an unknown favourite, an unknown person's name, or a possession it
@@ -615,6 +624,11 @@ def decline_probabilities(model: Any, tokenizer: Any, prompts: Sequence[str], *,
     return out
 
 
+def render_prompts(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[str]:
+    """Each conversation through the chat template, with the generation prompt: what the adapter answers from."""
+    return [tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False) for c in conversations]
+
+
 #: Held-out example kinds whose questions the adapter answers with a fact: they set the decline threshold.
 DECLINE_CALIBRATION_KINDS = ("fact", "reverse", "identity")
 
@@ -630,13 +644,14 @@ def calibrate_decline(known: Sequence[float]) -> float | None:
 def calibrated_gate_meta(model: Any, tokenizer: Any, meta: GateMeta, heldout: Sequence[Any]) -> GateMeta:
     """``meta`` with the decline threshold set from the trained adapter (``model``, in use) and the held-out split's
     examples (:class:`~andraeus_core.dataset.ChatExample`) of :data:`DECLINE_CALIBRATION_KINDS`."""
-    rendered = [
-        tokenizer.apply_chat_template(
-            [m for m in e.messages if m.get("role") != "assistant"], add_generation_prompt=True, tokenize=False
-        )
-        for e in heldout
-        if e.meta.kind in DECLINE_CALIBRATION_KINDS
-    ]
+    rendered = render_prompts(
+        tokenizer,
+        [
+            [m for m in e.messages if m.get("role") != "assistant"]
+            for e in heldout
+            if e.meta.kind in DECLINE_CALIBRATION_KINDS
+        ],
+    )
     was_training = getattr(model, "training", False)
     model.eval()  # no dropout
     try:
@@ -689,6 +704,7 @@ __all__ = [
     "names_known_subject",
     "profile_names",
     "question_features",
+    "render_prompts",
     "shielding_unknown_names",
     "subject_keywords",
 ]

@@ -132,6 +132,26 @@ def test_known_subjects_protect_unusual_phrasings_of_known_facts() -> None:
     assert not names_known_subject("Who is Ioana?", subject_keywords(profile.topics()))
 
 
+def _word_gate(profile: Profile) -> Gate:
+    """A gate whose routes come only from the probabilities a test hands :meth:`Gate.decide` and from its word
+    rules over ``profile`` (known subjects, near misses), with the default thresholds."""
+    import torch
+
+    meta = GateMeta(
+        layers=[1],
+        threshold_base=0.8,
+        threshold_abstain=0.8,
+        threshold_abstain_near_miss=0.3,
+        train_counts={},
+        heldout_accuracy={},
+        heldout_counts={},
+        fit_seconds=0.0,
+    )
+    keywords = frozenset(subject_keywords(profile.topics(), profile.values()))
+    weights = (torch.zeros(1), torch.ones(1), torch.zeros(1, 3), torch.zeros(3))
+    return Gate(meta, *weights, keywords, tuple(profile.topics()), profile_names(profile))
+
+
 NEAR_MISS_PROFILE = Profile.model_validate(
     {
         "user_name": "Bogdan",
@@ -251,23 +271,7 @@ def test_a_known_word_inside_an_unknown_topics_name_does_not_shield_it() -> None
     keywords = subject_keywords(profile.topics(), profile.values())
     names = shielding_unknown_names(profile.topics(), keywords)
     assert "blood group" in names and "mothers birthday" in names
-    gate = Gate(
-        GateMeta(
-            layers=[1],
-            threshold_base=0.8,
-            threshold_abstain=0.8,
-            train_counts={},
-            heldout_accuracy={},
-            heldout_counts={},
-            fit_seconds=0.0,
-        ),
-        torch.zeros(1),
-        torch.ones(1),
-        torch.zeros(1, 3),
-        torch.zeros(3),
-        frozenset(keywords),
-        tuple(profile.topics()),
-    )
+    gate = _word_gate(profile)
     assert names_known_subject("What's my blood group?", keywords)  # "group": a word for a band
     assert not gate.names_known_subject("What's my blood group?")
     assert not gate.names_known_subject("When is my mother's birthday?")
@@ -281,24 +285,9 @@ def test_a_known_word_inside_an_unknown_topics_name_does_not_shield_it() -> None
 
 @pytest.mark.parametrize("name", ["seed_profile.yaml", "parent_profile.json", "family_profile.yaml"])
 def test_no_generated_phrasing_of_a_known_fact_is_a_near_miss_or_loses_its_shield(name: str) -> None:
-    import torch
-
     profile = load_profile(ROOT / "examples" / name)
-    keywords = frozenset(subject_keywords(profile.topics(), profile.values()))
-    meta = GateMeta(
-        layers=[1],
-        threshold_base=0.8,
-        threshold_abstain=0.8,
-        threshold_abstain_near_miss=0.3,
-        train_counts={},
-        heldout_accuracy={},
-        heldout_counts={},
-        fit_seconds=0.0,
-    )
-    gate = Gate(
-        meta, torch.zeros(1), torch.ones(1), torch.zeros(1, 3), torch.zeros(3), keywords, tuple(profile.topics()),
-        profile_names(profile),
-    )  # fmt: skip
+    gate = _word_gate(profile)
+    keywords = gate.keywords
     dataset = build_dataset(profile, per_fact=40)
     known = [e.question for e in [*dataset.train, *dataset.heldout] if e.meta.kind in ("fact", "reverse", "identity")]
     assert len(known) >= 300
@@ -354,25 +343,7 @@ def test_gate_data_asks_about_known_people_and_pets_by_name() -> None:
 def test_decide_declines_a_near_miss_but_keeps_known_subjects() -> None:
     import torch
 
-    gate = Gate(
-        GateMeta(
-            layers=[1],
-            threshold_base=0.8,
-            threshold_abstain=0.8,
-            threshold_abstain_near_miss=0.3,
-            train_counts={},
-            heldout_accuracy={},
-            heldout_counts={},
-            fit_seconds=0.0,
-        ),
-        torch.zeros(1),
-        torch.ones(1),
-        torch.zeros(1, 3),
-        torch.zeros(3),
-        frozenset(subject_keywords(NEAR_MISS_PROFILE.topics(), NEAR_MISS_PROFILE.values())),
-        tuple(NEAR_MISS_PROFILE.topics()),
-        profile_names(NEAR_MISS_PROFILE),
-    )
+    gate = _word_gate(NEAR_MISS_PROFILE)
     questions = ["What's my wife's job?", "What's my wife's name?", "What's my sister's name?", "Bananas?"]
     probabilities = torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.9, 0.0], [0.1, 0.9, 0.0], [0.1, 0.0, 0.9]])
     assert gate.decide(questions, probabilities) == ["abstain", "adapter", "abstain", "base"]
@@ -597,3 +568,28 @@ def test_declined_questions_are_scored_as_abstentions(tmp_path: Path, make_adapt
     path = make_adapter(tmp_path / "a", gate="abstain")
     report = evaluate(path, QUESTIONS[1:2], baselines=(), max_new_tokens=6, batch_size=8)
     assert report.items[0].route == "abstain" and report.abstention_rate == 1.0
+
+
+def test_gate_declined_scores_conversations_only_with_a_threshold(tiny_model) -> None:
+    import torch
+
+    from andraeus_core.gate import decline_probabilities, render_prompts
+
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    conversations = [[{"role": "user", "content": q}] for q in ("Hi?", "What's my sister's name?", "And my cousin's?")]
+    probabilities = decline_probabilities(model, tok, render_prompts(tok, conversations))
+    gate = constant_gate("adapter", 1, 1)
+    # a threshold between the probabilities declines exactly those at or above it, as chat and evaluation read it
+    middle = sorted(probabilities)[1]
+    gate.meta = gate.meta.model_copy(update={"threshold_decline": middle})
+    assert gate.declined(model, tok, conversations) == [p >= middle for p in probabilities]
+    assert sum(gate.declined(model, tok, conversations)) == 2
+
+    # no threshold (a gate from before the check, a family's): nothing is declined and the model is not run
+    class Untouchable(torch.nn.Module):
+        def forward(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("the adapter was run without a decline threshold")
+
+    gate.meta = gate.meta.model_copy(update={"threshold_decline": None})
+    assert gate.declined(Untouchable(), tok, conversations) == [False, False, False]
+    assert gate.declined(model, tok, []) == []
