@@ -1480,21 +1480,24 @@ def unknown_phrasings(topic: str) -> list[str]:
 
 def catalog_unknown_topics(profile: Profile) -> list[str]:
     """Every catalogued personal topic the profile does not answer (under any name)."""
-    forms = _known_forms(profile)
+    return _unknown_topics(_known_forms(profile))
+
+
+def _unknown_topics(forms: set[tuple[str | None, str]]) -> list[str]:
     return [t for t in dict.fromkeys([*_UNKNOWN_CANDIDATES, *UNKNOWN_TOPICS]) if not _is_known(forms, t)]
+
+
+def _catalog_names(topic: str) -> list[str]:
+    """A topic's key, its catalogued canonical key and that key's synonyms."""
+    key = topic_key(topic)
+    canonical = _INDEX.get(key, key)
+    return [key, canonical, *(_CATALOG[canonical][2] if canonical in _CATALOG else ())]
 
 
 def unknown_topic_names(topics: Iterable[str]) -> list[str]:
     """The normalised names (with their catalogued synonyms) of every catalogued personal topic these topics do not
     answer: "blood type", "blood group", "phone number", ... (see :func:`catalog_unknown_topics`)."""
-    forms = _topic_forms(topics)
-    names: list[str] = []
-    for topic in dict.fromkeys([*_UNKNOWN_CANDIDATES, *UNKNOWN_TOPICS]):
-        if _is_known(forms, topic):
-            continue
-        key = topic_key(topic)
-        canonical = _INDEX.get(key, key)
-        names += [normalize(n) for n in (key, canonical, *(_CATALOG[canonical][2] if canonical in _CATALOG else ()))]
+    names = [normalize(n) for topic in _unknown_topics(_topic_forms(topics)) for n in _catalog_names(topic)]
     return list(dict.fromkeys(n for n in names if n))
 
 
@@ -1522,10 +1525,7 @@ def self_unknown_questions(profile: Profile) -> list[str]:
     forms = _known_forms(profile)
     words: set[str] = set()
     for fact in profile.facts:
-        key = topic_key(fact.topic)
-        canonical = _INDEX.get(key, key)
-        names = [key, canonical, *(_CATALOG[canonical][2] if canonical in _CATALOG else ())]
-        words |= {w for n in names for w in normalize(n).split()}
+        words |= {w for n in _catalog_names(fact.topic) for w in normalize(n).split()}
     words -= _TOPIC_FILLER
     for group in _WORD_GROUPS:
         if words & group:
