@@ -414,18 +414,19 @@ class _Row:
 class _Batch:
     """Answers of one chat model decoded together, one token per row per forward pass, on the generation thread.
 
-    Each row's prompt is read alone (so its first token is the one it would get alone) and its KV cache then joins the
-    batch's, both left-padded to the longer length; the attention mask hides the padding and each row's positions
-    count only its own tokens, so every row sees what it would see alone. Rows join and leave between steps: a new
-    answer that arrives mid-way joins at the next step, and one that ends, is cancelled or whose reader falls behind
-    leaves at once (its cache rows are dropped). Decoding one token for 8 rows costs little more than for one on a
-    CPU (the weights are read once per step), which is where the throughput comes from.
+    The prompts of the answers that arrive together are read in one forward pass, left-padded to the longest, and
+    their KV cache then joins the batch's, both left-padded to the longer length; the attention mask hides the padding
+    and each row's positions count only its own tokens, so every row sees what it would see alone. Rows join and
+    leave between steps: a new answer that arrives mid-way joins at the next step, and one that ends, is cancelled or
+    whose reader falls behind leaves at once (its cache rows are dropped). Decoding one token for 8 rows costs little
+    more than for one on a CPU (the weights are read once per step), which is where the throughput comes from.
 
-    Rows with the adapter on and off (the gate's base route, ``use_adapter=False``) share a batch through PEFT's
-    per-row ``adapter_names`` ("__base__" for off). Where PEFT cannot do that (DoRA), the on/off switch is model-wide,
-    so a batch holds rows of one state and answers routed the other way wait. Work waiting that the batch cannot
-    take in (another model; a plain call) makes the whole batch yield after :data:`SLICE_TOKENS` steps, like a slice;
-    answers that could join a full batch wait for its next free row.
+    Rows with the adapter on and off (the gate's base route, ``use_adapter=False``) and rows of different adapters
+    share a batch through :meth:`LoraRows.rows` (or PEFT's per-row ``adapter_names``, "__base__" for off). Where
+    PEFT cannot do that (DoRA), the on/off switch is model-wide, so a batch holds rows of one state and answers routed
+    the other way wait. Work waiting that the batch cannot take in (another model; a plain call) makes the whole batch
+    yield after :data:`SLICE_TOKENS` steps, like a slice; answers that could join a full batch wait for its next free
+    row.
     """
 
     def __init__(self, chat: ChatModel):
@@ -460,8 +461,9 @@ class _Batch:
                 while True:
                     room = max(self.chat.max_batch - len(self.rows) - len(pending), 0)
                     pending += scheduler.take_joinable(self, room)
-                    while pending:
-                        self._admit(pending.pop(0), scheduler)
+                    if pending:
+                        self._admit(pending, scheduler)
+                        pending = []
                     if not self.rows:
                         if _has_adapters(self.model):
                             lora_rows(self.model).release()  # the stacked copy of the adapters is not kept idle
@@ -487,7 +489,48 @@ class _Batch:
 
     # -- joining and leaving
 
-    def _admit(self, task: _Task, scheduler: _Scheduler) -> None:
+    def _admit(self, tasks: list[_Task], scheduler: _Scheduler) -> None:
+        """Route the newcomers, read the prompts of those that go on in one forward pass, and join the rows that do
+        not end at their first token."""
+        ready = [task for task in tasks if self._ready(task, scheduler)]
+        if not self.mixed and ready:
+            # One adapter state per batch where rows cannot mix: the others run in a later batch.
+            key = self.key if self.key is not _UNROUTED else _row_key(ready[0])
+            for task in [t for t in ready if _row_key(t) != key]:
+                scheduler.submit(task)
+            ready = [t for t in ready if _row_key(t) == key]
+        if not ready:
+            return
+        try:
+            out, mask = self._prefill(ready)
+            cache = out.past_key_values
+            if not _plain_cache(cache):
+                raise ConfigError(
+                    f"Batched chat needs a model with a plain KV cache; {type(self.model).__name__} has "
+                    f"{type(cache).__name__}. Set ANDRAEUS_CHAT_BATCH=1."
+                )
+            tokens = [self._pick(task, out.logits[r, -1]) for r, task in enumerate(ready)]
+            reasons = [self._emit(task, token) for task, token in zip(ready, tokens, strict=True)]
+        except BaseException as exc:  # noqa: BLE001 - handed to the readers, which raise it
+            for task in ready:
+                task.error = exc
+                task.leave("stop", scheduler)
+            return
+        going = [r for r, reason in enumerate(reasons) if reason is None]
+        if going:
+            lengths = mask.sum(-1).tolist()
+            if len(going) < len(ready):
+                cache, mask = _select_rows(cache, mask, going)
+            self.key = _row_key(ready[going[0]])
+            self._join([_Row(ready[r], int(lengths[r]), tokens[r]) for r in going], cache, mask)
+        # After the cache is trimmed (see _step): a reader that was the process's last work may exit at once.
+        for task, reason in zip(ready, reasons, strict=True):
+            if reason is not None:
+                task.leave(reason, scheduler)
+
+    def _ready(self, task: _Task, scheduler: _Scheduler) -> bool:
+        """Route a newcomer (first time only) and check it may run; False when it has left (answered by the abstain
+        route, cancelled, out of tokens or time, or failed)."""
         import torch
 
         try:
@@ -495,61 +538,64 @@ class _Batch:
                 task.started = True
                 if task.route(task):
                     task.leave(task.abstain_finish, scheduler)
-                    return
+                    return False
             blocked = task.check_start()
             if blocked is not None:
                 task.leave(blocked, scheduler)
-                return
-            if not self.mixed and self.key is not _UNROUTED and _row_key(task) != self.key:
-                scheduler.submit(task)  # routed to another adapter state: it runs in a later batch
-                return
-            device = _model_device(self.chat.model)
+                return False
             if task.config.temperature > 0 and task.generator is None:
-                task.generator = torch.Generator(device=device)
+                task.generator = torch.Generator(device=_model_device(self.chat.model))
                 if task.config.seed is not None:
                     task.generator.manual_seed(task.config.seed)
                 else:
                     task.generator.seed()
-            ids = torch.tensor([task.prompt_ids + task.token_ids], dtype=torch.long, device=device)
-            with self._adapter_state([_row_key(task)], task.chat, {}):
-                out = self.model(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-            cache = out.past_key_values
-            if not _plain_cache(cache):
-                raise ConfigError(
-                    f"Batched chat needs a model with a plain KV cache; {type(self.model).__name__} has "
-                    f"{type(cache).__name__}. Set ANDRAEUS_CHAT_BATCH=1."
-                )
-            token = self._pick(task, out.logits[0, -1])
-            reason = self._emit(task, token)
         except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
             task.error = exc
             task.leave("stop", scheduler)
-            return
-        if reason is not None:
-            task.leave(reason, scheduler)
-            return
-        self.key = _row_key(task)
-        self._join(_Row(task, ids.shape[-1], token), cache)
+            return False
+        return True
 
-    def _join(self, row: _Row, cache: Any) -> None:
+    def _prefill(self, tasks: list[_Task]) -> tuple[Any, Any]:
+        """One forward pass over the newcomers' prompts (and answers so far, for a resumed one), left-padded to the
+        longest, each row with its own adapter; returns the model output (last position's logits, the cache) and the
+        mask of real tokens."""
+        import torch
+
+        device = _model_device(self.chat.model)
+        sequences = [task.prompt_ids + task.token_ids for task in tasks]
+        width = max(len(seq) for seq in sequences)
+        pad = self.chat.tokenizer.pad_token_id
+        ids = torch.full((len(tasks), width), pad if pad is not None else 0, dtype=torch.long, device=device)
+        mask = torch.zeros((len(tasks), width), dtype=torch.long, device=device)
+        for r, seq in enumerate(sequences):
+            ids[r, width - len(seq) :] = torch.tensor(seq, dtype=torch.long, device=device)
+            mask[r, width - len(seq) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row counts its own tokens, as alone
+        extra: dict[str, Any] = {}
+        with self._adapter_state([_row_key(task) for task in tasks], [task.chat for task in tasks], extra):
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **extra,
+            )
+        return out, mask
+
+    def _join(self, rows: list[_Row], cache: Any, mask: Any) -> None:
+        """Add rows, their cache and their mask (left-padded to a common width) to the batch."""
         import torch
 
         if not self.rows:
-            self.rows, self.cache = [row], cache
-            self.mask = torch.ones((1, row.length), dtype=torch.long, device=cache.layers[0].keys.device)
+            self.rows, self.cache, self.mask = rows, cache, mask
             return
-        width = max(self.mask.shape[-1], row.length)
-        mask = torch.ones((1, row.length), dtype=self.mask.dtype, device=self.mask.device)
+        width = max(self.mask.shape[-1], mask.shape[-1])
         self.mask = torch.cat([_pad_left(self.mask, width, -1), _pad_left(mask, width, -1)], dim=0)
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
             mine.keys = torch.cat([_pad_left(mine.keys, width, -2), _pad_left(theirs.keys, width, -2)], dim=0)
             mine.values = torch.cat([_pad_left(mine.values, width, -2), _pad_left(theirs.values, width, -2)], dim=0)
-        self.rows.append(row)
+        self.rows += rows
 
     def _drop(self, gone: list[int]) -> None:
         """Remove rows (by index) from the cache, then the leading positions that are padding in every row left."""
@@ -561,15 +607,7 @@ class _Batch:
             self.cache = self.mask = None
             self.key = _UNROUTED
             return
-        import torch
-
-        index = torch.tensor(keep, device=self.mask.device)
-        self.mask = self.mask[index]
-        start = int(self.mask.any(dim=0).nonzero()[0])  # the first position some row still uses
-        self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
+        self.cache, self.mask = _select_rows(self.cache, self.mask, keep)
 
     # -- one step
 
@@ -584,7 +622,7 @@ class _Batch:
         extra: dict[str, Any] = {}
         try:
             # Several keys only when self.mixed: one forward pass, each row with its own adapter or none.
-            with self._adapter_state(keys, self.rows[0].task.chat, extra):
+            with self._adapter_state(keys, [row.task.chat for row in self.rows], extra):
                 out = self.model(
                     input_ids=tokens,
                     attention_mask=mask,
@@ -672,15 +710,15 @@ class _Batch:
         """The adapters the batch's rows use (an AdapterHost must not evict them)."""
         return {key for key in (_row_key(row.task) for row in self.rows) if key is not None}
 
-    def _adapter_state(self, keys: list[str | None], chat: ChatModel, extra: dict[str, Any]) -> Any:
-        """A context for one forward pass over rows with these adapter keys: the adapter off (all None), ``chat``'s
-        adapter active (one name), or each row with its own. Rows of several adapters (and rows with it off) go
-        through :meth:`LoraRows.rows` (stacked, one pass), or where it cannot stack them through PEFT's per-row
-        ``adapter_names``, which it then adds to ``extra``."""
+    def _adapter_state(self, keys: list[str | None], chats: list[ChatModel], extra: dict[str, Any]) -> Any:
+        """A context for one forward pass over rows with these adapter keys (of these chat models): the adapter off
+        (all None), the one adapter active, or each row with its own. Rows of several adapters (and rows with it off)
+        go through :meth:`LoraRows.rows` (stacked, one pass), or where it cannot stack them through PEFT's per-row
+        ``adapter_names``, which it then adds to ``extra``. The batch's rows' adapters and these stay loaded."""
+        keep = self._names() | {key for key in keys if key is not None}
         if len(set(keys)) > 1:
-            keep = self._names()
-            for row in self.rows:
-                row.task.chat.activate(keep=keep, switch=False)  # loaded (it may load, so before the layers are read)
+            for chat in chats:
+                chat.activate(keep=keep, switch=False)  # loaded (it may load, so before the layers are read)
             rows = lora_rows(self.model)
             if rows.supports(keys):
                 return rows.rows(keys)
@@ -688,7 +726,7 @@ class _Batch:
             return contextlib.nullcontext()
         if keys[0] is None:
             return lora_rows(self.model).off() if _has_adapters(self.model) else contextlib.nullcontext()
-        chat.activate(keep=self._names())
+        chats[0].activate(keep=keep)
         return contextlib.nullcontext()
 
 
@@ -698,6 +736,19 @@ _UNROUTED = object()  # a batch's adapter key before its first row
 def _row_key(task: _Task) -> str | None:
     """The adapter a row decodes with: its ChatModel's adapter name, or None for the adapter off (base route)."""
     return None if task.disabled or not task.chat.has_adapter else task.chat.adapter_name
+
+
+def _select_rows(cache: Any, mask: Any, keep: list[int]) -> tuple[Any, Any]:
+    """Only these rows of a cache and its mask, without the leading positions that are padding in all of them."""
+    import torch
+
+    index = torch.tensor(keep, device=mask.device)
+    mask = mask[index]
+    start = int(mask.any(dim=0).nonzero()[0])  # the first position some row still uses
+    for layer in cache.layers:
+        layer.keys = layer.keys[index, :, start:]
+        layer.values = layer.values[index, :, start:]
+    return cache, mask[:, start:]
 
 
 def _has_adapters(model: Any) -> bool:

@@ -47,6 +47,20 @@ def rows_seen(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
+@pytest.fixture
+def prefills_seen(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of prompts read by every prefill pass of a batch, in order."""
+    seen: list[int] = []
+    prefill = _Batch._prefill
+
+    def counting(self: _Batch, tasks: list[Any]) -> Any:
+        seen.append(len(tasks))
+        return prefill(self, tasks)
+
+    monkeypatch.setattr(_Batch, "_prefill", counting)
+    return seen
+
+
 @contextmanager
 def _held() -> Iterator[Callable[[int], None]]:
     """Hold the generation thread; ``wait_queued(n)`` waits until n more tasks are queued behind it; exit lets go."""
@@ -128,10 +142,11 @@ def _alone(chat: ChatModel, question: str, config: GenerationConfig, **kw: Any) 
     return text, usage
 
 
-def test_batched_greedy_answers_equal_each_answer_alone(batched, serial, rows_seen) -> None:
+def test_batched_greedy_answers_equal_each_answer_alone(batched, serial, rows_seen, prefills_seen) -> None:
     requests = [(q, GenerationConfig(max_new_tokens=n)) for q, n in zip(QUESTIONS, (24, 9, 30, 17), strict=True)]
     answers = _together(batched, requests)
     assert max(rows_seen) == len(requests)  # they really ran as one batch
+    assert prefills_seen == [len(requests)]  # and their prompts (of different lengths) were read in one pass
     for (question, config), answer in zip(requests, answers, strict=True):
         text, usage = _alone(serial, question, config)
         assert answer.text() == text  # the same text as through generate, alone
@@ -154,6 +169,21 @@ def test_each_row_keeps_its_own_max_tokens_and_stop_strings(batched, serial, row
     assert cut.text() == full[: full.index(stop)] and cut.usage["finish_reason"] == "stop"
     assert cut.usage["completion_tokens"] < 20
     assert short.usage == {"completion_tokens": 3, "finish_reason": "length"} and full.startswith(short.text())
+
+
+def test_a_row_that_ends_at_its_first_token_never_joins_the_batch(batched, serial, rows_seen, prefills_seen) -> None:
+    """Read in the same pass as the others, an answer of one token ends there; the rest decode as they would alone."""
+    requests = [
+        (QUESTIONS[1], GenerationConfig(max_new_tokens=12)),
+        (QUESTIONS[2], GenerationConfig(max_new_tokens=1)),
+        (QUESTIONS[3], GenerationConfig(max_new_tokens=1)),
+        (QUESTIONS[0], GenerationConfig(max_new_tokens=7)),
+    ]
+    answers = _together(batched, requests)
+    assert prefills_seen == [4] and max(rows_seen) == 2
+    for (question, config), answer in zip(requests, answers, strict=True):
+        assert (answer.text(), answer.usage) == _alone(serial, question, config)
+    assert [a.usage["completion_tokens"] for a in answers] == [12, 1, 1, 7]
 
 
 def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(batched, serial, rows_seen) -> None:
