@@ -502,7 +502,17 @@ class _Batch:
         if not ready:
             return
         try:
-            out, mask = self._prefill(ready)
+            try:
+                out, mask = self._prefill(ready)
+            except Exception:
+                if len(ready) == 1:
+                    raise
+                # One newcomer's failure (its adapter file broken since it was last loaded) must not fail the answers
+                # of other users read in the same pass: each is read again alone, and only the failing one fails.
+                # Nothing was streamed or picked yet, so reading again changes nothing for the others.
+                for task in ready:
+                    self._admit([task], scheduler)
+                return
             cache = out.past_key_values
             if not _plain_cache(cache):
                 raise ConfigError(

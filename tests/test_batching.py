@@ -186,6 +186,32 @@ def test_a_row_that_ends_at_its_first_token_never_joins_the_batch(batched, seria
     assert [a.usage["completion_tokens"] for a in answers] == [12, 1, 1, 7]
 
 
+def test_a_newcomer_whose_prompt_cannot_be_read_fails_alone(batched, serial, monkeypatch) -> None:
+    # Answers arriving together are read in one pass; when that pass fails for one of them (say its adapter file
+    # broke since it was last loaded), the others are read again alone and answer as if nothing happened.
+    prefill = _Batch._prefill
+    passes: list[int] = []
+
+    def failing(self: _Batch, tasks: list[Any]) -> Any:
+        passes.append(len(tasks))
+        if any(task.config.max_new_tokens == 13 for task in tasks):
+            raise RuntimeError("adapter file broken")
+        return prefill(self, tasks)
+
+    monkeypatch.setattr(_Batch, "_prefill", failing)
+    requests = [(q, GenerationConfig(max_new_tokens=n)) for q, n in zip(QUESTIONS[:3], (12, 13, 14), strict=True)]
+    answers = [_Answer(batched, q, c) for q, c in requests]
+    with _held() as wait_queued:
+        for a in answers:
+            a.thread.start()
+        wait_queued(len(answers))
+    with pytest.raises(RuntimeError, match="adapter file broken"):
+        answers[1].text()
+    assert passes[:4] == [3, 1, 1, 1]  # one pass for all three, then each alone
+    for i in (0, 2):
+        assert answers[i].text() == _alone(serial, *requests[i])[0]
+
+
 def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(batched, serial, rows_seen) -> None:
     cancel = threading.Event()
     long = _Answer(batched, "hello", GenerationConfig(max_new_tokens=4000), cancel=cancel)
