@@ -453,9 +453,17 @@ def _backbone(model: Any) -> Any:
 
 
 def question_features(
-    model: Any, tokenizer: Any, questions: Sequence[str], layers: Sequence[int], *, batch_size: int = 64
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str],
+    layers: Sequence[int],
+    *,
+    batch_size: int = 64,
+    pooling: Literal["mean", "both"] = "mean",
 ) -> torch.Tensor:
-    """Mean-pooled hidden states of each question's tokens at ``layers``, concatenated: ``[n, len(layers) * d]``.
+    """Mean-pooled hidden states of each question's tokens at ``layers``, concatenated: ``[n, len(layers) * d]``;
+    with ``pooling="both"`` followed by the last token's states at the same layers (``[n, 2 * len(layers) * d]``,
+    what bench/gate_features.py compares; the gate itself reads the mean).
 
     The question is read as plain text, without the chat template or the system prompt: the route depends on what
     is asked, and the short input keeps the gate at a few milliseconds per question (about 3x faster than through
@@ -488,6 +496,8 @@ def question_features(
             pooled = (hidden * m).sum(2) / m.sum(2).clamp(min=1)
             for r, i in enumerate(chunk):
                 rows[i] = pooled[r].flatten().cpu()
+                if pooling == "both":  # right-padded: the last real token is at its length - 1
+                    rows[i] = torch.cat([rows[i], hidden[r, :, len(encoded[i]) - 1].flatten().cpu()])
     return torch.stack(rows)
 
 

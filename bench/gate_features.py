@@ -29,39 +29,13 @@ VARIANTS = "mean@0.01,mean@0.003,mean@0.1,last@0.01,both@0.01,both@0.005"
 KINDS = ("unknown", "known", "unrelated", "general", "conversation")
 
 
-def pooled_features(model, tokenizer, questions, layers, *, batch_size: int = 64):
-    """``(mean, last)``: the mean over each question's tokens and its last token's hidden states at ``layers``
-    (read as ``andraeus_core.gate.question_features`` reads them: plain text, right-padded, no chat template)."""
-    import torch
+def pooled_features(model, tokenizer, questions, layers):
+    """``(mean, last)``: the mean over each question's tokens and its last token's hidden states at ``layers``."""
+    from andraeus_core.gate import question_features
 
-    from andraeus_core.gate import MAX_QUESTION_TOKENS, _backbone
-
-    backbone = _backbone(model)
-    encoded = [
-        (tokenizer(q, add_special_tokens=True)["input_ids"] or [tokenizer.eos_token_id])[:MAX_QUESTION_TOKENS]
-        for q in questions
-    ]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    means: list = [None] * len(encoded)
-    lasts: list = [None] * len(encoded)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, i in enumerate(chunk):
-                ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[r, : len(encoded[i])] = 1
-            out = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            hidden = torch.stack([out.hidden_states[layer] for layer in layers], dim=1).float()  # [b, L, T, d]
-            m = mask[:, None, :, None].float()
-            pooled = (hidden * m).sum(2) / m.sum(2).clamp(min=1)
-            for r, i in enumerate(chunk):
-                means[i] = pooled[r].flatten()
-                lasts[i] = hidden[r, :, len(encoded[i]) - 1].flatten()
-    return torch.stack(means), torch.stack(lasts)
+    both = question_features(model, tokenizer, questions, layers, pooling="both")
+    half = both.shape[1] // 2
+    return both[:, :half], both[:, half:]
 
 
 def main() -> int:

@@ -380,6 +380,24 @@ def test_abstention_keeps_the_first_sentence_and_never_a_value() -> None:
 # Fitting and files
 
 
+def test_question_features_can_add_the_last_tokens_state_whatever_the_padding(tiny_model) -> None:
+    import torch
+
+    from andraeus_core.gate import question_features
+
+    model, tokenizer = tiny_model.model, tiny_model.tokenizer
+    questions = ["hi", "What is my dog called these days, do you remember?"]  # padded to the longer one together
+    mean = question_features(model, tokenizer, questions, [1, 2])
+    both = question_features(model, tokenizer, questions, [1, 2], pooling="both")
+    assert both.shape == (2, 2 * mean.shape[1])
+    assert torch.allclose(both[:, : mean.shape[1]], mean)
+    for i, question in enumerate(questions):
+        alone = question_features(model, tokenizer, [question], [1, 2], pooling="both")[0]
+        assert torch.allclose(both[i], alone, atol=1e-5)
+    # the last token's state is not the mean's: the feature is new information
+    assert not torch.allclose(both[1, mean.shape[1] :], mean[1], atol=1e-3)
+
+
 def test_fit_gate_measures_itself_and_round_trips(tiny_model, tmp_path: Path, make_adapter) -> None:
     import torch
 
