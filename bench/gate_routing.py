@@ -46,6 +46,9 @@ def main() -> int:
     parser.add_argument("--base-model", default="smollm2-135m")
     parser.add_argument("--show", action="store_true", help="print every misrouted question")
     parser.add_argument(
+        "--pooling", choices=("mean", "both"), default="both", help="the gate's features (fit_gate's default: both)"
+    )
+    parser.add_argument(
         "--dump", type=Path, help="write each question's route probabilities to this JSONL file (to study thresholds)"
     )
     args = parser.parse_args()
@@ -78,10 +81,12 @@ def main() -> int:
         chat = [q.model_copy(update={"kind": "conversation"}) for q in load_questions(CONVERSATION_SET)]
         unseen = [q.question for q in [*questions, *chat]]
         data = gate_data(profile, dataset, seed=args.seed, exclude_questions=unseen)
-        gate = fit_gate(loaded.model, loaded.tokenizer, data, profile)
+        gate = fit_gate(loaded.model, loaded.tokenizer, data, profile, pooling=args.pooling)
         questions = [*questions, *chat]
         texts = [q.question for q in questions]
-        probabilities = gate.probabilities(question_features(loaded.model, loaded.tokenizer, texts, gate.meta.layers))
+        layers, pooling = gate.meta.layers, gate.meta.pooling
+        features = question_features(loaded.model, loaded.tokenizer, texts, layers, pooling=pooling)
+        probabilities = gate.probabilities(features)
         routes = gate.decide(texts, probabilities)
         counts: dict[str, list[int]] = {}
         for question, route, p in zip(questions, routes, probabilities.tolist(), strict=True):

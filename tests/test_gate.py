@@ -412,8 +412,11 @@ def test_fit_gate_measures_itself_and_round_trips(tiny_model, tmp_path: Path, ma
     questions = [q.question for q in QUESTIONS]
     from andraeus_core.gate import question_features
 
-    features = question_features(tiny_model.model, tiny_model.tokenizer, questions, gate.meta.layers)
-    assert features.shape == (4, len(gate.meta.layers) * tiny_model.model.config.hidden_size)
+    # new gates read the mean and the last token at each layer
+    assert gate.meta.pooling == "both"
+    features = question_features(tiny_model.model, tiny_model.tokenizer, questions, gate.meta.layers, pooling="both")
+    assert features.shape == (4, 2 * len(gate.meta.layers) * tiny_model.model.config.hidden_size)
+    assert gate.weight.shape == (features.shape[1], len(ROUTES))
     # written with an adapter and read back: the same probabilities, the same routes
     path = make_adapter(tmp_path / "a", topics=profile.topics())
     gate.save(path / GATE_FILE)
@@ -426,6 +429,39 @@ def test_fit_gate_measures_itself_and_round_trips(tiny_model, tmp_path: Path, ma
     assert loaded.route(tiny_model.model, tiny_model.tokenizer, questions) == gate.route(
         tiny_model.model, tiny_model.tokenizer, questions
     )
+
+
+def test_a_gate_written_before_last_token_features_still_reads_the_mean_only(
+    tiny_model, tmp_path: Path, make_adapter
+) -> None:
+    # An adapter saved by an earlier version: andraeus.json's gate has no "pooling", its weights take the mean only.
+    import json
+
+    import torch
+
+    from andraeus_core.gate import question_features
+
+    profile = Profile.model_validate({"user_name": "Sam", "facts": [{"topic": "dog's name", "value": "Buddy"}]})
+    data = gate_data(profile, build_dataset(profile, per_fact=8))
+    gate = fit_gate(tiny_model.model, tiny_model.tokenizer, data, profile, max_per_route=30, pooling="mean")
+    path = make_adapter(tmp_path / "a", topics=profile.topics())
+    gate.save(path / GATE_FILE)
+    meta = Adapter.load(path).meta
+    meta.gate = gate.meta
+    meta.save(path)
+    raw = json.loads((path / "andraeus.json").read_text())
+    del raw["gate"]["pooling"]
+    (path / "andraeus.json").write_text(json.dumps(raw))
+
+    loaded = Adapter.load(path).gate()
+    assert loaded is not None and loaded.meta.pooling == "mean"
+    questions = [q.question for q in QUESTIONS]
+    mean = question_features(tiny_model.model, tiny_model.tokenizer, questions, loaded.meta.layers)
+    assert loaded.weight.shape[0] == mean.shape[1]
+    assert loaded.route(tiny_model.model, tiny_model.tokenizer, questions) == loaded.decide(
+        questions, loaded.probabilities(mean)
+    )
+    assert torch.allclose(loaded.probabilities(mean), gate.probabilities(mean))
 
 
 def test_a_corrupt_gate_file_is_a_clear_error(tmp_path: Path, make_adapter) -> None:
