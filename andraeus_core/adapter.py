@@ -116,8 +116,9 @@ def _invalid(path: Path, exc: ValidationError) -> AdapterError:
 # andraeus.json
 
 #: The layout of ``andraeus.json`` this code writes. 1 = the first layout (``"format": 1``, or no version at all);
-#: 3 adds the lineage (``version``, ``parent``, ``changes``, ``lineage``).
-SCHEMA_VERSION = 3
+#: 3 adds the lineage (``version``, ``parent``, ``changes``, ``lineage``); 4 the gate's ``pooling`` (its features may
+#: include the last token's states, which changes ``gate.safetensors``'s shapes).
+SCHEMA_VERSION = 4
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -131,8 +132,17 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 records what the gate's features are (``gate.pooling``); every gate before it read the question's
+    mean hidden states only."""
+    gate = data.get("gate")
+    if isinstance(gate, dict) and "pooling" not in gate:
+        return {**data, "gate": {**gate, "pooling": "mean"}}
+    return dict(data)
+
+
 #: ``_UPGRADES[n]`` turns a version-n object into version n+1. Append one when the layout changes; never edit one.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 class Timings(BaseModel):

@@ -451,6 +451,7 @@ def test_a_gate_written_before_last_token_features_still_reads_the_mean_only(
     meta.save(path)
     raw = json.loads((path / "andraeus.json").read_text())
     del raw["gate"]["pooling"]
+    raw["schema_version"] = 3  # the last layout before the field
     (path / "andraeus.json").write_text(json.dumps(raw))
 
     loaded = Adapter.load(path).gate()

@@ -10,7 +10,7 @@ from typing import Any
 import hub_stub
 import pytest
 
-from andraeus_core.adapter import Adapter, AdapterMeta
+from andraeus_core.adapter import SCHEMA_VERSION, Adapter, AdapterMeta
 from andraeus_core.config import TrainConfig
 from andraeus_core.errors import AdapterError, ConfigError
 from andraeus_core.profile import Profile
@@ -204,7 +204,13 @@ def test_update_refuses_a_parent_trained_on_another_base_model(tmp_path, make_ad
 def test_older_andraeus_json_files_read_as_version_1():
     for old in ({"format": 1, "topics": ["dog's name"]}, {"schema_version": 2, "topics": ["dog's name"]}, {}):
         meta = AdapterMeta.from_json(old)
-        assert (meta.schema_version, meta.version, meta.parent, meta.changes, meta.lineage) == (3, 1, None, [], [])
+        assert (meta.schema_version, meta.version, meta.parent, meta.changes, meta.lineage) == (
+            SCHEMA_VERSION,
+            1,
+            None,
+            [],
+            [],
+        )
         assert "version" not in meta.to_json()  # a field it never had is not written back
     assert AdapterMeta().version == 1
 
