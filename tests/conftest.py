@@ -60,6 +60,27 @@ def default_model(shared_models_dir: Path):
     return load_model("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def minimal_adapter(tmp_path_factory: pytest.TempPathFactory, shared_models_dir: Path) -> Any:
+    """``examples/minimal.csv`` trained once on the embedded default with the cpu preset, as a new user would (slow,
+    ~9 minutes on CI's 2 cores): the tests that only read a real adapter share it rather than each training one.
+    Its own ANDRAEUS_HOME: session fixtures are set up before a test's isolated home."""
+    from andraeus_core.config import TrainConfig
+    from andraeus_core.train import train
+
+    root = tmp_path_factory.mktemp("minimal-adapter")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANDRAEUS_HOME", str(root / "andraeus-home"))
+        mp.setenv("HF_HOME", str(root / "hf-home"))
+        mp.setenv("ANDRAEUS_MODELS_DIR", str(shared_models_dir))
+        mp.delenv("ANDRAEUS_BASE_MODEL", raising=False)
+        mp.delenv("HF_TOKEN", raising=False)
+        examples = Path(__file__).resolve().parent.parent / "examples"
+        return train(
+            examples / "minimal.csv", TrainConfig.preset("cpu"), out_dir=root / "adapter", user_name="Sam Rivera"
+        )
+
+
 _DEFAULT = object()
 
 

@@ -1,25 +1,18 @@
-"""The real thing, briefly: train the embedded default on a 3-fact profile, then ask held-out questions."""
+"""The real thing: the embedded default trained on a 3-fact profile (the session's ``minimal_adapter``) answers
+held-out questions."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.mark.slow
-def test_default_model_learns_a_fact_and_answers_a_heldout_question(tmp_path, default_model):
+def test_default_model_learns_a_fact_and_answers_a_heldout_question(minimal_adapter):
     from andraeus_core.chat import load_chat_model
-    from andraeus_core.config import TrainConfig
-    from andraeus_core.profile import load_profile
-    from andraeus_core.train import train
 
-    profile = load_profile(ROOT / "examples" / "minimal.csv", user_name="Sam Rivera")
-    config = TrainConfig.preset("cpu", base_model="smollm2-135m", per_fact=20, epochs=4)
-    adapter = train(profile, config, out_dir=tmp_path / "adapter")
+    adapter = minimal_adapter  # examples/minimal.csv, cpu preset (shared with test_evaluate_real)
     assert adapter.meta.base_model == "smollm2-135m"
 
     heldout = [json.loads(line) for line in (adapter.path / "heldout.jsonl").read_text().splitlines()]
