@@ -1233,4 +1233,3 @@ SELF_QUESTIONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("social media", "username"), "What's my username on Instagram?"),
     (("door code", "password"), "What's the code for my front door?"),
 )
-
