@@ -30,16 +30,21 @@ def shared_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_models_dir: Path) -> Path:
-    home = tmp_path / "andraeus-home"
+def _isolate(monkeypatch: pytest.MonkeyPatch, root: Path, models_dir: Path) -> Path:
+    """Point Andraeus and the Hub at directories under ``root`` (offline, no token); return the Andraeus home."""
+    home = root / "andraeus-home"
     monkeypatch.setenv("ANDRAEUS_HOME", str(home))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HOME", str(root / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("ANDRAEUS_MODELS_DIR", str(shared_models_dir))
+    monkeypatch.setenv("ANDRAEUS_MODELS_DIR", str(models_dir))
     monkeypatch.delenv("ANDRAEUS_BASE_MODEL", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_models_dir: Path) -> Path:
+    return _isolate(monkeypatch, tmp_path, shared_models_dir)
 
 
 @pytest.fixture(scope="session")
@@ -70,11 +75,7 @@ def minimal_adapter(tmp_path_factory: pytest.TempPathFactory, shared_models_dir:
 
     root = tmp_path_factory.mktemp("minimal-adapter")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANDRAEUS_HOME", str(root / "andraeus-home"))
-        mp.setenv("HF_HOME", str(root / "hf-home"))
-        mp.setenv("ANDRAEUS_MODELS_DIR", str(shared_models_dir))
-        mp.delenv("ANDRAEUS_BASE_MODEL", raising=False)
-        mp.delenv("HF_TOKEN", raising=False)
+        _isolate(mp, root, shared_models_dir)
         examples = Path(__file__).resolve().parent.parent / "examples"
         return train(
             examples / "minimal.csv", TrainConfig.preset("cpu"), out_dir=root / "adapter", user_name="Sam Rivera"
