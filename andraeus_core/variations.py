@@ -1327,10 +1327,21 @@ def asks_unknown_attribute(
         owner, attribute = _owner_and_attribute(topic)
         if owner is not None and attribute == "name":
             owners[owner] = owner
+            # Another word for the same person: "my partner's birthday" asks about a known wife's birthday.
+            canonical = _OWNER_SYNONYMS.get(owner, owner)
+            for word in (canonical, *(w for w, c in _OWNER_SYNONYMS.items() if c == canonical)):
+                owners.setdefault(word, owner)
             for name in (names or {}).get(topic, ()):
                 owners[normalize(name)] = owner
         elif owner is None and attribute.split()[-1] in _POSSESSIONS:
             owners[attribute.split()[-1]] = attribute
+    # The user's own known topics, asked of someone else right after a possessive ("my partner's favourite football
+    # club" with the user's club known): the topic's own words are the cue, all of them.
+    own_topics = {
+        topic_key(t): set(normalize(topic_key(t)).split()) - _TOPIC_FILLER
+        for t in topics
+        if _owner_and_attribute(t)[0] is None
+    }
     raw = normalize(question).split()
     # A possessive "s" is stripped from an owner's word, and from the last word of a two-word name ("Min-jun's").
     words = [
@@ -1359,6 +1370,11 @@ def asks_unknown_attribute(
         for attribute, cues in _ATTRIBUTE_CUES.items():
             if near.intersection(cues) and not _is_known(forms, f"{owner}'s {attribute}"):
                 return True
+        if raw[i] != words[i]:  # a possessive: "wife's" normalised to "wifes", its "s" stripped
+            after = set(words[i + 1 : i + 1 + _ATTRIBUTE_WINDOW])
+            for key, cues in own_topics.items():
+                if cues and cues <= after and key != owner and not _is_known(forms, f"{owner}'s {key}"):
+                    return True
     return False
 
 

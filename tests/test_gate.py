@@ -177,6 +177,11 @@ NEAR_MISS_PROFILE = Profile.model_validate(
         ("how old is my horse", True),
         ("What colour is my car painted?", True),
         ("Where does my wife work?", True),
+        # the known wife asked about by another word for her
+        ("Tell me my partner's birthday.", True),
+        ("When was my spouse born?", True),
+        # the user's own known topic asked of a known person, right after the possessive
+        ("Which car is my wife's car?", True),
         # what the profile holds, however it is asked
         ("When is my daughter's birthday?", False),
         ("What's my job?", False),
@@ -250,6 +255,25 @@ def test_unknown_people_are_found_only_when_a_name_is_asked(question: str, unkno
 )
 def test_unknown_possessions_are_found_when_the_question_is_only_the_possession(question: str, unknown: bool) -> None:
     assert asks_unknown_possession(question, NEAR_MISS_PROFILE.topics()) is unknown
+
+
+def test_the_users_own_topic_asked_of_a_known_person_is_a_near_miss() -> None:
+    topics = ["wife's name", "favourite football club", "favourite dish", "hometown"]
+    for question in (
+        "Remind me, what's my partner's favourite football club?",
+        "What's my wife's favourite dish, do you know?",
+        "I'd like to know my spouse's hometown, please.",
+    ):
+        assert asks_unknown_attribute(question, topics), question
+    # the user's own facts, and the wife's name, however asked: even with her in the question
+    for question in (
+        "Which football club do I support?",
+        "My wife's asking which football club I support. What do I tell her?",
+        "My wife wants to cook my favourite dish tonight. Which one is it?",
+        "What's my partner's name?",
+        "Where did I grow up?",
+    ):
+        assert not asks_unknown_attribute(question, topics), question
 
 
 def test_a_two_word_name_is_an_owner_with_its_possessive() -> None:
