@@ -195,9 +195,11 @@ class Gate:
     topics: tuple[str, ...] = ()  # the profile's topics, and below their values where known: for near misses
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unknown_names: tuple[str, ...] = field(init=False, default=())
+    unknown_topics: tuple[str, ...] = field(init=False, default=())  # every unknown catalogued topic's names
 
     def __post_init__(self) -> None:
         self.unknown_names = shielding_unknown_names(self.topics, self.keywords)
+        self.unknown_topics = tuple(unknown_topic_names(self.topics)) if self.topics else ()
 
     def names_known_subject(self, question: str) -> bool:
         """Whether the question names a known subject (:func:`names_known_subject`), not counting a known word that
@@ -246,13 +248,15 @@ class Gate:
 
     def near_miss(self, question: str) -> bool:
         """Whether the words ask for something next to a known fact that the profile does not hold: an unknown
-        attribute of a known person or thing, an unknown favourite, an unknown person's name, or a possession it
-        does not hold ("When's my mum's birthday?")."""
+        attribute of a known person or thing, an unknown favourite, an unknown person's name, a possession it
+        does not hold ("When's my mum's birthday?"), or an unknown catalogued topic named at the question's end
+        ("Remind me, what's my wedding anniversary?")."""
         return (
             asks_unknown_attribute(question, self.topics, self.names)
             or asks_unknown_favourite(question, self.topics)
             or asks_unknown_person(question, self.topics, self.names)
             or asks_unknown_possession(question, self.topics)
+            or asks_unknown_topic(question, self.unknown_topics, self.keywords)
         )
 
     def route(self, model: Any, tokenizer: Any, questions: Sequence[str]) -> list[Route]:
@@ -317,6 +321,25 @@ def shielding_unknown_names(topics: Iterable[str], keywords: Iterable[str]) -> t
         if len(name.split()) >= 2 and words and words[-1] in keywords and any(w not in keywords for w in words):
             out.append(name)
     return tuple(sorted(out, key=len, reverse=True))
+
+
+# Words that may close a question after the thing it asks for ("... my blood type, please?", "... my PIN is?").
+_CLOSING_WORDS = {"is", "are", "was", "again", "please", "now", "then", "exactly", "do", "you", "know", "remember"}
+
+
+def asks_unknown_topic(question: str, unknown_names: Iterable[str], keywords: Iterable[str]) -> bool:
+    """Whether the question ends by naming, after "my", an unknown catalogued topic (:func:`unknown_topic_names`)
+    none of whose words names a known subject: "Remind me, what's my wedding anniversary?" with a birthday known (the
+    classifier takes one date for the other), "May I ask what my driver's license number is?". Only at the end: an
+    indirect question about a known fact may mention another thing of the user's on the way ("My wedding anniversary
+    is coming up. Which dish should I cook?"); nor a name sharing a word with a known subject ("job title" with the
+    job known may be the job asked another way)."""
+    words = normalize(question).split()
+    while words and words[-1] in _CLOSING_WORDS:
+        words.pop()
+    text = " " + " ".join(words)
+    keywords = set(keywords)
+    return any(text.endswith(f" my {name}") for name in unknown_names if not set(name.split()) & keywords)
 
 
 # What a "favourite ..." question can ask for: its head noun says which favourite ("my favourite Radiohead album" asks
@@ -719,6 +742,7 @@ __all__ = [
     "Route",
     "abstention",
     "asks_unknown_favourite",
+    "asks_unknown_topic",
     "calibrate_decline",
     "calibrated_gate_meta",
     "decline_probabilities",

@@ -1408,6 +1408,11 @@ def asks_unknown_person(
     words = normalize(question).split()
     if not any(w in _WHO_CUES for w in words):
         return False
+    # A terse question drops the "my" ("Niece's name?"): a possessive person or pet in front is the user's (the
+    # apostrophe tells it from a plural: "Brothers Grimm").
+    front = re.match(r"\s*([a-z]+)['\u2019]s\b", question.lower())
+    if front and front.group(1) in _RELATION_WORDS | _PETS:
+        words = ["my", *words]
     if any(
         re.search(rf"(?<![0-9a-z]){re.escape(normalize(n))}s?(?![0-9a-z])", " ".join(words))
         for ns in (names or {}).values()

@@ -17,6 +17,7 @@ from andraeus_core.gate import (
     GateMeta,
     abstention,
     asks_unknown_favourite,
+    asks_unknown_topic,
     fit_gate,
     gate_data,
     names_known_subject,
@@ -32,6 +33,7 @@ from andraeus_core.variations import (
     asks_unknown_person,
     asks_unknown_possession,
     named_unknown_questions,
+    unknown_topic_names,
 )
 from tests.conftest import constant_gate
 
@@ -214,11 +216,15 @@ def test_near_misses_are_unknown_attributes_of_known_subjects(question: str, nea
         ("What do I call my dog?", True),  # a horse is known, not a dog
         ("Who is my best friend?", True),
         ("What was my dad called?", True),
+        ("Niece's name?", True),  # terse: the "my" left out
         # someone the profile knows, by relation, by a more general word or by name
         ("Who is my missus?", False),
         ("What's my partner called?", False),
         ("Remind me what I named my pet.", False),
         ("Who is Ioana?", False),
+        ("Wife's name?", False),
+        ("Horse's name??", False),
+        ("Brothers Grimm: what were they called?", False),  # no possessive in front, nobody of the user's
         ("My boss asked for my daughter's name. What is it?", False),
         # no name is asked: a bystander, not the subject
         ("My brother wants to buy me a car. Which one do I drive now?", False),
@@ -334,6 +340,27 @@ def test_no_generated_phrasing_of_a_known_fact_is_a_near_miss_or_loses_its_shiel
 def test_unknown_favourites_are_found_by_their_head_noun(question: str, unknown: bool) -> None:
     topics = ["favourite band", "favourite dish", "favourite football club", "dog's name"]
     assert asks_unknown_favourite(question, topics) is unknown
+
+
+@pytest.mark.parametrize(
+    ("question", "unknown"),
+    [
+        ("Remind me, what's my wedding anniversary?", True),  # a date, but not the birthday the profile holds
+        ("May I ask what my driver's license number is?", True),
+        ("What's my blood type, please?", True),
+        ("When is my birthday?", False),
+        ("My wedding anniversary is coming up. Which car should I hire?", False),  # mentioned on the way only
+        ("What's my job title?", False),  # shares the word "job" with a known topic: maybe the job asked another way
+        ("What's the colour of my car?", False),
+    ],
+)
+def test_an_unknown_topic_named_at_the_end_is_a_near_miss(question: str, unknown: bool) -> None:
+    topics = ["birthday", "wife's name", "car", "job"]
+    names = unknown_topic_names(topics)
+    assert asks_unknown_topic(question, names, subject_keywords(topics)) is unknown
+    if unknown:  # the gate reads it as a near miss
+        facts = [{"topic": t, "value": f"value {i}"} for i, t in enumerate(topics)]
+        assert _word_gate(Profile.model_validate({"user_name": "Sam", "facts": facts})).near_miss(question)
 
 
 def test_a_known_subject_with_a_typo_is_still_known() -> None:
