@@ -43,6 +43,7 @@ from .matching import mentioned_values, normalize, one_edit_apart
 from .pools import CONVERSATION, GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
 from .profile import Profile, topic_key
 from .variations import (
+    asks_about_unknown_person,
     asks_unknown_attribute,
     asks_unknown_person,
     asks_unknown_possession,
@@ -255,6 +256,7 @@ class Gate:
             asks_unknown_attribute(question, self.topics, self.names)
             or asks_unknown_favourite(question, self.topics)
             or asks_unknown_person(question, self.topics, self.names)
+            or asks_about_unknown_person(question, self.topics, self.names)
             or asks_unknown_possession(question, self.topics)
             or asks_unknown_topic(question, self.unknown_topics, self.keywords)
         )

@@ -1413,19 +1413,9 @@ def asks_unknown_person(
     front = re.match(r"\s*([a-z]+)['\u2019]s\b", question.lower())
     if front and front.group(1) in _RELATION_WORDS | _PETS:
         words = ["my", *words]
-    if any(
-        re.search(rf"(?<![0-9a-z]){re.escape(normalize(n))}s?(?![0-9a-z])", " ".join(words))
-        for ns in (names or {}).values()
-        for n in ns
-        if normalize(n)
-    ):
+    if _names_someone_known(words, names):
         return False
-    owners = {_OWNER_SYNONYMS.get(o, o) for o, _ in (_owner_and_attribute(t) for t in topics) if o is not None}
-    # A known "best friend" answers "my closest friend", a known parrot "my bird", any known pet "my pet".
-    known = owners | {o.split()[-1] for o in owners}
-    for generic, kinds in _GENERIC_OWNERS.items():
-        if known & kinds or (generic == "pet" and known & _PETS):
-            known.add(generic)
+    known = _known_people(topics)
     mentioned: set[str] = set()
     for i, w in enumerate(words):
         if w != "my":
@@ -1439,8 +1429,62 @@ def asks_unknown_person(
     return bool(mentioned) and not mentioned & known
 
 
+def _names_someone_known(words: Sequence[str], names: Mapping[str, Sequence[str]] | None) -> bool:
+    """Whether these (normalised) words name a known person or pet by their name or an alias."""
+    text = " ".join(words)
+    return any(
+        re.search(rf"(?<![0-9a-z]){re.escape(normalize(n))}s?(?![0-9a-z])", text)
+        for ns in (names or {}).values()
+        for n in ns
+        if normalize(n)
+    )
+
+
+def _known_people(topics: Sequence[str]) -> set[str]:
+    """The people and pets the profile knows (synonyms folded), with the general words that answer to them."""
+    owners = {_OWNER_SYNONYMS.get(o, o) for o, _ in (_owner_and_attribute(t) for t in topics) if o is not None}
+    # A topic that is itself a person or pet ("best friend": Ingrid) knows them too.
+    owners |= {_OWNER_SYNONYMS.get(k, k) for k in map(topic_key, topics) if k in _RELATION_WORDS or k in _PETS}
+    # A known "best friend" answers "my closest friend", a known parrot "my bird", any known pet "my pet".
+    known = owners | {o.split()[-1] for o in owners}
+    for generic, kinds in _GENERIC_OWNERS.items():
+        if known & kinds or (generic == "pet" and known & _PETS):
+            known.add(generic)
+    return known
+
+
 _WH_WORDS = {"what", "whats", "when", "whens", "where", "wheres", "who", "whos", "which", "how", "hows"}
 _COPULAS = {"is", "s", "was", "are", "were"}
+# Verbs that make "my <person>" after them the question's subject ("Where does my sister live?"). Not the modal
+# verbs: "What should my sister cook for me?" asks for the user's favourite dish.
+_SUBJECT_VERBS = _COPULAS | {"do", "does", "did", "has", "have", "had"}
+_SUBJECT_MAX_POSITION = 3  # "how old is my", "which team does my"
+
+
+def asks_about_unknown_person(
+    question: str, topics: Sequence[str], names: Mapping[str, Sequence[str]] | None = None
+) -> bool:
+    """Whether the question asks about someone of the user's the profile knows nothing of, as its subject: a
+    question word, a verb, then "my <person or pet>" ("Where does my sister live?", "How old is my brother?", "What
+    does my mum do for a living?"), with the user's own home or job perhaps known, whose words would otherwise
+    keep the question with the adapter. Only in the subject's place: an indirect question often names a bystander
+    elsewhere ("My boss asks where I grew up"). A question naming a known person, pet or name is never one."""
+    words = normalize(question).split()
+    if len(words) < 3 or words[0] not in _WH_WORDS or "my" not in words[: _SUBJECT_MAX_POSITION + 1]:
+        return False
+    k = words.index("my")
+    if k == 0 or not (words[k - 1] in _SUBJECT_VERBS or (k == 1 and words[0].endswith("s"))):
+        return False  # "whats my", "wheres my": the contracted verb
+    noun = next(
+        (n for n in (" ".join(words[k + 1 : k + 3]), words[k + 1] if k + 1 < len(words) else "")
+         if n in _RELATION_WORDS or n in _PETS),
+        None,
+    )  # fmt: skip
+    if noun is None or _names_someone_known(words, names):
+        return False
+    return _OWNER_SYNONYMS.get(noun, noun) not in _known_people(topics)
+
+
 _TRAILING_WORDS = {"again", "called", "now", "please", "then", "exactly", "today", "these", "days"}
 # "my daughter's first name" asks for the name a "daughter's name" fact holds.
 _NAME_ADJECTIVES = {"first", "full", "real", "given", "proper", "christian"}

@@ -29,6 +29,7 @@ from andraeus_core.matching import is_abstention
 from andraeus_core.models import load_model
 from andraeus_core.profile import Profile, load_profile
 from andraeus_core.variations import (
+    asks_about_unknown_person,
     asks_unknown_attribute,
     asks_unknown_person,
     asks_unknown_possession,
@@ -233,6 +234,32 @@ def test_near_misses_are_unknown_attributes_of_known_subjects(question: str, nea
 def test_unknown_people_are_found_only_when_a_name_is_asked(question: str, unknown: bool) -> None:
     names = profile_names(NEAR_MISS_PROFILE)
     assert asks_unknown_person(question, NEAR_MISS_PROFILE.topics(), names) is unknown
+
+
+@pytest.mark.parametrize(
+    ("question", "unknown"),
+    [
+        # someone the profile knows nothing of, as the question's subject, whatever is asked of them
+        ("Where does my sister live?", True),
+        ("How old is my brother?", True),
+        ("What does my mum do for a living?", True),
+        ("Where's my dad working these days?", True),
+        ("What breed is my dog?", True),  # a horse is known, not a dog
+        # someone the profile knows, by relation, by another word for them, by name, or as a topic of its own
+        ("Where does my wife work?", False),
+        ("What does my spouse do?", False),
+        ("How old is my daughter?", False),
+        ("Where does Ioana live?", False),
+        ("Who is my best friend?", False),  # the topic "best friend" (below)
+        # not the subject: a bystander, or someone asked to do something for the user
+        ("What should my sister cook for me?", False),
+        ("My sister asks where I work. What do I tell her?", False),
+        ("Which car do I drive?", False),
+    ],
+)
+def test_a_question_about_an_unknown_person_is_found_in_the_subjects_place(question: str, unknown: bool) -> None:
+    topics = [*NEAR_MISS_PROFILE.topics(), "best friend"]
+    assert asks_about_unknown_person(question, topics, profile_names(NEAR_MISS_PROFILE)) is unknown
 
 
 @pytest.mark.parametrize(
