@@ -15,11 +15,14 @@ A question leaves the adapter only when the gate is confident, and never to ``ab
 profile knows (a known fact's subject, a synonym of it, or a value): a misrouted known fact costs recall, while a
 personal question kept with the adapter is still likely to be declined by it. Measured on hand-written development
 questions, the classifier alone sent some unusual phrasings of known facts ("Tell me my daughter's first name") to
-``abstain``; the keyword check removed those misroutes. Word rules find near misses the classifier takes for known
-facts (:meth:`Gate.near_miss`), and a question sent to the adapter is still declined when the adapter itself gives
-"I don't know" a probability above what its held-out known facts reach (:func:`calibrated_gate_meta`, after
-training). The weights live in ``gate.safetensors`` (safetensors only), the thresholds and the gate's own held-out
-accuracy in ``andraeus.json`` (:class:`GateMeta`).
+``abstain``; the keyword check removed those misroutes. A value or alias alone ("Ilinca", "climbing") does not
+shield a question the classifier sends to ``abstain`` (gates with the near-miss rules): on the development sets such
+questions were unknowns about a known person or hobby ("What's Ilinca's favourite toy?", "Which climbing gym do I go
+to?"), and no known fact's phrasing shielded by a value alone reached P(abstain) 0.8. Word rules find near misses
+the classifier takes for known facts (:meth:`Gate.near_miss`), and a question sent to the adapter is still declined
+when the adapter itself gives "I don't know" a probability above what its held-out known facts reach
+(:func:`calibrated_gate_meta`, after training). The weights live in ``gate.safetensors`` (safetensors only), the
+thresholds and the gate's own held-out accuracy in ``andraeus.json`` (:class:`GateMeta`).
 """
 
 from __future__ import annotations
@@ -197,18 +200,22 @@ class Gate:
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unknown_names: tuple[str, ...] = field(init=False, default=())
     unknown_topics: tuple[str, ...] = field(init=False, default=())  # every unknown catalogued topic's names
+    topic_keywords: frozenset[str] = field(init=False, default=frozenset())  # the keywords without the values
 
     def __post_init__(self) -> None:
         self.unknown_names = shielding_unknown_names(self.topics, self.keywords)
         self.unknown_topics = tuple(unknown_topic_names(self.topics)) if self.topics else ()
+        topic_words = frozenset(subject_keywords(self.topics)) if self.topics else self.keywords
+        self.topic_keywords = topic_words & self.keywords
 
-    def names_known_subject(self, question: str) -> bool:
+    def names_known_subject(self, question: str, *, topics_only: bool = False) -> bool:
         """Whether the question names a known subject (:func:`names_known_subject`), not counting a known word that
-        is only part of an unknown topic's name: "group" (a known band) in "What's my blood group?"."""
+        is only part of an unknown topic's name: "group" (a known band) in "What's my blood group?". With
+        ``topics_only``, a value or alias alone ("Ilinca", "climbing") does not count."""
         text = f" {normalize(question)} "
         for name in self.unknown_names:
             text = re.sub(rf"(?<![0-9a-z]){re.escape(name)}(?:s|es)?(?![0-9a-z])", " ", text)
-        return names_known_subject(text, self.keywords)
+        return names_known_subject(text, self.topic_keywords if topics_only else self.keywords)
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
         """P(route) per question, in :data:`ROUTES` order."""
@@ -221,11 +228,15 @@ class Gate:
     def decide(self, questions: Sequence[str], probabilities: torch.Tensor) -> list[Route]:
         """Routes from probabilities: away from the adapter only past the thresholds (see the module doc)."""
         out: list[Route] = []
+        word_rules = self.meta.threshold_abstain_near_miss <= 1.0  # not a gate from before the near-miss rules
         for question, p in zip(questions, probabilities.tolist(), strict=True):
             if p[2] >= self.meta.threshold_base:
                 out.append("base")
-            elif (p[1] >= self.meta.threshold_abstain and not self.names_known_subject(question)) or (
-                self.meta.threshold_abstain_near_miss <= 1.0  # not a gate from before the near-miss rule
+            # A value alone does not shield a question the classifier is sure to be an unknown (module doc).
+            elif (
+                p[1] >= self.meta.threshold_abstain and not self.names_known_subject(question, topics_only=word_rules)
+            ) or (
+                word_rules
                 and (p[1] >= self.meta.threshold_abstain_near_miss or p[2] < NEAR_MISS_MAX_BASE)
                 and self.near_miss(question)
             ):

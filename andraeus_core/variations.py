@@ -1295,6 +1295,9 @@ _ATTRIBUTE_CUES: dict[str, tuple[str, ...]] = {
     "year": ("year", "made"),
     "breed": ("breed",),
     "school": ("school",),
+    "height": ("tall", "height"),
+    "weight": ("weigh", "weighs", "weight"),
+    "favourite toy": ("toy", "toys"),
 }
 
 
@@ -1323,6 +1326,7 @@ def asks_unknown_attribute(
     """
     forms = _topic_forms(topics)
     owners: dict[str, str] = {}
+    named: set[str] = set()
     for topic in topics:
         owner, attribute = _owner_and_attribute(topic)
         if owner is not None and attribute == "name":
@@ -1333,6 +1337,7 @@ def asks_unknown_attribute(
                 owners.setdefault(word, owner)
             for name in (names or {}).get(topic, ()):
                 owners[normalize(name)] = owner
+                named.add(normalize(name))
         elif owner is None and attribute.split()[-1] in _POSSESSIONS:
             owners[attribute.split()[-1]] = attribute
     # The user's own known topics, asked of someone else right after a possessive ("my partner's favourite football
@@ -1357,6 +1362,11 @@ def asks_unknown_attribute(
         owner = owners.get(words[i]) or owners.get(" ".join(words[i : i + 2]))
         if owner is None:
             continue
+        # A word for a person or thing is the user's only after "my" ("my late wife", "our car"), or in front of a
+        # terse question ("Wife's birthday?"): "How long do horses live?" asks about horses. A name is someone's own.
+        if i > 0 and words[i] not in named and " ".join(words[i : i + 2]) not in named:
+            if not {"my", "our"} & set(words[max(0, i - 2) : i]):
+                continue
         # "Who is my sister's husband?": the possessive (normalised to "sisters") then a person is someone else. Only
         # when a name is asked: "my daughter's teacher asked what I do" asks about the user.
         relation = next(

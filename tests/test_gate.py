@@ -180,6 +180,8 @@ NEAR_MISS_PROFILE = Profile.model_validate(
         ("how old is my horse", True),
         ("What colour is my car painted?", True),
         ("Where does my wife work?", True),
+        ("How tall is my daughter?", True),
+        ("What's Ilinca's favourite toy?", True),
         # the known wife asked about by another word for her
         ("Tell me my partner's birthday.", True),
         ("When was my spouse born?", True),
@@ -200,6 +202,10 @@ NEAR_MISS_PROFILE = Profile.model_validate(
         ("Who is my wife's mother?", True),
         # a bystander in a question about the user
         ("My daughter's teacher asked what I do for a living. What should I say?", False),
+        # a horse or a wife in general, not the user's
+        ("How long do horses live?", False),
+        ("How do you measure a horse's height in hands?", False),
+        ("What are good surprise ideas for a wife's birthday?", False),
         # nobody the profile knows
         ("What's my sister's job?", False),
         ("How old is the universe?", False),
@@ -438,6 +444,31 @@ def test_decide_declines_a_near_miss_but_keeps_known_subjects() -> None:
     )
     gate.meta = old
     assert gate.decide(questions, probabilities) == ["adapter", "adapter", "abstain", "base"]
+
+
+def test_a_value_alone_does_not_shield_a_sure_unknown() -> None:
+    import torch
+
+    profile = Profile.model_validate(
+        {
+            "user_name": "Tomás",
+            "facts": [
+                {"topic": "hobby", "value": "bouldering", "aliases": ["climbing"]},
+                {"topic": "cat's name", "value": "Pixel"},
+            ],
+        }
+    )
+    gate = _word_gate(profile)
+    questions = ["Which climbing gym do I go to?", "Where did I buy Pixel?", "What do I do for fun?", "Who is Pixel?"]
+    sure, unsure = torch.tensor([[0.05, 0.9, 0.05]] * 4), torch.tensor([[0.3, 0.7, 0.0]] * 4)
+    # a value alone no longer shields; a topic's own words ("fun" for a hobby) still do
+    assert gate.decide(questions, sure) == ["abstain", "abstain", "adapter", "abstain"]
+    assert gate.decide(questions, unsure) == ["adapter"] * 4  # below the threshold the adapter answers
+    # a gate from before the near-miss rules keeps the value shield, as it always routed
+    gate.meta = GateMeta.model_validate(
+        {k: v for k, v in gate.meta.model_dump().items() if k != "threshold_abstain_near_miss"}
+    )
+    assert gate.decide(questions, sure) == ["adapter"] * 4
 
 
 def test_abstention_keeps_the_first_sentence_and_never_a_value() -> None:
