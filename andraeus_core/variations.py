@@ -1483,8 +1483,9 @@ def asks_about_unknown_person(
     if len(words) < 3 or words[0] not in _WH_WORDS or "my" not in words[: _SUBJECT_MAX_POSITION + 1]:
         return False
     k = words.index("my")
+    # The verb right before "my", or contracted into the question word ("whats my", "wheres my").
     if k == 0 or not (words[k - 1] in _SUBJECT_VERBS or (k == 1 and words[0].endswith("s"))):
-        return False  # "whats my", "wheres my": the contracted verb
+        return False
     noun = next(
         (n for n in (" ".join(words[k + 1 : k + 3]), words[k + 1] if k + 1 < len(words) else "")
          if n in _RELATION_WORDS or n in _PETS),
