@@ -50,6 +50,7 @@ from .variations import (
     asks_unknown_attribute,
     asks_unknown_person,
     asks_unknown_possession,
+    asks_unknown_topic,
     catalog_unknown_topics,
     named_unknown_questions,
     near_unknown_topics,
@@ -334,25 +335,6 @@ def shielding_unknown_names(topics: Iterable[str], keywords: Iterable[str]) -> t
         if len(name.split()) >= 2 and words and words[-1] in keywords and any(w not in keywords for w in words):
             out.append(name)
     return tuple(sorted(out, key=len, reverse=True))
-
-
-# Words that may close a question after the thing it asks for ("... my blood type, please?", "... my PIN is?").
-_CLOSING_WORDS = {"is", "are", "was", "again", "please", "now", "then", "exactly", "do", "you", "know", "remember"}
-
-
-def asks_unknown_topic(question: str, unknown_names: Iterable[str], keywords: Iterable[str]) -> bool:
-    """Whether the question ends by naming, after "my", an unknown catalogued topic (:func:`unknown_topic_names`)
-    none of whose words names a known subject: "Remind me, what's my wedding anniversary?" with a birthday known (the
-    classifier takes one date for the other), "May I ask what my driver's license number is?". Only at the end: an
-    indirect question about a known fact may mention another thing of the user's on the way ("My wedding anniversary
-    is coming up. Which dish should I cook?"); nor a name sharing a word with a known subject ("job title" with the
-    job known may be the job asked another way)."""
-    words = normalize(question).split()
-    while words and words[-1] in _CLOSING_WORDS:
-        words.pop()
-    text = " " + " ".join(words)
-    keywords = set(keywords)
-    return any(text.endswith(f" my {name}") for name in unknown_names if not set(name.split()) & keywords)
 
 
 # What a "favourite ..." question can ask for: its head noun says which favourite ("my favourite Radiohead album" asks

@@ -1546,6 +1546,25 @@ def asks_unknown_possession(question: str, topics: Sequence[str]) -> bool:
     return False
 
 
+# Words that may close a question after the thing it asks for ("... my blood type, please?", "... my PIN is?").
+_CLOSING_WORDS = _TRAILING_WORDS | {"is", "are", "was", "do", "you", "know", "remember"}
+
+
+def asks_unknown_topic(question: str, unknown_names: Iterable[str], keywords: Iterable[str]) -> bool:
+    """Whether the question ends by naming, after "my", an unknown catalogued topic (:func:`unknown_topic_names`)
+    none of whose words names a known subject: "Remind me, what's my wedding anniversary?" with a birthday known (the
+    classifier takes one date for the other), "May I ask what my driver's license number is?". Only at the end: an
+    indirect question about a known fact may mention another thing of the user's on the way ("My wedding anniversary
+    is coming up. Which dish should I cook?"); nor a name sharing a word with a known subject ("job title" with the
+    job known may be the job asked another way)."""
+    words = normalize(question).split()
+    while words and words[-1] in _CLOSING_WORDS:
+        words.pop()
+    text = " " + " ".join(words)
+    keywords = set(keywords)
+    return any(text.endswith(f" my {name}") for name in unknown_names if not set(name.split()) & keywords)
+
+
 def unknown_phrasings(topic: str) -> list[str]:
     """The questions a known fact would be asked with, for an unknown topic: the same templates as the positives."""
     # The value is never asked for in these dimensions; a placeholder drops the few templates that name it.
