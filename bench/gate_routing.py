@@ -109,6 +109,26 @@ def main() -> int:
                 c[1] += 1
             if args.show and not ok:
                 print(f"   {name}: {kind} -> {route}: {question.question}")
+        if args.dump:
+            # The generated held-out split too (never fitted on): a threshold tried on the dump sees every known
+            # phrasing kind ("heldout-adapter" holds the reversed and identity questions as well).
+            held = [(f"heldout-{r}", q) for r in ROUTES for q in dict.fromkeys(data.heldout.get(r, []))]
+            held_texts = [q for _, q in held]
+            held_features = question_features(loaded.model, loaded.tokenizer, held_texts, layers, pooling=pooling)
+            held_p = gate.probabilities(held_features)
+            held_routes = gate.decide(held_texts, held_p)
+            for (kind, question), route, p in zip(held, held_routes, held_p.tolist(), strict=True):
+                records.append(
+                    {
+                        "profile": name,
+                        "kind": kind,
+                        "question": question,
+                        "route": route,
+                        "p": dict(zip(ROUTES, (round(x, 4) for x in p), strict=True)),
+                        "names_known_subject": names_known_subject(question, gate.keywords),
+                        "near_miss": gate.near_miss(question),
+                    }
+                )
         shown = ", ".join(f"{k} {a}/{n}" for k, (a, n) in counts.items())
         print(f"{name}: gate held-out {gate.meta.heldout_accuracy}; routed as expected: {shown}", flush=True)
     print("TOTAL routed as expected: " + ", ".join(f"{k} {a}/{n} ({a / n:.0%})" for k, (a, n) in total.items()))
