@@ -59,6 +59,7 @@ from .variations import (
     topic_info,
     unknown_phrasings,
     unknown_topic_names,
+    without_others_things,
 )
 
 if TYPE_CHECKING:
@@ -209,11 +210,13 @@ class Gate:
         topic_words = frozenset(subject_keywords(self.topics)) if self.topics else self.keywords
         self.topic_keywords = topic_words & self.keywords
 
-    def names_known_subject(self, question: str, *, topics_only: bool = False) -> bool:
+    def names_known_subject(self, question: str, *, topics_only: bool = False, others: bool = False) -> bool:
         """Whether the question names a known subject (:func:`names_known_subject`), not counting a known word that
         is only part of an unknown topic's name: "group" (a known band) in "What's my blood group?". With
-        ``topics_only``, a value or alias alone ("Ilinca", "climbing") does not count."""
-        text = f" {normalize(question)} "
+        ``topics_only``, a value or alias alone ("Ilinca", "climbing") does not count; with ``others``, nor a word
+        of what the question asks of someone else ("car" in "my mother's car" with the user's car known:
+        :func:`~.variations.without_others_things`)."""
+        text = f" {without_others_things(question, self.topics, self.names) if others else normalize(question)} "
         for name in self.unknown_names:
             text = re.sub(rf"(?<![0-9a-z]){re.escape(name)}(?:s|es)?(?![0-9a-z])", " ", text)
         return names_known_subject(text, self.topic_keywords if topics_only else self.keywords)
@@ -235,7 +238,8 @@ class Gate:
                 out.append("base")
             # A value alone does not shield a question the classifier is sure to be an unknown (module doc).
             elif (
-                p[1] >= self.meta.threshold_abstain and not self.names_known_subject(question, topics_only=word_rules)
+                p[1] >= self.meta.threshold_abstain
+                and not self.names_known_subject(question, topics_only=word_rules, others=word_rules)
             ) or (
                 word_rules
                 and (p[1] >= self.meta.threshold_abstain_near_miss or p[2] < NEAR_MISS_MAX_BASE)

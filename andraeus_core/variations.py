@@ -434,7 +434,8 @@ _PERSON_WORDS = {"partner", "wife", "husband", "spouse", "girlfriend", "boyfrien
                  "grandfather", "grandpa", "aunt", "uncle", "cousin", "niece", "nephew", "child", "kid", "baby",
                  "colleague", "neighbour", "neighbor", "doctor", "dentist", "teacher", "roommate", "flatmate",
                  "best friend", "fiancé", "fiancée", "godmother", "godfather", "landlord", "coach",
-                 "therapist"}  # fmt: skip
+                 "therapist", "grandson", "granddaughter", "grandchild", "stepson", "stepdaughter", "stepmother",
+                 "stepfather", "stepmum", "stepdad"}  # fmt: skip
 
 
 def _strip_favourite(key: str) -> str | None:
@@ -1494,6 +1495,56 @@ def asks_about_unknown_person(
     if noun is None or _names_someone_known(words, names):
         return False
     return _OWNER_SYNONYMS.get(noun, noun) not in _known_people(topics)
+
+
+# How many words after a possessive at a question's end ("my mother's blood type?") may be the thing it owns.
+_OWNED_MAX_WORDS = 3
+
+
+def without_others_things(
+    question: str, topics: Sequence[str], names: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """The question's normalised text without what it ends by asking of someone else: "my mother's car" when no
+    mother is known, "my partner's hometown" when only the partner's name is, "my rabbit's breed" when the known
+    breed is the dog's. The owner and the thing owned go, so the user's own known car, breed or hometown no longer
+    reads as the subject.
+
+    Only a possessive whose thing ends the question (a few closing words allowed: "... my mother's car is?"): one
+    elsewhere is often a bystander in a question about the user ("My daughter's teacher asked what her dad does.
+    What should she say?"). A known person's or pet's possessive stays when a word after it is one of their known
+    attributes ("my dog's breed", "my partner's name", a typo of one) or asks who they are ("my partner's called"),
+    or is not written with an apostrophe (often a plural); a question naming a known person or pet by name is left
+    as it is.
+    """
+    text = normalize(question)
+    words = text.split()
+    if _names_someone_known(words, names):
+        return text
+    end = len(words)
+    while end and words[end - 1] in _CLOSING_WORDS:
+        end -= 1
+    for i in range(max(0, end - _OWNED_MAX_WORDS - 3), end):
+        if words[i] not in ("my", "our"):
+            continue
+        for n in (2, 1):  # "my best friend's ...", "my sister's ..."
+            span = words[i + 1 : i + 1 + n]
+            owned = words[i + 1 + n : end]
+            if len(span) < n or not span[-1].endswith("s") or not 1 <= len(owned) <= _OWNED_MAX_WORDS:
+                continue
+            typed = " ".join([*span[:-1], span[-1][:-1]])
+            if typed not in _RELATION_WORDS and typed not in _PETS:
+                continue
+            owner = _OWNER_SYNONYMS.get(typed, typed)
+            if owner in _known_people(topics):
+                if not re.search(rf"(?<![a-z]){re.escape(typed)}['\u2019]s\b", question.lower()):
+                    return text
+                forms = _topic_forms(topics)
+                attributes = {a for o, a in forms if o is not None and (o == owner or o.split()[-1] == owner)}
+                own_words = {x for a in attributes for x in a.split()} | _NAME_CUES
+                if not attributes or any(x == k or one_edit_apart(x, k) for x in owned for k in own_words):
+                    return text
+            return " ".join([*words[:i], "my", *words[end:]])
+    return text
 
 
 _TRAILING_WORDS = {"again", "called", "now", "please", "then", "exactly", "today", "these", "days"}

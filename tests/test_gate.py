@@ -471,6 +471,78 @@ def test_a_value_alone_does_not_shield_a_sure_unknown() -> None:
     assert gate.decide(questions, sure) == ["adapter"] * 4
 
 
+def test_what_is_asked_of_someone_else_does_not_shield_a_sure_unknown() -> None:
+    import torch
+
+    from andraeus_core.variations import without_others_things
+
+    profile = Profile.model_validate(
+        {
+            "user_name": "Sam",
+            "facts": [
+                {"topic": "dog's name", "value": "Buddy"},
+                {"topic": "dog's breed", "value": "golden retriever"},
+                {"topic": "partner's name", "value": "Alex"},
+                {"topic": "car", "value": "Subaru Outback"},
+                {"topic": "blood type", "value": "O negative"},
+                {"topic": "best friend's name", "value": "Jo"},
+                {"topic": "favourite food", "value": "ramen"},
+            ],
+        }
+    )
+    gate = _word_gate(profile)
+    sure = torch.tensor([[0.05, 0.9, 0.05]])
+    others = [
+        "May I ask what my mother's car is?",  # no mother known: the user's own car is not asked
+        "Do you know my sister's blood type?",
+        "Tell me about my rabbit's breed.",  # the known breed is the dog's
+        "What's my partner's hometown?",  # the partner is known, but only by name
+        "what is my mothers car",  # typed without the apostrophe
+        "Would you remind me of my partner's favourite food?",  # the user's own favourite is not the partner's
+    ]
+    for question in others:
+        assert gate.names_known_subject(question, topics_only=True), question  # the words alone shield it ...
+        assert gate.decide([question], sure) == ["abstain"], question  # ... what they belong to no longer does
+    mine = [
+        "What's my dog's breed?",  # a known attribute of a known pet
+        "whats my dogs nmae",  # a typo of one
+        "What's my partner's full name?",
+        "What's my partner called?",
+        "When should my friends throw me a party?",  # a plural, not a possessive: no apostrophe
+        "What's my car?",
+        "My sister's doctor asked for my blood type. What should I tell him?",  # a bystander, not the thing asked
+    ]
+    for question in mine:
+        assert gate.decide([question], sure) == ["adapter"], question
+    # below the threshold nothing changes: the classifier must be sure first
+    assert gate.decide([others[0]], torch.tensor([[0.3, 0.7, 0.0]])) == ["adapter"]
+    # a gate from before the near-miss rules routes as it always did
+    old = _word_gate(profile)
+    old.meta = GateMeta.model_validate(
+        {k: v for k, v in old.meta.model_dump().items() if k != "threshold_abstain_near_miss"}
+    )
+    assert old.decide([others[0]], sure) == ["adapter"]
+    names = profile_names(profile)
+    assert without_others_things("Tell me about my rabbit's breed.", profile.topics(), names) == "tell me about my"
+    # a question naming a known person or pet by name is left as it is
+    assert without_others_things("Has my sister's dog met Buddy?", profile.topics(), names) == (
+        "has my sisters dog met buddy"
+    )
+    assert without_others_things("Has my sister's dog met Rex?", profile.topics(), names) == "has my"
+
+
+def test_grandchildren_and_step_relatives_are_people_to_the_word_rules() -> None:
+    profile = Profile.model_validate(
+        {"user_name": "Maeve", "facts": [{"topic": "grandson's name", "value": "Oisín", "aliases": ["Oisin"]}]}
+    )
+    gate = _word_gate(profile)
+    assert gate.near_miss("Granddaughter's name?")  # terse, the "my" dropped
+    assert gate.near_miss("What's my stepson called?")
+    assert gate.near_miss("When is my grandson's birthday?")  # the grandson is known by name only
+    assert not gate.near_miss("What's my grandson's name?")
+    assert not gate.near_miss("Who is Oisin?")
+
+
 def test_abstention_keeps_the_first_sentence_and_never_a_value() -> None:
     values = ["Buddy", "Alex"]
     said = abstention(" your sister's name: you haven't told me. I do know your partner's name.", values)
