@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -1497,6 +1497,15 @@ def asks_about_unknown_person(
     return _OWNER_SYNONYMS.get(noun, noun) not in _known_people(topics)
 
 
+def _possessive_owner(span: Sequence[str], nouns: Collection[str]) -> str | None:
+    """The owner a normalised possessive names, if it is one of ``nouns``: ["sisters"] -> "sister", ["best",
+    "friends"] -> "best friend" (the apostrophe is gone after :func:`normalize`)."""
+    if not span or not span[-1].endswith("s"):
+        return None
+    owner = " ".join([*span[:-1], span[-1][:-1]])
+    return owner if owner in nouns else None
+
+
 # How many words after a possessive at a question's end ("my mother's blood type?") may be the thing it owns.
 _OWNED_MAX_WORDS = 3
 
@@ -1523,16 +1532,13 @@ def without_others_things(
     end = len(words)
     while end and words[end - 1] in _CLOSING_WORDS:
         end -= 1
-    for i in range(max(0, end - _OWNED_MAX_WORDS - 3), end):
+    for i in range(end):
         if words[i] not in ("my", "our"):
             continue
         for n in (2, 1):  # "my best friend's ...", "my sister's ..."
-            span = words[i + 1 : i + 1 + n]
             owned = words[i + 1 + n : end]
-            if len(span) < n or not span[-1].endswith("s") or not 1 <= len(owned) <= _OWNED_MAX_WORDS:
-                continue
-            typed = " ".join([*span[:-1], span[-1][:-1]])
-            if typed not in _RELATION_WORDS and typed not in _PETS:
+            typed = _possessive_owner(words[i + 1 : i + 1 + n], _RELATION_WORDS | _PETS) if i + 1 + n <= end else None
+            if typed is None or not 1 <= len(owned) <= _OWNED_MAX_WORDS:
                 continue
             owner = _OWNER_SYNONYMS.get(typed, typed)
             if owner in _known_people(topics):
@@ -1575,10 +1581,8 @@ def asks_unknown_possession(question: str, topics: Sequence[str]) -> bool:
     forms = _topic_forms(topics)
     known_owners = {o for o, _ in forms if o is not None}
     for n in (2, 1):  # "my best friend's ...", "my sister's ..."
-        if len(rest) <= n or not rest[n - 1].endswith("s"):
-            continue
-        owner = " ".join([*rest[: n - 1], rest[n - 1][:-1]])
-        if owner not in _PERSON_WORDS and owner not in _PETS:
+        owner = _possessive_owner(rest[:n], _PERSON_WORDS | _PETS) if len(rest) > n else None
+        if owner is None:
             continue
         attribute = [w for w in rest[n:] if w not in _NAME_ADJECTIVES] if "name" in rest[n:] else rest[n:]
         if not attribute or len(attribute) > _POSSESSION_MAX_WORDS or {"and", "or"} & set(attribute):

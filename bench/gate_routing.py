@@ -82,53 +82,38 @@ def main() -> int:
         unseen = [q.question for q in [*questions, *chat]]
         data = gate_data(profile, dataset, seed=args.seed, exclude_questions=unseen)
         gate = fit_gate(loaded.model, loaded.tokenizer, data, profile, pooling=args.pooling)
-        questions = [*questions, *chat]
-        texts = [q.question for q in questions]
+        pairs = [(q.kind, q.question) for q in [*questions, *chat]]
+        if args.dump:
+            # The generated held-out split too (never fitted on, not counted): a threshold tried on the dump sees
+            # every known phrasing kind ("heldout-adapter" holds the reversed and identity questions as well).
+            pairs += [(f"heldout-{r}", q) for r in ROUTES for q in dict.fromkeys(data.heldout.get(r, []))]
+        texts = [q for _, q in pairs]
         layers, pooling = gate.meta.layers, gate.meta.pooling
         features = question_features(loaded.model, loaded.tokenizer, texts, layers, pooling=pooling)
         probabilities = gate.probabilities(features)
         routes = gate.decide(texts, probabilities)
         counts: dict[str, list[int]] = {}
-        for question, route, p in zip(questions, routes, probabilities.tolist(), strict=True):
+        for (kind, question), route, p in zip(pairs, routes, probabilities.tolist(), strict=True):
             records.append(
                 {
                     "profile": name,
-                    "kind": question.kind,
-                    "question": question.question,
+                    "kind": kind,
+                    "question": question,
                     "route": route,
                     "p": dict(zip(ROUTES, (round(x, 4) for x in p), strict=True)),
-                    "names_known_subject": names_known_subject(question.question, gate.keywords),
-                    "near_miss": gate.near_miss(question.question),
+                    "names_known_subject": names_known_subject(question, gate.keywords),
+                    "near_miss": gate.near_miss(question),
                 }
             )
-            kind = question.kind
+            if kind.startswith("heldout-"):
+                continue
             ok = route == EXPECTED.get(kind)
             for table in (counts, total):
                 c = table.setdefault(kind, [0, 0])
                 c[0] += ok
                 c[1] += 1
             if args.show and not ok:
-                print(f"   {name}: {kind} -> {route}: {question.question}")
-        if args.dump:
-            # The generated held-out split too (never fitted on): a threshold tried on the dump sees every known
-            # phrasing kind ("heldout-adapter" holds the reversed and identity questions as well).
-            held = [(f"heldout-{r}", q) for r in ROUTES for q in dict.fromkeys(data.heldout.get(r, []))]
-            held_texts = [q for _, q in held]
-            held_features = question_features(loaded.model, loaded.tokenizer, held_texts, layers, pooling=pooling)
-            held_p = gate.probabilities(held_features)
-            held_routes = gate.decide(held_texts, held_p)
-            for (kind, question), route, p in zip(held, held_routes, held_p.tolist(), strict=True):
-                records.append(
-                    {
-                        "profile": name,
-                        "kind": kind,
-                        "question": question,
-                        "route": route,
-                        "p": dict(zip(ROUTES, (round(x, 4) for x in p), strict=True)),
-                        "names_known_subject": names_known_subject(question, gate.keywords),
-                        "near_miss": gate.near_miss(question),
-                    }
-                )
+                print(f"   {name}: {kind} -> {route}: {question}")
         shown = ", ".join(f"{k} {a}/{n}" for k, (a, n) in counts.items())
         print(f"{name}: gate held-out {gate.meta.heldout_accuracy}; routed as expected: {shown}", flush=True)
     print("TOTAL routed as expected: " + ", ".join(f"{k} {a}/{n} ({a / n:.0%})" for k, (a, n) in total.items()))
