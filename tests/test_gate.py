@@ -13,6 +13,7 @@ from andraeus_core.evaluate import Question, evaluate
 from andraeus_core.gate import (
     GENERIC_ABSTENTION,
     ROUTES,
+    THRESHOLD_ABSTAIN_DIRECT,
     Gate,
     GateMeta,
     abstention,
@@ -20,6 +21,7 @@ from andraeus_core.gate import (
     asks_unknown_topic,
     fit_gate,
     gate_data,
+    is_direct_question,
     names_known_subject,
     profile_names,
     shielding_unknown_names,
@@ -529,6 +531,76 @@ def test_what_is_asked_of_someone_else_does_not_shield_a_sure_unknown() -> None:
         "has my sisters dog met buddy"
     )
     assert without_others_things("Has my sister's dog met Rex?", profile.topics(), names) == "has my"
+
+
+@pytest.mark.parametrize(
+    ("question", "direct"),
+    [
+        ("What's my religion?", True),
+        ("what instrument do i play", True),
+        ("Who's my allergist?", True),
+        ("My kids are baking cookies for me. Which ingredient must they leave out?", False),  # a situation first
+        ("Hi. What's my job?", False),
+        ("If a colleague asked me which instrument I play, what would I tell them?", False),  # over ten words
+        ("", False),
+    ],
+)
+def test_a_direct_question_is_one_short_sentence(question: str, direct: bool) -> None:
+    assert is_direct_question(question) is direct
+
+
+def test_an_unsure_direct_question_naming_nothing_known_abstains() -> None:
+    import torch
+
+    profile = Profile.model_validate(
+        {
+            "user_name": "Sam",
+            "facts": [
+                {"topic": "dog's name", "value": "Buddy"},
+                {"topic": "car", "value": "Subaru Outback"},
+                {"topic": "birthday", "value": "March 14"},
+                {"topic": "sister's name", "value": "Jo"},
+            ],
+        }
+    )
+    gate = _word_gate(profile)
+    gate.meta = gate.meta.model_copy(update={"threshold_abstain_direct": THRESHOLD_ABSTAIN_DIRECT})
+    leaning = torch.tensor([[0.4, 0.6, 0.0]])
+    for question in ("What's my religion?", "Who's my allergist?", "what instrument do i play"):
+        assert gate.decide([question], leaning) == ["abstain"], question
+    kept = [
+        "What car do I drive?",
+        "Who is Buddy?",  # a value shields here, unlike at P(abstain) >= 0.8
+        "whats my cra",  # typos, read generously: one edit from three letters on ...
+        "What's my dgo called?",
+        "When's my brithday?",
+        "Who's myy siss?",  # ... and a synonym ("sis") with one
+        "When's my birhtdya?",  # two edits in a long word
+        "Who am I?",  # the user and the assistant are always known
+        "What's your name?",
+        # not direct: the classifier decides
+        "My kids are baking cookies for me. Which ingredient must they leave out?",
+    ]
+    for question in kept:
+        assert gate.decide([question], leaning) == ["adapter"], question
+    # an everyday word is not read as a typo of a short topic word ("can" is not "car")
+    assert not names_known_subject("What can I play?", gate.keywords, loose=True)
+    # the classifier must lean to abstain: below 0.5 the adapter answers
+    assert gate.decide(["What's my religion?"], torch.tensor([[0.55, 0.45, 0.0]])) == ["adapter"]
+    # a gate written before this rule (no threshold in its metadata) routes as it always did
+    gate.meta = GateMeta.model_validate(
+        {k: v for k, v in gate.meta.model_dump().items() if k != "threshold_abstain_direct"}
+    )
+    assert gate.decide(["What's my religion?"], leaning) == ["adapter"]
+
+
+@pytest.mark.parametrize("name", ["seed_profile.yaml", "parent_profile.json", "family_profile.yaml"])
+def test_identity_questions_are_always_known_to_the_direct_rule(name: str) -> None:
+    profile = load_profile(ROOT / "examples" / name)
+    gate = _word_gate(profile)
+    identity = [e.question for e in build_dataset(profile, per_fact=8).train if e.meta.kind == "identity"]
+    assert len(identity) >= 5
+    assert [q for q in identity if not gate.names_known_subject(q, loose=True)] == []
 
 
 def test_grandchildren_and_step_relatives_are_people_to_the_word_rules() -> None:
