@@ -18,9 +18,11 @@ questions, the classifier alone sent some unusual phrasings of known facts ("Tel
 ``abstain``; the keyword check removed those misroutes. A value or alias alone ("Ilinca", "climbing") does not
 shield a question the classifier sends to ``abstain`` (gates with the near-miss rules): on the development sets such
 questions were unknowns about a known person or hobby ("What's Ilinca's favourite toy?", "Which climbing gym do I go
-to?"), and no known fact's phrasing shielded by a value alone reached P(abstain) 0.8. Word rules find near misses
-the classifier takes for known facts (:meth:`Gate.near_miss`), and a question sent to the adapter is still declined
-when the adapter itself gives "I don't know" a probability above what its held-out known facts reach
+to?"), and no known fact's phrasing shielded by a value alone reached P(abstain) 0.8. Below that, a short direct
+question that names nothing known even loosely (a typo, the user or the assistant) abstains from P(abstain) 0.5
+(:data:`THRESHOLD_ABSTAIN_DIRECT`): a direct question names its topic, an indirect one need not. Word rules find
+near misses the classifier takes for known facts (:meth:`Gate.near_miss`), and a question sent to the adapter is
+still declined when the adapter itself gives "I don't know" a probability above what its held-out known facts reach
 (:func:`calibrated_gate_meta`, after training). The weights live in ``gate.safetensors`` (safetensors only), the
 thresholds and the gate's own held-out accuracy in ``andraeus.json`` (:class:`GateMeta`).
 """

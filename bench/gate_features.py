@@ -67,6 +67,7 @@ def main() -> int:
     from andraeus_core.gate import (
         ROUTES,
         THRESHOLD_ABSTAIN,
+        THRESHOLD_ABSTAIN_DIRECT,
         THRESHOLD_ABSTAIN_NEAR_MISS,
         THRESHOLD_BASE,
         Gate,
@@ -121,6 +122,7 @@ def main() -> int:
                     threshold_base=THRESHOLD_BASE,
                     threshold_abstain=THRESHOLD_ABSTAIN,
                     threshold_abstain_near_miss=THRESHOLD_ABSTAIN_NEAR_MISS,
+                    threshold_abstain_direct=THRESHOLD_ABSTAIN_DIRECT,
                     train_counts={},
                     heldout_accuracy={},
                     heldout_counts={},
