@@ -257,8 +257,8 @@ class Gate:
         is only part of an unknown topic's name: "group" (a known band) in "What's my blood group?". With
         ``topics_only``, a value or alias alone ("Ilinca", "climbing") does not count; with ``others``, nor a word
         of what the question asks of someone else ("car" in "my mother's car" with the user's car known:
-        :func:`~.variations.without_others_things`); with ``loose``, a word with a typo counts from four letters on
-        and with two typos from seven."""
+        :func:`~.variations.without_others_things`); with ``loose``, typos are read generously and the user or the
+        assistant counts (:func:`names_known_subject`)."""
         text = f" {without_others_things(question, self.topics, self.names) if others else normalize(question)} "
         for name in self.unknown_names:
             text = re.sub(rf"(?<![0-9a-z]){re.escape(name)}(?:s|es)?(?![0-9a-z])", " ", text)
@@ -477,7 +477,7 @@ _IDENTITY = re.compile(r" (?:your name|my name|who am i|who i am|who are you|cal
 def is_direct_question(question: str) -> bool:
     """One sentence of at most :data:`DIRECT_MAX_WORDS` words ("What's my religion?"), not a situation followed by a
     question ("My kids are baking cookies for me. Which ingredient must they leave out?")."""
-    words = re.findall(r"[^\W_]+(?:'[^\W_]+)?", question)
+    words = normalize(question).split()
     sentences = [s for s in re.split(r"[.!?;]+(?:\s+|$)", question.strip()) if s.strip()]
     return 0 < len(words) <= DIRECT_MAX_WORDS and len(sentences) == 1
 
