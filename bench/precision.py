@@ -78,12 +78,14 @@ def _counts(report: dict, system: str) -> dict:
     return out
 
 
-def run_one(profile: str, seed: int, base_model: str, workdir: Path, quick: bool) -> dict:
+def run_one(
+    profile: str, seed: int, base_model: str, workdir: Path, quick: bool, settings: dict | None = None
+) -> dict:
     from andraeus_core.config import TrainConfig
     from andraeus_core.evaluate import evaluate, load_questions
     from andraeus_core.train import train
 
-    overrides: dict = {"seed": seed, "base_model": base_model}
+    overrides: dict = {**(settings or {}), "seed": seed, "base_model": base_model}
     if quick:
         overrides.update(epochs=1, per_fact=6)
     start = time.perf_counter()
@@ -148,6 +150,7 @@ def _child(args: argparse.Namespace, which: str, profile: str, seed: int, workdi
     cmd = [sys.executable, __file__, "--only", which, "--profiles", profile, "--seeds", str(seed)]
     cmd += ["--base-model", args.base_model, "--workdir", str(workdir), "--reference-ref", args.reference_ref]
     cmd += ["--quick"] if args.quick else []
+    cmd += [x for kv in args.set for x in ("--set", kv)]
     # A fresh ANDRAEUS_HOME per run: every run answers its own guard questions with the base model, cold, as a new
     # user's first training does (the converted base model is shared through ANDRAEUS_MODELS_DIR).
     env = {**os.environ, "ANDRAEUS_HOME": str(workdir / f"home-{which}")}
@@ -262,6 +265,13 @@ def main() -> int:
         "--reference-profiles", default=None, help="train the reference on these profiles only (default: all of them)"
     )
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a TrainConfig field for the measured runs (not the reference), as JSON: --set distill_weight=1",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-random, one profile and seed")
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["run", "reference"], default=None, help=argparse.SUPPRESS)
@@ -275,11 +285,20 @@ def main() -> int:
         parser.error(f"unknown profile {unknown[0]!r}; choose from {', '.join(PROFILES)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     ref_profiles = set(args.reference_profiles.split(",")) if args.reference_profiles else None
+    settings = {}
+    for kv in args.set:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            parser.error(f"--set takes FIELD=VALUE, got {kv!r}")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except ValueError:
+            parser.error(f"--set {key}: the value must be JSON (a number, true/false, a quoted string), got {value!r}")
     if args.only:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         work = Path(args.workdir)
         if args.only == "run":
-            result = run_one(profiles[0], seeds[0], args.base_model, work / "adapter", args.quick)
+            result = run_one(profiles[0], seeds[0], args.base_model, work / "adapter", args.quick, settings)
         else:
             result = run_reference(profiles[0], seeds[0], args.base_model, work, args.quick, args.reference_ref)
         print(json.dumps({**result, "profile": profiles[0], "seed": seeds[0]}))
