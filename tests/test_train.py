@@ -497,3 +497,101 @@ def test_recall_check_matches_whole_words_like_the_evaluation():
     assert recall_check("Yes, you're a software engineer.", ["your job", "yes"])
     assert not recall_check("Your eyes are blue.", ["yes"])  # not inside another word
     assert recall_check("It's Buddy!", ["Buddy", "Bud"]) and not recall_check("It's Max.", ["Buddy", "Bud"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KL-to-base on the self-distilled examples
+
+
+def _distill_batch(config, loaded, tmp_path, weight: float):
+    from andraeus_core.dataset import distill_prompt_examples
+    from andraeus_core.recipe import DistillCollator, attach_lora, sft_config, tokenize_examples, trainer_class
+
+    dataset = tiny_dataset(config)
+    guard = dataset.train[0].model_copy(deep=True)
+    guard.meta.kind, guard.messages[-1]["content"] = "overtrigger", "Bananas are yellow when ripe."
+    examples = [*dataset.train[:3], guard, *distill_prompt_examples(dataset, 2, seed=0)]
+    rows = tokenize_examples(loaded.tokenizer, examples, config.max_length, distill=True)
+    assert rows["distill"] == [0, 0, 0, 1, 1, 1]
+    model = attach_lora(loaded, config)
+    trainer = trainer_class()(
+        model=model, args=sft_config(config, tmp_path / "run"), train_dataset=rows, processing_class=loaded.tokenizer
+    )
+    trainer.distill_weight = weight
+    collate = DistillCollator(trainer.data_collator)
+    return model, trainer, collate([rows[i] for i in range(len(rows))])
+
+
+def test_distill_collator_marks_the_distilled_rows_answer_tokens_only(isolated_home, tmp_path):
+    from andraeus_core.models import load_model
+
+    config = tiny_config(bf16=False)
+    _, _, batch = _distill_batch(config, load_model("tiny-random"), tmp_path, 1.0)
+    answers = batch["labels"] != -100
+    assert batch["distill"].shape == batch["labels"].shape
+    assert not batch["distill"][:3].any() and bool((batch["distill"][3:] == answers[3:]).all())
+    # An empty answer (a distill prompt) labels one position: the end of turn, read as the first answer token.
+    assert [int(n) for n in answers[4:].sum(dim=1)] == [1, 1]
+
+
+def test_distill_loss_is_cross_entropy_plus_kl_to_the_adapter_free_model(isolated_home, tmp_path):
+    import torch
+    import torch.nn.functional as F
+
+    from andraeus_core.models import load_model
+
+    config = tiny_config(bf16=False)
+    loaded = load_model("tiny-random")
+    model, trainer, batch = _distill_batch(config, loaded, tmp_path, 0.5)
+    labels, soft = batch["labels"], batch["distill"]
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    hard = (labels != -100) & ~soft
+    count = int((labels != -100).sum())
+
+    def reference() -> torch.Tensor:
+        logits = model(**inputs).logits[:, :-1].float()
+        with torch.no_grad(), model.disable_adapter():
+            base = model(**inputs).logits[:, :-1].float()
+        ce = F.cross_entropy(logits[hard[:, 1:]], labels[:, 1:][hard[:, 1:]], reduction="sum")
+        s = soft[:, 1:]
+        kl = F.kl_div(logits[s].log_softmax(-1), base[s].log_softmax(-1), log_target=True, reduction="sum")
+        return ce, kl, (ce + 0.5 * kl) / count
+
+    # A fresh adapter (LoRA B = 0) is the base model: the distilled rows cost nothing.
+    ce, kl, _ = reference()
+    ours = trainer.compute_loss(model, dict(batch))
+    assert float(kl) < 1e-6 and torch.allclose(ours, ce / count, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    ce, kl, expected = reference()
+    ours = trainer.compute_loss(model, dict(batch))
+    assert float(kl) > 1e-4 and torch.allclose(ours, expected, rtol=1e-4, atol=1e-6)
+    ours.backward()  # the KL reaches the LoRA weights
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
+
+
+def test_distill_prompts_avoid_the_datasets_questions_and_the_excluded_ones():
+    from andraeus_core.dataset import distill_prompt_examples
+    from andraeus_core.variations import normalize_question
+
+    dataset = tiny_dataset(tiny_config())
+    first = distill_prompt_examples(dataset, 40, seed=1)
+    pool = [e.question for e in distill_prompt_examples(dataset, 5000, seed=1)]
+    excluded = distill_prompt_examples(dataset, 40, seed=1, exclude_questions=[first[0].question.upper()])
+    own = {normalize_question(e.question) for e in (*dataset.train, *dataset.heldout)}
+    assert len(first) == 40 and len(set(pool)) == len(pool) and not own & {normalize_question(q) for q in pool}
+    assert first[0].question not in {e.question for e in excluded}
+    assert all(e.answer == "" and e.meta.dimension == "distill" and e.meta.kind == "overtrigger" for e in first)
+    assert [e.question for e in distill_prompt_examples(dataset, 40, seed=1)] == [e.question for e in first]
+    assert distill_prompt_examples(dataset, 0) == []
+
+
+def test_train_with_the_kl_term_writes_an_adapter_and_records_it(isolated_home, tmp_path):
+    from andraeus_core.train import train
+
+    config = tiny_config(epochs=1, distill_weight=1.0, distill_prompts=16, gate=False)
+    adapter = train(tiny_profile(), config, out_dir=tmp_path / "a")
+    assert adapter.meta.config["distill_weight"] == 1.0 and adapter.meta.config["distill_prompts"] == 16
+    assert adapter.meta.metrics.final_loss is not None and math.isfinite(adapter.meta.metrics.final_loss)
