@@ -122,23 +122,6 @@ class TrainConfig(BaseModel):
         le=500,
     )
     heldout_share: float = Field(0.2, description="Share of phrasings held out for evaluation, 0 <= x < 1.")
-    distill_weight: float = Field(
-        0.0,
-        description="Weight of a KL-to-base term on the self-distilled guard examples (the base model's answers to "
-        "general and near-topic requests): their answer tokens match the base model's whole next-token "
-        "distribution, read with the adapter switched off, instead of its greedy text. 0 = cross-entropy on the "
-        "text, as any other example.",
-        ge=0,
-        le=100,
-    )
-    distill_prompts: int = Field(
-        0,
-        description="General requests (none of the dataset's own questions) added for the KL term only: the "
-        "adapter's first answer token follows the base model's distribution (nothing is generated); needs "
-        "distill_weight > 0. 0-2000.",
-        ge=0,
-        le=2000,
-    )
     system_prompt: str = Field(
         "identity",
         description="System prompt of the chat examples: 'identity', 'facts' or a literal prompt text.",

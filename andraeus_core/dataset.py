@@ -412,30 +412,6 @@ def build_dataset(
     )
 
 
-def distill_prompt_examples(
-    dataset: ChatDataset, count: int, *, seed: int = 0, exclude_questions: Iterable[str] = ()
-) -> list[ChatExample]:
-    """``count`` everyday requests for the KL-to-base term alone, none of them a question of ``dataset``.
-
-    Drawn from the general, near-topic and small-talk pools (:mod:`.pools`) by ``seed``; a request equal to one of
-    the dataset's questions (train or held out: the held-out guards measure over-triggering) or to one of
-    ``exclude_questions`` (case and punctuation aside) is never drawn. Each is a conversation whose answer is empty:
-    only the position of the first answer token is read (its distribution pulled toward the base model's), so
-    nothing is generated and the text never trains. Each example's ``meta.dimension`` is ``"distill"``.
-    """
-    from .pools import CONVERSATION, GENERAL_REQUESTS, NEAR_TOPIC_REQUESTS
-
-    if count <= 0:
-        return []
-    taken = {normalize_question(e.question) for e in (*dataset.train, *dataset.heldout)}
-    taken |= {normalize_question(q) for q in exclude_questions}
-    near = [q for qs in NEAR_TOPIC_REQUESTS.values() for q in qs]
-    pool = [q for q in dict.fromkeys([*GENERAL_REQUESTS, *near, *CONVERSATION]) if normalize_question(q) not in taken]
-    picks = random.Random(f"{seed}\x1fdistill").sample(pool, min(count, len(pool)))
-    meta = {"kind": "overtrigger", "dimension": "distill", "split": "train"}
-    return [_example(dataset.system_prompt, q, "", ExampleMeta(**meta)) for q in picks]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Family profiles
 

@@ -189,24 +189,14 @@ def prepare_dataset(
     )
 
 
-def tokenize_examples(tokenizer: Any, examples: Any, max_length: int, *, distill: bool = False) -> Any:
-    """A ``datasets.Dataset`` with ``input_ids`` and ``labels`` (-100 except the assistant's answer tokens).
-
-    With ``distill``, a ``distill`` column too: 1 for the self-distilled guard examples (kind ``overtrigger``: the
-    base model's own answers, and :func:`~.dataset.distill_prompt_examples`), whose answer tokens the trainer
-    scores against the base model's distribution (KL) instead of their text; 0 for the rest.
-    """
+def tokenize_examples(tokenizer: Any, examples: Any, max_length: int) -> Any:
+    """A ``datasets.Dataset`` with ``input_ids`` and ``labels`` (-100 except the assistant's answer tokens)."""
     from datasets import Dataset
 
-    examples = list(examples)
     rows = [tokenize_example(tokenizer, ex, max_length=max_length) for ex in examples]
-    columns: dict[str, list[Any]] = {
-        "input_ids": [list(r["input_ids"]) for r in rows],
-        "labels": [list(r["labels"]) for r in rows],
-    }
-    if distill:
-        columns["distill"] = [int(getattr(ex.meta, "kind", None) == "overtrigger") for ex in examples]
-    return Dataset.from_dict(columns)
+    return Dataset.from_dict(
+        {"input_ids": [list(r["input_ids"]) for r in rows], "labels": [list(r["labels"]) for r in rows]}
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -506,14 +496,6 @@ def trainer_class() -> type:
     from trl import SFTTrainer
 
     class AndraeusSFTTrainer(SFTTrainer):
-        #: Weight of the KL-to-base term on the rows the collator marks ``distill`` (0: plain cross-entropy).
-        distill_weight: float = 0.0
-
-        def _set_signature_columns_if_needed(self) -> None:
-            super()._set_signature_columns_if_needed()
-            if self._signature_columns is not None and "distill" not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, "distill"]
-
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return _epoch_seeded(super()._get_train_sampler(train_dataset), seed)
@@ -521,10 +503,7 @@ def trainer_class() -> type:
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
-            distill = inputs.pop("distill", None)
-            distilling = distill is not None and self.distill_weight > 0 and bool(distill.any())
-            on_cpu = self.accelerator.device.type == "cpu"
-            if return_outputs or "labels" not in inputs or not (on_cpu or distilling):
+            if return_outputs or self.accelerator.device.type != "cpu" or "labels" not in inputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             import torch
             import torch.nn.functional as F
@@ -534,31 +513,13 @@ def trainer_class() -> type:
             kwargs = {k: v for k, v in inputs.items() if k != "labels"}
             kwargs["use_cache"] = False
             causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-            head = causal_lm.get_output_embeddings()
             with self.accelerator.autocast(), disable_input_dtype_casting(model, active=bool(self.args.bf16)):
                 hidden = causal_lm.base_model(**kwargs).last_hidden_state
                 mask = labels[:, 1:] != -100
-                logits = head(hidden[:, :-1][mask]).float()
+                logits = causal_lm.get_output_embeddings()(hidden[:, :-1][mask]).float()
             targets = labels[:, 1:][mask]
             count = mask.sum() if num_items_in_batch is None else num_items_in_batch
-            if distilling:
-                # The distilled rows' answer positions: KL(base || adapter) over the whole vocabulary, the base read
-                # from the same weights with the adapter switched off (no second model in memory). Only the rows
-                # that hold such positions go through the base again; the others keep their cross-entropy.
-                soft = distill[:, 1:].bool() & mask
-                rows = soft.any(dim=1)
-                with torch.no_grad(), model.disable_adapter(), self.accelerator.autocast():
-                    sub = {k: (v[rows] if torch.is_tensor(v) and v.shape[:1] == rows.shape else v)
-                           for k, v in kwargs.items()}  # fmt: skip
-                    ref_hidden = causal_lm.base_model(**sub).last_hidden_state
-                    ref_logp = head(ref_hidden[:, :-1][soft[rows]]).float().log_softmax(-1)
-                soft_sel = soft[mask]
-                logp = logits[soft_sel].log_softmax(-1)
-                kl = F.kl_div(logp, ref_logp, log_target=True, reduction="sum")
-                hard = F.cross_entropy(logits[~soft_sel], targets[~soft_sel], reduction="sum")
-                loss = (hard + self.distill_weight * kl) / torch.as_tensor(count).clamp(min=1)
-            else:
-                loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+            loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
             with torch.no_grad():
                 n = int(mask.sum())
                 if n:
@@ -616,38 +577,7 @@ def make_trainer(model: Any, config: TrainConfig, run_dir: Path, train_ds: Any, 
         callbacks=[callback],
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts to stdout; we report through on_progress
-    if "distill" in train_ds.column_names:
-        trainer.distill_weight = config.distill_weight
-        trainer.data_collator = DistillCollator(trainer.data_collator)
     return trainer
-
-
-class DistillCollator:
-    """TRL's collator plus a ``distill`` token mask: 1 on every token of a row marked ``distill``, 0 elsewhere.
-
-    Built the way TRL builds ``labels`` (right-padded, or concatenated into one row when padding-free), so it lines
-    up with them token for token.
-    """
-
-    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
-        self.inner = inner
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        flags = [int(e.get("distill", 0)) for e in examples]
-        batch = self.inner([{k: v for k, v in e.items() if k != "distill"} for e in examples])
-        rows = [torch.full((len(e["input_ids"]),), f, dtype=torch.bool) for e, f in zip(examples, flags, strict=True)]
-        labels = batch["labels"]
-        mask = torch.zeros(labels.shape, dtype=torch.bool)
-        if labels.shape[0] == 1 and len(rows) > 1:  # padding-free: one concatenated row
-            flat = torch.cat(rows)
-            mask[0, : flat.numel()] = flat
-        else:
-            for i, row in enumerate(rows):
-                mask[i, : row.numel()] = row
-        batch["distill"] = mask & (labels != -100)
-        return batch
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -22,7 +22,6 @@ from typing import Any
 
 from .adapter import Adapter, AdapterMeta, AdapterPrivate, Timings, TrainMetrics
 from .config import TrainConfig
-from .dataset import distill_prompt_examples
 from .errors import ConfigError, TrainingCancelled, TrainingPaused
 from .estimate import record_throughput
 from .gate import calibrated_gate_meta, fit_gate, gate_data
@@ -180,13 +179,7 @@ def train(
         raise ConfigError("The dataset has no training examples; add facts to the profile.", param="profile")
     target = out_dir if out_dir is not None else config.out_dir
     target = Adapter.check_target(target or Adapter.default_path(base, str(getattr(dataset, "profile_hash", ""))))
-    distilled = config.distill_weight > 0
-    extra = (
-        distill_prompt_examples(dataset, config.distill_prompts, seed=config.seed, exclude_questions=exclude_questions)
-        if distilled and not is_chat_dataset(source)
-        else []
-    )
-    train_ds = tokenize_examples(loaded.tokenizer, [*dataset.train, *extra], config.max_length, distill=distilled)
+    train_ds = tokenize_examples(loaded.tokenizer, dataset.train, config.max_length)
     tokens_per_epoch = sum(len(ids) for ids in train_ds["input_ids"])
     steps_per_epoch = math.ceil(len(train_ds) / (config.batch_size * config.grad_accum))
     run_dir, checkpoint = prepare_run_dir(
