@@ -10,6 +10,8 @@ with its count and a Wilson 95% interval.
     python bench/precision.py                  # 3 profiles x 2 seeds + the reference (~80 min on 2 cores)
     python bench/precision.py --seeds 0 --profiles seed_profile
     python bench/precision.py --quick          # smoke run on tiny-random (seconds; figures meaningless)
+    python bench/precision.py --profiles dev:dev_profile --seeds 0 --no-reference --set learning_rate=5e-4
+                                               # a recipe lever on a development set (TrainConfig field = JSON)
 """
 
 from __future__ import annotations
@@ -85,9 +87,10 @@ def run_one(
     from andraeus_core.evaluate import evaluate, load_questions
     from andraeus_core.train import train
 
-    overrides: dict = {**(settings or {}), "seed": seed, "base_model": base_model}
+    overrides: dict = {"seed": seed, "base_model": base_model}
     if quick:
         overrides.update(epochs=1, per_fact=6)
+    overrides.update(settings or {})
     start = time.perf_counter()
     # The evaluation set's questions are never trained on: a few of its general-knowledge questions are also in the
     # guard pools, and training on them would flatter retention.
@@ -99,6 +102,7 @@ def run_one(
     if adapter.meta.gate is not None:
         out["gate"] = adapter.meta.gate.model_dump(include={"heldout_accuracy", "fit_seconds"})
     out["train_examples"] = adapter.meta.dataset.get("train")
+    out["settings"] = {key: adapter.meta.config.get(key) for key in settings or {}}  # as the adapter recorded them
     for name, questions in (("evalset", ROOT / PROFILES[profile][1]), ("heldout", None)):
         t = time.perf_counter()
         report = evaluate(adapter, questions, baselines=("base",), max_new_tokens=32 if quick else 48).to_json()
@@ -270,7 +274,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a TrainConfig field for the measured runs (not the reference), as JSON: --set distill_weight=1",
+        help="a TrainConfig field for the measured runs (not the reference), as JSON: --set learning_rate=5e-4",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-random, one profile and seed")
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -294,6 +298,16 @@ def main() -> int:
             settings[key.strip()] = json.loads(value)
         except ValueError:
             parser.error(f"--set {key}: the value must be JSON (a number, true/false, a quoted string), got {value!r}")
+    if {"seed", "base_model"} & set(settings):
+        parser.error("--set: use --seeds and --base-model for the seed and the base model")
+    if settings and not args.only:
+        from andraeus_core.config import TrainConfig
+        from andraeus_core.errors import ConfigError
+
+        try:  # before any run starts: a typo in a field name fails here, not in a child process minutes later
+            TrainConfig.preset("cpu", **settings)
+        except (ConfigError, TypeError) as exc:
+            parser.error(f"--set: {exc}")
     if args.only:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         work = Path(args.workdir)

@@ -497,3 +497,19 @@ def test_recall_check_matches_whole_words_like_the_evaluation():
     assert recall_check("Yes, you're a software engineer.", ["your job", "yes"])
     assert not recall_check("Your eyes are blue.", ["yes"])  # not inside another word
     assert recall_check("It's Buddy!", ["Buddy", "Bud"]) and not recall_check("It's Max.", ["Buddy", "Bud"])
+
+
+def test_precision_bench_trains_with_a_set_field_and_refuses_bad_ones(tmp_path):
+    bench = str(ROOT / "bench" / "precision.py")
+    for bad, fragment in (("nope=1", "nope"), ("learning_rate=abc", "must be JSON"), ("seed=3", "--seeds")):
+        out = subprocess.run([sys.executable, bench, "--set", bad], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and fragment in out.stderr, out.stderr[-500:]
+    out = subprocess.run(
+        [sys.executable, bench, "--quick", "--no-reference", "--set", "typo_augment=0", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = json.loads((tmp_path / "r").read_text())["runs"]
+    assert run["settings"] == {"typo_augment": 0}  # what the trained adapter recorded, not what was asked
