@@ -216,6 +216,9 @@ def report(runs: list[dict], references: list[dict]) -> dict:
     rows = list(systems["adapter + gate"])
     print(f"\nprecision: {len(runs)} runs ({', '.join(sorted({r['profile'] for r in runs}))}; seeds "
           f"{sorted({r['seed'] for r in runs})}); pooled, n and Wilson 95% interval")  # fmt: skip
+    changed = {json.dumps(r.get("settings") or {}, sort_keys=True) for r in runs}
+    if changed != {"{}"}:
+        print(f"trained with TrainConfig fields changed (--set): {', '.join(sorted(changed))}")
     print(f"{'metric':<34}" + "".join(f"{name:>30}" for name in systems))
     for row in rows:
         print(f"{row:<34}" + "".join(f"{_fmt(systems[s][row]):>30}" for s in systems))

@@ -513,3 +513,4 @@ def test_precision_bench_trains_with_a_set_field_and_refuses_bad_ones(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (run,) = json.loads((tmp_path / "r").read_text())["runs"]
     assert run["settings"] == {"typo_augment": 0}  # what the trained adapter recorded, not what was asked
+    assert 'fields changed (--set): {"typo_augment": 0}' in out.stdout
