@@ -309,7 +309,7 @@ def main() -> int:
 
         try:  # before any run starts: a typo in a field name fails here, not in a child process minutes later
             TrainConfig.preset("cpu", **settings)
-        except (ConfigError, TypeError) as exc:
+        except ConfigError as exc:
             parser.error(f"--set: {exc}")
     if args.only:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
