@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench llama-cpp clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ format: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/chat_latency.py
+
+# llama.cpp itself, for `python bench/export.py --llama-cpp` (a GGUF export run in llama.cpp). llama-cpp-python builds
+# llama.cpp from source: 3 min 55 s and 0.7 GB on a 2-core CPU, so it is not part of install (nor of CI, whose tests
+# read every GGUF back through transformers' GGUF loader instead); pip caches the built wheel for the next venv.
+llama-cpp: install
+	$(BIN)/python -m pip install --quiet llama-cpp-python==0.3.36
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

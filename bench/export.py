@@ -3,11 +3,14 @@
 Trains (or reuses) an adapter on the embedded default, exports it merged and as GGUF f16 and q8_0, loads each back
 (transformers; the GGUF through transformers' GGUF loader, its own tokenizer included) and asks every system the
 adapter's held-out questions greedily, under the adapter's system prompt, without the gate (an export carries no
-gate: the comparison is with the adapter alone). Prints export time, size, recall / abstention / over-trigger with n
-and a Wilson 95% interval, the share of answers identical to the adapter's, and generation speed.
+gate: the comparison is with the adapter alone). With ``--llama-cpp`` each GGUF is also run in llama.cpp itself
+(llama-cpp-python, built from source by ``make llama-cpp``; not part of ``make install``), with the chat template the
+GGUF carries. Prints export time, size, recall / abstention / over-trigger with n and a Wilson 95% interval, the
+share of answers identical to the adapter's, and generation speed.
 
     python bench/export.py                       # train on examples/seed_profile.yaml (cpu preset), then compare
     python bench/export.py --adapter DIR         # reuse a trained adapter
+    python bench/export.py --llama-cpp           # also run each GGUF in llama.cpp (needs `make llama-cpp`)
     python bench/export.py --quick               # smoke run on tiny-random (seconds; figures meaningless)
 """
 
@@ -37,6 +40,30 @@ def _answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]
     return answers, seconds, tokens
 
 
+def _llama_cpp_answers(gguf: Path, conversations: list[list[dict[str, str]]]) -> tuple[list[str], float, int, float]:
+    """Greedy answers from llama.cpp itself: the GGUF's own tokenizer and chat template, no repetition penalty."""
+    import os
+
+    from llama_cpp import Llama
+
+    start = time.perf_counter()
+    # n_ctx covers the longest held-out conversation (a few hundred tokens) plus the 48 new ones.
+    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count() or 1, seed=0, verbose=False)
+    load_s = time.perf_counter() - start
+    answers: list[str] = []
+    tokens = 0
+    start = time.perf_counter()
+    for conversation in conversations:
+        reply = llm.create_chat_completion(
+            messages=conversation, temperature=0.0, repeat_penalty=1.0, max_tokens=48, seed=0
+        )
+        answers.append((reply["choices"][0]["message"]["content"] or "").strip())
+        tokens += reply["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - start
+    llm.close()
+    return answers, seconds, tokens, load_s
+
+
 def _fmt(value: float | None, interval: Any) -> str:
     if value is None:
         return "n/a"
@@ -50,7 +77,20 @@ def main() -> int:
     parser.add_argument("--profile", default=str(ROOT / "examples" / "seed_profile.yaml"))
     parser.add_argument("--quick", action="store_true", help="tiny-random, one epoch: mechanics only")
     parser.add_argument("--json", default=None, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--llama-cpp", action="store_true", help="also run each GGUF in llama.cpp (llama-cpp-python: make llama-cpp)"
+    )
     args = parser.parse_args()
+    if args.llama_cpp:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            print(
+                "error: --llama-cpp needs llama-cpp-python, which `make install` leaves out (it builds llama.cpp "
+                "from source, ~4 min on 2 cores): run `make llama-cpp` first.",
+                file=sys.stderr,
+            )
+            return 2
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,10 +156,23 @@ def main() -> int:
             }
         )
         del model
+        if args.llama_cpp and result.main_file:
+            answers, seconds, tokens, load_s = _llama_cpp_answers(Path(result.path) / result.main_file, conversations)
+            print(f"ran {label} in llama.cpp: {tokens} tokens in {seconds:.0f}s", flush=True)
+            rows.append(
+                {
+                    "system": f"{label} llama.cpp",
+                    "export_s": None,
+                    "load_s": load_s,
+                    "mb": result.bytes / 1e6,
+                    "answers": answers,
+                    "gen": (seconds, tokens),
+                }
+            )
 
     print(f"\n{len(questions)} held-out questions of {adapter.path.name} (greedy, 48 new tokens, no gate)\n")
     header = (
-        f"{'system':<15} {'export':>7} {'MB':>6} {'recall':>19} {'abstention':>19} {'over-trigger':>19} "
+        f"{'system':<22} {'export':>7} {'MB':>6} {'recall':>19} {'abstention':>19} {'over-trigger':>19} "
         f"{'same as adapter':>15} {'tok/s':>6} {'max |dlogit|':>12}"
     )
     print(header)
@@ -133,7 +186,7 @@ def main() -> int:
         size = f"{row['mb']:.0f}" if row["mb"] is not None else "-"
         diff = f"{row['max_logit_diff']:.2e}" if "max_logit_diff" in row else "-"
         print(
-            f"{row['system']:<15} {export_s:>7} {size:>6} "
+            f"{row['system']:<22} {export_s:>7} {size:>6} "
             f"{_fmt(metrics.recall, metrics.intervals.get('recall')):>19} "
             f"{_fmt(metrics.abstention_rate, metrics.intervals.get('abstention_rate')):>19} "
             f"{_fmt(metrics.over_trigger_rate, metrics.intervals.get('over_trigger_rate')):>19} "
@@ -152,7 +205,8 @@ def main() -> int:
             }
         )
     fact_n = sum(q.kind in ("paraphrase", "typo", "indirect", "reverse") for q in questions)
-    print(f"\n(recall over {fact_n} fact questions; llama.cpp itself was not run: see README, Export)")
+    ran = "llama.cpp rows: the GGUF run in llama.cpp itself" if args.llama_cpp else "llama.cpp not run (--llama-cpp)"
+    print(f"\n(recall over {fact_n} fact questions; {ran}; tok/s counts the prompt's processing too)")
     if args.json:
         Path(args.json).write_text(json.dumps({"n": len(questions), "systems": figures}, indent=2))
     return 0

@@ -498,3 +498,42 @@ def test_a_qwen2_model_converts_to_a_qwen2_gguf(tmp_path: Path, monkeypatch: pyt
     path = result.path / str(result.main_file)
     assert _gguf_header_value(path, "general.architecture") == "qwen2"
     assert _gguf_header_value(path, SYSTEM_PROMPT_KEY) == SYSTEM
+
+
+@pytest.mark.slow
+def test_export_bench_runs_the_gguf_in_llama_cpp_or_says_how_to_get_it(tmp_path: Path) -> None:
+    """`bench/export.py --llama-cpp`: where llama-cpp-python is installed (`make llama-cpp`) the f16 and q8_0 GGUFs
+    of a tiny-random adapter are run in llama.cpp itself and scored; where it is not, the bench refuses before any
+    work and names the make target (CI's install leaves it out: it compiles llama.cpp)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANDRAEUS_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "export.py"),
+            "--quick",
+            "--llama-cpp",
+            "--json",
+            str(tmp_path / "f.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    if importlib.util.find_spec("llama_cpp") is None:
+        assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+        assert "make llama-cpp" in out.stderr
+        assert not (tmp_path / "f.json").exists() and not (tmp_path / "home").exists()
+        return
+    assert out.returncode == 0, out.stderr[-3000:]
+    systems = {row["system"]: row for row in json.loads((tmp_path / "f.json").read_text())["systems"]}
+    for quant in ("f16", "q8_0"):
+        row = systems[f"gguf {quant} llama.cpp"]
+        assert row["tokens_per_second"] > 0 and row["metrics"]["recall"] is not None
+    # f16 in llama.cpp answers (greedy) mostly like the adapter even on random weights, whose logits are near ties.
+    assert systems["gguf f16 llama.cpp"]["same_as_adapter"] >= 0.5
