@@ -50,6 +50,31 @@ def cpu_has_bf16() -> bool:
     return any(bool(check()) for check in checks if callable(check))
 
 
+#: The dtype base models are loaded in on CPU to answer (chat, API, evaluation): ``float32`` (the default),
+#: ``bfloat16``, or ``auto`` (bfloat16 where the CPU computes it natively, else float32).
+CPU_DTYPE_ENV = "ANDRAEUS_CPU_DTYPE"
+
+
+def cpu_inference_dtype() -> str:
+    """The dtype a base model is loaded in on CPU to answer (chat, API, evaluation): ``"float32"`` or ``"bfloat16"``.
+
+    Decoding one token reads every weight once, so on a 2-core CPU it is bound by memory, not arithmetic: bf16 weights
+    are half the bytes, and where the CPU computes bf16 natively (:func:`cpu_has_bf16`) one stream decoded 28.8
+    instead of 18.6 tokens/s and its first token came in 125 instead of 175 ms (README, Chat speed). float32 stays the
+    default because bf16 rounding makes a greedy answer depend on the batch it was decoded in (11 of 16 batched
+    answers equalled the same request alone, against 16 of 16 in float32), so an answer would change with the
+    server's load and evaluation would no longer score exactly what chat says. ``ANDRAEUS_CPU_DTYPE=bfloat16`` (or
+    ``auto``: bf16 only where native; emulated bf16 is several times slower than float32) trades that for the speed.
+    Training is not affected: the cpu preset's bf16 base follows the CPU on its own.
+    """
+    value = (os.environ.get(CPU_DTYPE_ENV) or "float32").strip().lower()
+    if value == "auto":
+        return "bfloat16" if cpu_has_bf16() else "float32"
+    if value not in ("float32", "bfloat16"):
+        raise ConfigError(f"{CPU_DTYPE_ENV} must be float32, bfloat16 or auto, got {value!r}.", param=CPU_DTYPE_ENV)
+    return value
+
+
 #: The cpu preset's LoRA rank by profile size: (most facts, rank), first match; measured with bench/capacity.py (see
 #: README "Capacity"): at 10 and 50 facts r=16 recalled as well as r=64 on held-out phrasings (within the runs'
 #: noise) while training ~1.2x faster with a 4x smaller adapter; past 50 facts only r=64 was measured.

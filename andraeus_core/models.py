@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .config import models_dir
+from .config import cpu_inference_dtype, models_dir
 from .errors import ConfigError, ModelLoadError, ModelNotAvailableError
 from .fsutil import publish_dir
 
@@ -505,7 +505,9 @@ def load_model(
         name: preset, local directory or Hub id; ``None`` picks :func:`default_model_name`.
         quantize: ``"4bit"`` for bitsandbytes NF4 (QLoRA); ``None`` for full precision.
         device: ``"cpu"`` or ``"cuda"``; default: CUDA when available.
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: bf16 on CUDA, float32 on CPU.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: bf16 on CUDA; on CPU
+            :func:`~andraeus_core.config.cpu_inference_dtype` (float32 unless ``ANDRAEUS_CPU_DTYPE`` asks for bf16;
+            4-bit models keep float32 for what is not quantised).
 
     Raises:
         ModelNotAvailableError: not embedded, cached or reachable (the message names what was tried).
@@ -519,7 +521,12 @@ def load_model(
     directory = model_dir(resolved)
     on_cuda = (device or ("cuda" if cuda_available() else "cpu")).startswith("cuda")
     if dtype is None:
-        torch_dtype = torch.bfloat16 if on_cuda else torch.float32
+        if on_cuda:
+            torch_dtype = torch.bfloat16
+        elif quantize:
+            torch_dtype = torch.float32
+        else:
+            torch_dtype = torch.bfloat16 if cpu_inference_dtype() == "bfloat16" else torch.float32
     else:
         try:
             torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -543,7 +550,7 @@ def load_model(
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     seconds = time.perf_counter() - start
-    logger.info("Loaded base model %s in %.1fs", resolved.name, seconds)
+    logger.info("Loaded base model %s (%s) in %.1fs", resolved.name, str(torch_dtype).removeprefix("torch."), seconds)
     return LoadedModel(model, tokenizer, resolved, quantize=quantize, load_seconds=seconds)
 
 

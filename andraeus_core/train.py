@@ -25,7 +25,7 @@ from .config import TrainConfig
 from .errors import ConfigError, TrainingCancelled, TrainingPaused
 from .estimate import record_throughput
 from .gate import calibrated_gate_meta, fit_gate, gate_data
-from .models import LoadedModel, device_type, first_load_work, load_model, resolve_model
+from .models import LoadedModel, cuda_available, device_type, first_load_work, load_model, resolve_model
 from .probes import guard_answerer, probe_examples, probe_recall
 from .recipe import (
     ProgressEvent,
@@ -157,10 +157,12 @@ def train(
     )
     # bf16 training keeps the frozen base weights in bf16 (half the memory; bf16 matmuls where the CPU has AMX or
     # AVX512-BF16) while the LoRA weights and their optimiser state stay float32. A given model keeps its dtype.
+    # Without bf16 training a CPU base is float32 whatever chat is set to load (ANDRAEUS_CPU_DTYPE).
     bf16_base = use_bf16(config) and not config.quantize
     loaded = model
     if loaded is None:
-        loaded = load_model(config.base_model, quantize=config.quantize, dtype="bfloat16" if bf16_base else None)
+        dtype = "bfloat16" if bf16_base else (None if cuda_available() else "float32")
+        loaded = load_model(config.base_model, quantize=config.quantize, dtype=dtype)
     base = loaded.resolved.name
     loaded_at = time.perf_counter()
     emit("prepare", "building the phrasings and the base model's guard answers", step=2, total_steps=prepare_steps)

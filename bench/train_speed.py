@@ -49,7 +49,7 @@ def _setup(args: argparse.Namespace, *, ours: bool):
     # Ours loads the base the way train() does (bf16 weights under the cpu preset); the reference is the textbook
     # float32 loop. Ours runs first, so both train on the same guard answers (cached on disk by the first side).
     bf16 = ours and use_bf16(config) and not config.quantize
-    loaded = load_model(args.base_model, dtype="bfloat16" if bf16 else None)
+    loaded = load_model(args.base_model, dtype="bfloat16" if bf16 else "float32")
     profile = load_profile(args.profile)
     dataset = prepare_dataset(profile, config, guard_answer_fn=guard_answerer(loaded))
     return config, loaded, dataset

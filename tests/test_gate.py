@@ -789,6 +789,29 @@ def test_an_adapter_without_a_gate_still_chats(tmp_path: Path, make_adapter, fre
     assert answer and trace["route"] == "adapter"
 
 
+def test_a_bf16_base_chats_and_evaluates_through_every_route(
+    tmp_path: Path, make_adapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ANDRAEUS_CPU_DTYPE=bfloat16: float32 LoRA rows on a bf16 base, the gate reading bf16 hidden states, batched."""
+    import torch
+
+    monkeypatch.setenv("ANDRAEUS_CPU_DTYPE", "bfloat16")
+    loaded = load_model("tiny-random")
+    assert loaded.model.dtype == torch.bfloat16
+    for route in ("adapter", "base", "abstain"):
+        chat = ChatModel(loaded, make_adapter(tmp_path / route, weights="large", gate=route))
+        answer, trace = _ask(chat, "What colour are ripe bananas?")
+        assert answer and trace["route"] == route
+        report = evaluate(tmp_path / route, QUESTIONS, baselines=("base",), max_new_tokens=6, batch_size=8)
+        assert all("base" in i.baselines for i in report.items)
+        monkeypatch.setenv("ANDRAEUS_CPU_DTYPE", "float32")
+        reference = evaluate(tmp_path / route, QUESTIONS, baselines=(), max_new_tokens=6, batch_size=8)
+        monkeypatch.setenv("ANDRAEUS_CPU_DTYPE", "bfloat16")
+        routes = [i.route for i in report.items]
+        assert routes == [i.route for i in reference.items] and route in routes
+        assert all(is_abstention(i.answer) for i in report.items if i.route == "abstain")
+
+
 def _with_decline(path: Path, threshold: float | None) -> Path:
     meta = Adapter.load(path).meta
     assert meta.gate is not None

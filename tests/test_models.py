@@ -161,3 +161,68 @@ def test_lm_head_gets_a_contiguous_input_when_generating(isolated_home):
         max_new_tokens=3,
     )
     assert len(answers) == 2 and seen and all(seen)
+
+
+@pytest.mark.parametrize(
+    ("native", "env", "expected"),
+    [
+        (True, None, "float32"),  # the default keeps a greedy answer independent of its batch
+        (True, "auto", "bfloat16"),
+        (False, "auto", "float32"),  # emulated bf16 is slower than float32
+        (False, "bfloat16", "bfloat16"),
+        (True, " Float32 ", "float32"),
+    ],
+)
+def test_cpu_inference_dtype_is_float32_unless_asked(
+    native: bool, env: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+):
+    from andraeus_core import config
+
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: native)
+    if env is None:
+        monkeypatch.delenv(config.CPU_DTYPE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(config.CPU_DTYPE_ENV, env)
+    assert config.cpu_inference_dtype() == expected
+
+
+def test_a_bad_cpu_dtype_override_names_the_variable_and_value(monkeypatch: pytest.MonkeyPatch):
+    from andraeus_core import config
+
+    monkeypatch.setenv(config.CPU_DTYPE_ENV, "fp8")
+    with pytest.raises(ConfigError, match=r"ANDRAEUS_CPU_DTYPE.*'fp8'"):
+        config.cpu_inference_dtype()
+    with pytest.raises(ConfigError, match="ANDRAEUS_CPU_DTYPE"):
+        models.load_model("tiny-random")
+
+
+@pytest.mark.parametrize("setting", ["float32", "bfloat16"])
+def test_chat_loads_the_cpu_dtype_asked_and_float32_training_ignores_it(
+    setting: str, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import torch
+
+    from andraeus_core import config
+    from andraeus_core.config import TrainConfig
+    from andraeus_core.profile import Profile
+    from andraeus_core.train import train
+    from tests.helpers import PROFILE
+
+    monkeypatch.setenv(config.CPU_DTYPE_ENV, setting)
+    loaded = models.load_model("tiny-random")
+    assert loaded.model.dtype == (torch.bfloat16 if setting == "bfloat16" else torch.float32)
+    assert models.load_model("tiny-random", dtype="float32").model.dtype == torch.float32
+
+    # A float32 training run (bf16=False) must not inherit chat's bf16 base.
+    seen: list[object] = []
+    real = models.load_model
+
+    def spy(*args, **kwargs):
+        loaded = real(*args, **kwargs)
+        seen.append(loaded.model.dtype)
+        return loaded
+
+    monkeypatch.setattr("andraeus_core.train.load_model", spy)
+    cfg = TrainConfig.preset("cpu", base_model="tiny-random", epochs=1, bf16=False, per_fact=2, gate=False)
+    train(Profile.model_validate(PROFILE), cfg, out_dir=isolated_home / "adapter")
+    assert seen == [torch.float32]
