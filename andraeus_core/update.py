@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 UPDATE_EPOCHS = 2
 #: Highest learning rate of an update: it starts from trained weights, and the cpu preset's 1e-3 disrupted what it
 #: did not change (bench/update.py, seed example: unchanged facts' held-out recall fell 15.1 points after one update
-#: at 1e-3, 2.7 points at 3e-4, with the changed, removed and added facts as before).
+#: at 1e-3, 2.7 points at 3e-4, with the changed, removed and added facts as before; one draw of the update's
+#: sampling each, and draws spread widely: see REPLAY_SHARE).
 UPDATE_LEARNING_RATE = 3e-4
 #: Share of each unchanged fact's training phrasings (and of the negatives) replayed in an update. 0.4, not 0.2:
 #: bench/update.py (seed example, seed 0, one v1, the update's sampling drawn three ways) lost 5.5, 16.4 and 19.2
