@@ -46,8 +46,8 @@ UPDATE_EPOCHS = 2
 UPDATE_LEARNING_RATE = 3e-4
 #: Share of each unchanged fact's training phrasings (and of the negatives) replayed in an update. 0.4, not 0.2:
 #: bench/update.py (seed example, seed 0, one v1, the update's sampling drawn three ways) lost 5.5, 16.4 and 19.2
-#: points of the unchanged facts' held-out recall at 0.2, and 2.7 and 1.4 points at 0.4 on two of the same draws,
-#: for an update 1.25x as long (136-141 s against 106-115 s; a full retrain took 315 s).
+#: points of the unchanged facts' held-out recall at 0.2, and 2.7, 1.4 and 5.5 points at 0.4 on the same draws,
+#: for an update 1.25x as long (136-144 s against 106-115 s; a full retrain took 315 s).
 REPLAY_SHARE = 0.4
 #: Share of a removed fact's questions held out to measure its abstention.
 FORGET_HELDOUT_SHARE = 0.2
