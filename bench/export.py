@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -42,8 +43,6 @@ def _answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]
 
 def _llama_cpp_answers(gguf: Path, conversations: list[list[dict[str, str]]]) -> tuple[list[str], float, int, float]:
     """Greedy answers from llama.cpp itself: the GGUF's own tokenizer and chat template, no repetition penalty."""
-    import os
-
     from llama_cpp import Llama
 
     start = time.perf_counter()
