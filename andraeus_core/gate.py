@@ -58,6 +58,7 @@ from .variations import (
     named_unknown_questions,
     near_unknown_topics,
     normalize_question,
+    owner_name,
     self_unknown_questions,
     topic_info,
     unknown_phrasings,
@@ -409,22 +410,63 @@ _FAVOURITE_CUES = {"favourite", "favorite", "fave", "fav", "favourites", "favori
 
 def asks_unknown_favourite(question: str, topics: Iterable[str]) -> bool:
     """Whether the question asks for a favourite the profile does not hold: "Who's my favourite footballer?" with a
-    favourite football club known, "What's my favourite Radiohead album?" with the band known. The head noun of the
-    words after "favourite" decides; a favourite the words cannot place ("my favourite thing to do") is not one."""
-    known: set[str] = set()
+    favourite football club known, "What's my favourite Radiohead album?" with the band known, "What's my partner's
+    favourite film?" with only the user's own favourite film known. The head noun of the words after "favourite"
+    decides, for the owner the words before it name (the user's, or a person's or pet's); a favourite the words
+    cannot place ("my favourite thing to do") is not one."""
+    known: dict[str | None, set[str]] = {}
     for topic in topics:
-        words = normalize(topic_key(topic)).split()
-        if words and words[0] in _FAVOURITE_CUES:
-            for w in words[1:]:
-                known.update({w, *_SYNONYMS.get(w, ())})
+        key = topic_key(topic)
+        words = normalize(key).split()
+        cue = next((j for j, w in enumerate(words) if w in _FAVOURITE_CUES), None)
+        if cue is None:
+            continue
+        nouns = known.setdefault(_favourite_owner(key, words, cue, ()), set())
+        for w in words[cue + 1 :]:
+            nouns.update({w, *_SYNONYMS.get(w, ())})
+    owners = {o for o in known if o is not None}
     words = [w[:-1] if w.endswith("s") and w[:-1] in _FAVOURITE_NOUNS else w for w in normalize(question).split()]
     for i, w in enumerate(words):
         if w not in _FAVOURITE_CUES:
             continue
-        heads = [x for x in words[i + 1 : i + 4] if x in _FAVOURITE_NOUNS or x in known]
-        if heads and heads[-1] not in known and heads[-1] in _FAVOURITE_NOUNS:
+        if i and words[i - 1] in _THIRD_PERSON:
+            # "I'm cooking for my aunt: what's her favourite food?" names its owner elsewhere: any owner's favourite
+            # keeps it with the adapter.
+            nouns = set().union(*known.values()) if known else set()
+        else:
+            nouns = known.get(_favourite_owner(question.lower(), words, i, owners), set())
+        heads = [x for x in words[i + 1 : i + 4] if x in _FAVOURITE_NOUNS or x in nouns]
+        if heads and heads[-1] not in nouns and heads[-1] in _FAVOURITE_NOUNS:
             return True
     return False
+
+
+_THIRD_PERSON = {"her", "his", "their", "its"}
+
+
+def _favourite_owner(text: str, words: Sequence[str], cue: int, owners: Iterable[str]) -> str | None:
+    """Whose favourite ``words[cue]`` is: the last word of a possessive right before it ("aunt" in "my aunt's
+    favourite food", "friend" in "best friend's", one word for a topic and a question alike), with mum/mother and
+    wife/partner one owner, and a word one edit from one of ``owners`` (a typo) that owner; a possessive written
+    without its apostrophe ("my aunts favourite") only when it is one of ``owners``; else None, the user's own ("my
+    favourite film", "what's your favourite ...")."""
+    if not cue:
+        return None
+    before = words[cue - 1]
+    if len(before) < 4:
+        return None
+    # "friendss": a typo doubling the possessive's s; "auntd": one for it ("aunt'd").
+    stem = before[:-1].rstrip("s") if before.endswith("s") else before[:-1]
+    owner = owner_name(stem)
+    if owner not in owners:
+        # A typo in a known owner ("my couin's favourite food") is still that owner's favourite.
+        owner = next((o for o in sorted(owners) if one_edit_apart(stem, o)), owner)
+    if owner in owners:
+        return owner
+    if not before.endswith("s"):
+        return None
+    apostrophe = re.search(rf"(?<![a-z]){re.escape(stem)}s?['\u2019]s\s+(?:{'|'.join(_FAVOURITE_CUES)})\b", text)
+    return owner if apostrophe else None
 
 
 def profile_names(profile: Profile) -> dict[str, tuple[str, ...]]:

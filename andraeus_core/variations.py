@@ -1154,6 +1154,11 @@ _OWNER_SYNONYMS = {
 }  # fmt: skip
 
 
+def owner_name(word: str) -> str:
+    """The one name several words for the same owner share: "mum" -> "mother", "wife" -> "partner"."""
+    return _OWNER_SYNONYMS.get(word, word)
+
+
 def _owner_and_attribute(topic: str) -> tuple[str | None, str]:
     """ "dog's name" -> ("dog", "name"); "partner's birthday" -> ("partner", "birthday"); "car" -> (None, "car")."""
     key = topic_key(topic)
@@ -1356,12 +1361,21 @@ def asks_unknown_attribute(
     ]
     asks_who = any(w in _NAME_CUES for w in words)
     asks_name = asks_who and not any(w in _OTHER_NAME_CUES for w in words)
+    # A known value the question states is not asked for: "school" in "Is my aunt's job primary school teacher?".
+    text = f" {' '.join(raw)} "
+    stated = {
+        w
+        for values in (names or {}).values()
+        for v in values
+        if f" {normalize(v)} " in text
+        for w in normalize(v).split()
+    }
     for i in range(len(words)):
         # An owner is a word, or two (a "best friend"), or a known name; its attribute is asked within a few words
         # ("my wife's job", "how old is Fulger"): further away it is usually someone else's ("my wife wants to book
         # ... on my birthday").
         owner = owners.get(words[i]) or owners.get(" ".join(words[i : i + 2]))
-        if owner is None:
+        if owner is None or (words[i] in stated and words[i] not in named):  # "teacher" in a job's value
             continue
         # A word for a person or thing is the user's only after "my" ("my late wife", "our car"), or in front of a
         # terse question ("Wife's birthday?"): "How long do horses live?" asks about horses. A name is someone's own.
@@ -1377,12 +1391,12 @@ def asks_unknown_attribute(
             return True
         if asks_name and _is_known(forms, f"{owner}'s name"):
             continue
-        near = set(words[max(0, i - _ATTRIBUTE_WINDOW) : i + _ATTRIBUTE_WINDOW + 2])
+        near = set(words[max(0, i - _ATTRIBUTE_WINDOW) : i + _ATTRIBUTE_WINDOW + 2]) - stated
         for attribute, cues in _ATTRIBUTE_CUES.items():
             if near.intersection(cues) and not _is_known(forms, f"{owner}'s {attribute}"):
                 return True
         if raw[i] != words[i]:  # a possessive: "wife's" normalised to "wifes", its "s" stripped
-            after = set(words[i + 1 : i + 1 + _ATTRIBUTE_WINDOW])
+            after = set(words[i + 1 : i + 1 + _ATTRIBUTE_WINDOW]) - stated
             for key, cues in own_topics.items():
                 if cues and cues <= after and key != owner and not _is_known(forms, f"{owner}'s {key}"):
                     return True

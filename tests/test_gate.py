@@ -360,6 +360,51 @@ def test_no_generated_phrasing_of_a_known_fact_is_a_near_miss_or_loses_its_shiel
     assert [q for q in known if names_known_subject(q, keywords) and not gate.names_known_subject(q)] == []
 
 
+def test_a_profile_of_many_peoples_facts_keeps_every_known_phrasing_and_finds_their_near_misses() -> None:
+    """bench/capacity.py's profile: favourites and jobs of relatives and acquaintances. Until 2026-12-05 every
+    phrasing of "aunt's favourite food" was a near miss (a favourite the user's own favourites lack), so the gate
+    declined known facts: 85 of 100 held-out questions right at 25 facts against 95 for the adapter alone."""
+    full = load_profile(ROOT / "bench" / "data" / "capacity_profile.yaml")
+    profile = full.model_copy(update={"facts": full.facts[:50]})
+    gate = _word_gate(profile)
+    dataset = build_dataset(profile, per_fact=40)
+    known = [e.question for e in [*dataset.train, *dataset.heldout] if e.meta.kind in ("fact", "reverse", "identity")]
+    assert len(known) >= 2000
+    assert [q for q in known if gate.near_miss(q)] == []
+    # a known value's words are not the attribute asked for: "school" and "teacher" in the aunt's job
+    assert not gate.near_miss("Is my aunt's job primary school teacher?")
+    # ... while the same favourite of someone else, or an unknown attribute of a known person, is still found
+    for question in (
+        "What's my nephew's favourite food?",
+        "What's my partner's favourite movie?",  # only the user's own favourite movie is known
+        "What's my sister's birthday?",
+    ):
+        assert gate.near_miss(question), question
+
+
+@pytest.mark.parametrize(
+    ("question", "unknown"),
+    [
+        ("What's my aunt's favourite food?", False),
+        ("whats my aunts favourite food", False),
+        ("What's my auntt's favourite food?", False),  # a typo in a known owner
+        ("What's my couin's favourite food?", True),  # the cousin's job is known, no favourite of theirs
+        ("What di I tell you my aunt'd favourite food is?", False),
+        ("What's my best friend's favourite food?", False),
+        ("What's my mum's favourite food?", False),  # the mother's, under another word
+        ("I'm cooking for my aunt tonight. What's her favourite food?", False),
+        ("What's my favourite film?", False),
+        ("What's my favourite food?", True),  # the aunt's is known, the user's is not
+        ("What's my partner's favourite film?", True),  # the user's is known, the partner's is not
+        ("What's my sister's favourite food?", True),
+    ],
+)
+def test_a_favourite_is_known_only_for_its_owner(question: str, unknown: bool) -> None:
+    topics = ["aunt's favourite food", "best friend's favourite food", "mother's favourite food", "favourite film",
+              "sister's name", "cousin's job"]  # fmt: skip
+    assert asks_unknown_favourite(question, topics) is unknown
+
+
 @pytest.mark.parametrize(
     ("question", "unknown"),
     [
