@@ -50,6 +50,20 @@ def cpu_has_bf16() -> bool:
     return any(bool(check()) for check in checks if callable(check))
 
 
+def cpu_bf16_kind() -> str | None:
+    """How this CPU computes bfloat16, as torch's CPU capability checks report: ``"amx"`` (matrix tiles, e.g. Intel
+    Sapphire Rapids), ``"avx512-bf16"`` (vector dot products only, e.g. AMD Zen 4), or None (not natively)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return None
+    for kind, name in (("amx", "_is_amx_tile_supported"), ("avx512-bf16", "_is_avx512_bf16_supported")):
+        check = getattr(torch.cpu, name, None)
+        if callable(check) and check():
+            return kind
+    return None
+
+
 #: The dtype base models are loaded in on CPU to answer (chat, API, evaluation): ``float32`` (the default),
 #: ``bfloat16``, or ``auto`` (bfloat16 where the CPU computes it natively, else float32).
 CPU_DTYPE_ENV = "ANDRAEUS_CPU_DTYPE"

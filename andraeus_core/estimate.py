@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .adapter import Adapter
-from .config import TrainConfig, andraeus_home
+from .config import TrainConfig, andraeus_home, cpu_bf16_kind
 from .dataset import tokenize_example
 from .errors import ConfigError, ModelLoadError, ModelNotAvailableError
 from .fsutil import atomic_write
@@ -44,6 +44,12 @@ _DEFAULT_PARAM_TOKENS_PER_S = {"cpu": 6.2e10, "cuda": 3e13}
 _RANK_COST = {"cpu": 0.0042, "cuda": 0.001}
 #: bf16 vs float32 training step on the dev machine's AMX CPU (the cpu preset's measurement, see TrainConfig.preset).
 _CPU_BF16_SPEEDUP = 1.45
+#: Speed of a CPU's training run (steps, guard answers, gate, probes alike) relative to the AMX CPU the defaults above
+#: were fitted on, by how the CPU computes bf16 (:func:`~.config.cpu_bf16_kind`). AVX512-BF16 without AMX: a 2-core
+#: AMD EPYC (Zen 4), 2026-12-05, bench/capacity.py 25 facts at r=16 from an empty home: 243 tokens/s against 393
+#: assumed (0.62), preparing 54 s against 34 (0.63). A CPU without native bf16 trains in float32 (the 1.45 above);
+#: its speed relative to the AMX CPU's float32 was not measured and is taken as 1.
+_CPU_BF16_KIND_SPEED = {"amx": 1.0, "avx512-bf16": 0.62}
 #: The default model's guard answers average this share of GUARD_MAX_NEW_TOKENS (bench/capacity.py's profile: 58/64).
 _GUARD_ANSWER_SHARE = 0.9
 
@@ -98,6 +104,11 @@ class TrainEstimate(BaseModel):
     dtype: str = Field(
         "float32", description="The base weights' training dtype ('bfloat16' where the device computes it natively)."
     )
+    cpu_bf16: str | None = Field(
+        None,
+        description="On CPU: how it computes bf16 ('amx', 'avx512-bf16' or 'none'), which the default throughput "
+        "guess follows; None on a GPU.",
+    )
     gpu_cost_per_hour: float = Field(description="Price used for the cost figure (US dollars per hour).")
     cost_usd: float = Field(description="expected_seconds at gpu_cost_per_hour.")
 
@@ -107,7 +118,9 @@ class TrainEstimate(BaseModel):
         return (
             f"{self.train_examples} training examples ({self.heldout_examples} held out), "
             f"{self.tokens_per_epoch:,} tokens/epoch × {self.epochs} epochs = {self.steps} steps on {self.device} "
-            f"in {self.dtype} "
+            f"in {self.dtype}"
+            + (f" (bf16: {self.cpu_bf16})" if self.cpu_bf16 and self.dtype == "bfloat16" else "")
+            + " "
             f"with {self.base_model}; expected ~{_fmt_seconds(self.expected_seconds)} "
             + (
                 f"(~{_fmt_seconds(self.early_stop_seconds)} if the facts are learned by epoch {self.epochs - 1}) "
@@ -202,7 +215,14 @@ def _assumed_throughput(base_model: str, config: TrainConfig) -> tuple[float, bo
     guess *= _rank_factor(config.lora_r, device)
     if device == "cpu" and not use_bf16(config):
         guess /= _CPU_BF16_SPEEDUP  # the default was measured in bf16 (the cpu preset on an AMX CPU)
-    return guess, False
+    return guess * _cpu_speed(config), False
+
+
+def _cpu_speed(config: TrainConfig) -> float:
+    """This CPU's speed relative to the one the defaults were fitted on (1 on CUDA, or training in float32)."""
+    if device_type() != "cpu" or not use_bf16(config):
+        return 1.0
+    return _CPU_BF16_KIND_SPEED.get(cpu_bf16_kind() or "", 1.0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -234,11 +254,13 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
     scale = max(_param_count(base), 1e6) / 135e6
     cache = guard_cache_file(base, local=resolved.kind == "local", quantize=config.quantize)
     guards = uncached_guards(counts.guard_questions, cache) if counts.guard_questions else 0
-    prepare = phase.load_s * scale + guards * phase.guard_s * scale + counts.gate_questions * phase.gate_s * scale
+    # Answering guard questions, the gate's reading and the probes are forward passes: as fast as the CPU's steps.
+    compute = scale / (1.0 if calibrated else _cpu_speed(config))
+    prepare = phase.load_s * scale + guards * phase.guard_s * compute + counts.gate_questions * phase.gate_s * compute
     probes = 0.0
     if config.early_stop and config.epochs > 1:  # none after the last epoch
         probed = min(config.early_stop_probe_size, n)
-        probes = (config.epochs - 1) * probed * phase.probe_s * scale
+        probes = (config.epochs - 1) * probed * phase.probe_s * compute
     train = counts.tokens * config.epochs / max(tps, 1e-9)
     seconds = round(prepare + train + probes + phase.save_s, 1)
     # A run whose probe reads every phrasing learned stops early: the shipped 10-fact example did after epoch 2 of 3
@@ -260,6 +282,7 @@ def estimate(profile_or_dataset: Any, config: TrainConfig, *, tokenizer: Any = N
         probe_seconds=round(probes, 1),
         early_stop_seconds=early,
         dtype="4-bit" if config.quantize else "bfloat16" if use_bf16(config) else "float32",
+        cpu_bf16=(cpu_bf16_kind() or "none") if device == "cpu" else None,
         gpu_cost_per_hour=config.gpu_cost_per_hour,
         cost_usd=round(seconds / 3600 * config.gpu_cost_per_hour, 6),
     )

@@ -238,6 +238,35 @@ def test_estimate_models_the_phases_and_the_rank(tiny_model, isolated_home):
     )
 
 
+def test_the_default_guess_follows_how_the_cpu_computes_bf16(monkeypatch, isolated_home):
+    """Measured 2026-12-05: a CPU with AVX512-BF16 but no AMX trained at 0.62x the AMX CPU the default was fitted on;
+    the estimate shown before a first run there was 0.61x the measured time until the guess followed the CPU."""
+    from andraeus_core import estimate as est_mod
+    from andraeus_core.estimate import estimate, record_throughput
+
+    profile = tiny_profile()
+    config = tiny_config(bf16=True, early_stop=True, epochs=3, early_stop_probe_size=64)
+    monkeypatch.setattr(est_mod, "cpu_bf16_kind", lambda: "amx")
+    amx = estimate(profile, config)
+    monkeypatch.setattr(est_mod, "cpu_bf16_kind", lambda: "avx512-bf16")
+    zen = estimate(profile, config)
+    assert zen.tokens_per_second == pytest.approx(amx.tokens_per_second * 0.62, rel=0.01)
+    assert zen.probe_seconds == pytest.approx(amx.probe_seconds / 0.62, abs=0.1)  # rounded to 0.1 s
+    assert zen.prepare_seconds > amx.prepare_seconds and zen.expected_seconds > 1.5 * amx.expected_seconds
+    assert zen.cpu_bf16 == "avx512-bf16" and "(bf16: avx512-bf16)" in zen.summary()
+    # training in float32 (no bf16 asked) is not scaled by the bf16 kind
+    f32 = config.model_copy(update={"bf16": False})
+    assert estimate(profile, f32).tokens_per_second == pytest.approx(
+        amx.tokens_per_second / est_mod._CPU_BF16_SPEEDUP, rel=0.01
+    )
+    assert "bf16:" not in estimate(profile, f32).summary()
+    # a throughput measured on this machine wins over any guess
+    record_throughput("tiny-random", config, 100.0)
+    measured = estimate(profile, config)
+    assert measured.calibrated and measured.tokens_per_second == 100.0
+    assert measured.probe_seconds == pytest.approx(amx.probe_seconds, abs=0.1)
+
+
 def test_guard_answers_are_cached_on_disk(tiny_model, monkeypatch, isolated_home):
     probes = importlib.import_module("andraeus_core.probes")
 
