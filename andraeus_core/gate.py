@@ -55,6 +55,7 @@ from .variations import (
     asks_unknown_topic,
     catalog_unknown_topics,
     damerau_distance,
+    is_relation_word,
     named_unknown_questions,
     near_unknown_topics,
     normalize_question,
@@ -458,8 +459,9 @@ def _favourite_owner(text: str, words: Sequence[str], cue: int, owners: Iterable
     # "friendss": a typo doubling the possessive's s; "auntd": one for it ("aunt'd").
     stem = before[:-1].rstrip("s") if before.endswith("s") else before[:-1]
     owner = owner_name(stem)
-    if owner not in owners:
-        # A typo in a known owner ("my couin's favourite food") is still that owner's favourite.
+    if owner not in owners and not is_relation_word(stem):
+        # A typo in a known owner ("my couin's favourite food") is still that owner's favourite; another relation
+        # one letter away is someone else ("son" is not "sun", nor a "cat" a "rat").
         owner = next((o for o in sorted(owners) if one_edit_apart(stem, o)), owner)
     if owner in owners:
         return owner

@@ -1151,12 +1151,18 @@ _FAVOURITE_NEAR = ("drink", "dessert", "film", "song", "season", "flower", "book
 _OWNER_SYNONYMS = {
     "mum": "mother", "mom": "mother", "mummy": "mother", "dad": "father", "daddy": "father",
     "wife": "partner", "husband": "partner", "spouse": "partner", "girlfriend": "partner", "boyfriend": "partner",
+    "neighbor": "neighbour",
 }  # fmt: skip
 
 
 def owner_name(word: str) -> str:
     """The one name several words for the same owner share: "mum" -> "mother", "wife" -> "partner"."""
     return _OWNER_SYNONYMS.get(word, word)
+
+
+def is_relation_word(word: str) -> bool:
+    """Whether the word names a kind of person or pet of the user's ("sister", "landlord", "parrot")."""
+    return word in _RELATION_WORDS or word in _PETS
 
 
 def _owner_and_attribute(topic: str) -> tuple[str | None, str]:

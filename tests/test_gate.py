@@ -397,11 +397,14 @@ def test_a_profile_of_many_peoples_facts_keeps_every_known_phrasing_and_finds_th
         ("What's my favourite food?", True),  # the aunt's is known, the user's is not
         ("What's my partner's favourite film?", True),  # the user's is known, the partner's is not
         ("What's my sister's favourite food?", True),
+        ("What's my aunts favourite food?", False),
+        ("What's my grandpa's favourite food?", True),  # one letter from the known grandma, but another relation
+        ("What's my neighbor's favourite food?", False),  # a spelling of the known neighbour
     ],
 )
 def test_a_favourite_is_known_only_for_its_owner(question: str, unknown: bool) -> None:
     topics = ["aunt's favourite food", "best friend's favourite food", "mother's favourite food", "favourite film",
-              "sister's name", "cousin's job"]  # fmt: skip
+              "sister's name", "cousin's job", "grandma's favourite food", "neighbour's favourite food"]  # fmt: skip
     assert asks_unknown_favourite(question, topics) is unknown
 
 
