@@ -42,12 +42,7 @@ DEFAULT_GPU_COST_PER_HOUR = 11.058  # the seed's §8 price (an 8×H100 hour on a
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as torch's CPU capability checks report."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if callable(check))
+    return cpu_bf16_kind() is not None
 
 
 def cpu_bf16_kind() -> str | None:

@@ -456,8 +456,10 @@ def _favourite_owner(text: str, words: Sequence[str], cue: int, owners: Iterable
     before = words[cue - 1]
     if len(before) < 4:
         return None
-    # "friendss": a typo doubling the possessive's s; "auntd": one for it ("aunt'd").
-    stem = before[:-1].rstrip("s") if before.endswith("s") else before[:-1]
+    # "auntd": a typo for the possessive's s ("aunt'd"); "friendss": one doubling it, but "bosss" is "boss's".
+    stem = before[:-1]
+    if before.endswith("s") and stem.endswith("s") and not stem.endswith("ss"):
+        stem = stem[:-1]
     owner = owner_name(stem)
     if owner not in owners and not is_relation_word(stem):
         # A typo in a known owner ("my couin's favourite food") is still that owner's favourite; another relation

@@ -400,11 +400,14 @@ def test_a_profile_of_many_peoples_facts_keeps_every_known_phrasing_and_finds_th
         ("What's my aunts favourite food?", False),
         ("What's my grandpa's favourite food?", True),  # one letter from the known grandma, but another relation
         ("What's my neighbor's favourite food?", False),  # a spelling of the known neighbour
+        ("What's my boss's favourite colour?", False),  # an owner ending in s
+        ("What's my favourite colour?", True),  # the boss's colour is not the user's
     ],
 )
 def test_a_favourite_is_known_only_for_its_owner(question: str, unknown: bool) -> None:
     topics = ["aunt's favourite food", "best friend's favourite food", "mother's favourite food", "favourite film",
-              "sister's name", "cousin's job", "grandma's favourite food", "neighbour's favourite food"]  # fmt: skip
+              "sister's name", "cousin's job", "grandma's favourite food", "neighbour's favourite food",
+              "boss's favourite colour"]  # fmt: skip
     assert asks_unknown_favourite(question, topics) is unknown
 
 
