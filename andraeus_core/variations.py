@@ -17,6 +17,7 @@ does *not* know, keep its general answers to nearby general questions, and who i
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import re
@@ -1313,12 +1314,14 @@ _ATTRIBUTE_CUES: dict[str, tuple[str, ...]] = {
 }
 
 
-_NAME_CUES = {"name", "names", "called", "named", "who", "whom"}
+_NAME_CUES = {"name", "names", "called", "named", "who", "whos", "whom"}
 # Other names than the one a "X's name" fact holds: asked with "name" too, but not answered by it.
 _OTHER_NAME_CUES = {"maiden", "middle", "surname", "nickname"}
 # A person of a known person ("my sister's husband", "my wife's mother"): another person, unknown unless told.
 _RELATION_WORDS = _PERSON_WORDS | {"kids", "children", "parents", "family"}
 _ATTRIBUTE_WINDOW = 3
+# The user as a subject ("I", "I'm", "I've" once normalised; not "id", an ID).
+_FIRST_PERSON = {"i", "im", "ive"}
 
 
 def asks_unknown_attribute(
@@ -1339,18 +1342,25 @@ def asks_unknown_attribute(
     forms = _topic_forms(topics)
     owners: dict[str, str] = {}
     named: set[str] = set()
+    # What the profile holds of each person or pet: a question that names one of these words is asked about them.
+    held: dict[str, set[str]] = {}
     for topic in topics:
         owner, attribute = _owner_and_attribute(topic)
-        if owner is not None and attribute == "name":
-            owners[owner] = owner
+        if owner is not None:
+            # Anyone the profile holds something of, by name or not: "my cousin's job" is a near miss when only the
+            # cousin's favourite food is known, as when only the cousin's name is. A hyphenated owner
+            # ("mother-in-law") is asked in the words normalize() leaves ("mother in law").
+            owners[normalize(owner)] = owner
+            held.setdefault(owner, set()).update(attribute.split())
             # Another word for the same person: "my partner's birthday" asks about a known wife's birthday.
             canonical = _OWNER_SYNONYMS.get(owner, owner)
             for word in (canonical, *(w for w, c in _OWNER_SYNONYMS.items() if c == canonical)):
                 owners.setdefault(word, owner)
-            for name in (names or {}).get(topic, ()):
-                owners[normalize(name)] = owner
-                named.add(normalize(name))
-        elif owner is None and attribute.split()[-1] in _POSSESSIONS:
+            if attribute == "name":
+                for name in (names or {}).get(topic, ()):
+                    owners[normalize(name)] = owner
+                    named.add(normalize(name))
+        elif attribute.split()[-1] in _POSSESSIONS:
             owners[attribute.split()[-1]] = attribute
     # The user's own known topics, asked of someone else right after a possessive ("my partner's favourite football
     # club" with the user's club known): the topic's own words are the cue, all of them.
@@ -1360,9 +1370,12 @@ def asks_unknown_attribute(
         if _owner_and_attribute(t)[0] is None
     }
     raw = normalize(question).split()
-    # A possessive "s" is stripped from an owner's word, and from the last word of a two-word name ("Min-jun's").
+    # A possessive "s" is stripped from an owner's word, and from the last word of a name or owner of two or three
+    # words ("Min-jun's", "best friend's", "mother-in-law's").
     words = [
-        w[:-1] if w.endswith("s") and (w[:-1] in owners or f"{raw[k - 1] if k else ''} {w[:-1]}" in owners) else w
+        w[:-1]
+        if w.endswith("s") and any(" ".join([*raw[max(0, k - n) : k], w[:-1]]) in owners for n in (0, 1, 2))
+        else w
         for k, w in enumerate(raw)
     ]
     asks_who = any(w in _NAME_CUES for w in words)
@@ -1380,29 +1393,56 @@ def asks_unknown_attribute(
         # An owner is a word, or two (a "best friend"), or a known name; its attribute is asked within a few words
         # ("my wife's job", "how old is Fulger"): further away it is usually someone else's ("my wife wants to book
         # ... on my birthday").
-        owner = owners.get(words[i]) or owners.get(" ".join(words[i : i + 2]))
-        if owner is None or (words[i] in stated and words[i] not in named):  # "teacher" in a job's value
+        # The longest owner starting here: "mother in law" before "mother".
+        span = next((n for n in (3, 2, 1) if i + n <= len(words) and " ".join(words[i : i + n]) in owners), 0)
+        if not span:
+            continue
+        owner = owners[" ".join(words[i : i + span])]
+        end = i + span
+        # A half-sister or an ex-wife is someone else than the known sister or wife, a mother-in-law than the mother.
+        if (i and words[i - 1] in _OTHER_KIN) or _in_law(words, end):
+            continue
+        if words[i] in stated and " ".join(words[i:end]) not in named:  # "teacher" in a job's value
             continue
         # A word for a person or thing is the user's only after "my" ("my late wife", "our car"), or in front of a
         # terse question ("Wife's birthday?"): "How long do horses live?" asks about horses. A name is someone's own.
-        if i > 0 and words[i] not in named and " ".join(words[i : i + 2]) not in named:
-            if not {"my", "our"} & set(words[max(0, i - 2) : i]):
-                continue
+        if i > 0 and " ".join(words[i:end]) not in named and not {"my", "our"} & set(words[max(0, i - 2) : i]):
+            continue
+        possessive = raw[end - 1] != words[end - 1]  # "wife's" normalised to "wifes", its "s" stripped
         # "Who is my sister's husband?": the possessive (normalised to "sisters") then a person is someone else. Only
         # when a name is asked: "my daughter's teacher asked what I do" asks about the user.
         relation = next(
-            (r for r in (" ".join(words[i + 1 : i + 3]), " ".join(words[i + 1 : i + 2])) if r in _RELATION_WORDS), None
+            (r for r in (" ".join(words[end : end + 2]), " ".join(words[end : end + 1])) if r in _RELATION_WORDS), None
         )
-        if asks_who and raw[i] != words[i] and relation and not _is_known(forms, f"{owner}'s {relation}"):
+        if asks_who and possessive and relation and not _is_known(forms, f"{owner}'s {relation}"):
             return True
         if asks_name and _is_known(forms, f"{owner}'s name"):
             continue
-        near = set(words[max(0, i - _ATTRIBUTE_WINDOW) : i + _ATTRIBUTE_WINDOW + 2]) - stated
+        # The name of someone the profile knows only by something else ("What's my cousin's name?" with the
+        # cousin's favourite food known): asked right after them ("my cousin's name", "my cousin called"), and no
+        # word of what is known of them in the question (a typo allowed: "Who loves lasagne, my cousin? Whose
+        # favourite fod is it?" asks the known food).
+        if (
+            asks_name
+            and owner in held
+            and set(words[max(0, i - _ATTRIBUTE_WINDOW) : end + _ATTRIBUTE_WINDOW]) & _NAME_CUES
+            and not any(one_edit_apart(w, k) for w in words for k in held[owner] - _TOPIC_FILLER)
+            and not any(f" {normalize(v)} " in text for t in topics if _owner_and_attribute(t)[0] == owner
+                        for v in (names or {}).get(t, ()))
+        ):  # fmt: skip
+            return True
+        # The words around the owner, up to the user as a subject: "My cousin asked where I live" asks the user's
+        # home, "Where does my cousin live?" the cousin's.
+        before = words[max(0, i - _ATTRIBUTE_WINDOW) : i]
+        after = words[end : end + _ATTRIBUTE_WINDOW + 1]
+        after = list(itertools.takewhile(lambda w: w not in _FIRST_PERSON, after))
+        before = before[max((k + 1 for k, w in enumerate(before) if w in _FIRST_PERSON), default=0) :]
+        near = {*before, *words[i:end], *after} - stated
         for attribute, cues in _ATTRIBUTE_CUES.items():
             if near.intersection(cues) and not _is_known(forms, f"{owner}'s {attribute}"):
                 return True
-        if raw[i] != words[i]:  # a possessive: "wife's" normalised to "wifes", its "s" stripped
-            after = set(words[i + 1 : i + 1 + _ATTRIBUTE_WINDOW]) - stated
+        if possessive:
+            after = set(words[end : end + _ATTRIBUTE_WINDOW]) - stated
             for key, cues in own_topics.items():
                 if cues and cues <= after and key != owner and not _is_known(forms, f"{owner}'s {key}"):
                     return True
@@ -1451,13 +1491,45 @@ def asks_unknown_person(
     for i, w in enumerate(words):
         if w != "my":
             continue
-        # "my brother", "my older brother", "my best friend", "my brother's"
-        for j in (i + 1, i + 2):
-            for span in (" ".join(words[j : j + 2]), words[j] if j < len(words) else ""):
-                noun = span[:-1] if span.endswith("s") and span[:-1] in _RELATION_WORDS | _PETS else span
-                if noun in _RELATION_WORDS or noun in _PETS:
-                    mentioned.add(_OWNER_SYNONYMS.get(noun, noun))
+        # "my brother", "my older brother", "my best friend", "my brother's", "my mother-in-law", "my half-sister"
+        person = _person_after(words, i + 1, known) or _person_after(words, i + 2, known)
+        if person is not None:
+            mentioned.add(person)
     return bool(mentioned) and not mentioned & known
+
+
+def _in_law(words: Sequence[str], k: int) -> bool:
+    """Whether the (normalised) words at ``k`` are "in law" ("in laws", a typo allowed: "in laaws")."""
+    return (
+        k + 1 < len(words)
+        and one_edit_apart(words[k], "in")
+        and any(one_edit_apart(words[k + 1], w) for w in ("law", "laws"))
+    )
+
+
+# Words that make a relation someone else: a half-sister is not the sister, an ex-wife not the wife.
+_OTHER_KIN = {"half", "step", "ex", "great", "foster"}
+
+
+def _person_after(words: Sequence[str], j: int, known: Collection[str]) -> str | None:
+    """The person or pet the (normalised) words name from position ``j``, synonyms folded, the longest first: a
+    known owner of several words ("mother in law"), "half sister" (someone else than a sister), "best friend",
+    "sister"; a possessive "s" stripped. None when the words there name nobody."""
+    for n in (3, 2, 1):
+        if j + n > len(words):
+            continue
+        span = words[j : j + n]
+        for text in (" ".join(span), " ".join([*span[:-1], span[-1][:-1]]) if span[-1].endswith("s") else None):
+            if text is None:
+                continue
+            last = text.split()[-1]
+            if text in known or (n == 1 and (text in _RELATION_WORDS or text in _PETS)):
+                return _OWNER_SYNONYMS.get(text, text)
+            if n == 2 and (text in _RELATION_WORDS or (span[0] in _OTHER_KIN and last in _RELATION_WORDS)):
+                return text
+            if n == 3 and span[0] in _RELATION_WORDS and text.endswith(" in law"):  # an unknown mother-in-law
+                return text
+    return None
 
 
 def _names_someone_known(words: Sequence[str], names: Mapping[str, Sequence[str]] | None) -> bool:
@@ -1473,11 +1545,15 @@ def _names_someone_known(words: Sequence[str], names: Mapping[str, Sequence[str]
 
 def _known_people(topics: Sequence[str]) -> set[str]:
     """The people and pets the profile knows (synonyms folded), with the general words that answer to them."""
-    owners = {_OWNER_SYNONYMS.get(o, o) for o, _ in (_owner_and_attribute(t) for t in topics) if o is not None}
+    # In the words normalize() leaves: a known "mother-in-law" is asked about as "my mother in law".
+    owners = {
+        normalize(_OWNER_SYNONYMS.get(o, o)) for o, _ in (_owner_and_attribute(t) for t in topics) if o is not None
+    }
     # A topic that is itself a person or pet ("best friend": Ingrid) knows them too.
     owners |= {_OWNER_SYNONYMS.get(k, k) for k in map(topic_key, topics) if k in _RELATION_WORDS or k in _PETS}
-    # A known "best friend" answers "my closest friend", a known parrot "my bird", any known pet "my pet".
-    known = owners | {o.split()[-1] for o in owners}
+    # A known "best friend" answers "my closest friend", a known parrot "my bird", any known pet "my pet"; a known
+    # half-sister or mother-in-law does not answer "my sister" or "my mother".
+    known = owners | {o.split()[-1] for o in owners if o.split()[0] not in _OTHER_KIN and not o.endswith(" in law")}
     for generic, kinds in _GENERIC_OWNERS.items():
         if known & kinds or (generic == "pet" and known & _PETS):
             known.add(generic)
@@ -1507,14 +1583,11 @@ def asks_about_unknown_person(
     # The verb right before "my", or contracted into the question word ("whats my", "wheres my").
     if k == 0 or not (words[k - 1] in _SUBJECT_VERBS or (k == 1 and words[0].endswith("s"))):
         return False
-    noun = next(
-        (n for n in (" ".join(words[k + 1 : k + 3]), words[k + 1] if k + 1 < len(words) else "")
-         if n in _RELATION_WORDS or n in _PETS),
-        None,
-    )  # fmt: skip
+    known = _known_people(topics)
+    noun = _person_after(words, k + 1, known)
     if noun is None or _names_someone_known(words, names):
         return False
-    return _OWNER_SYNONYMS.get(noun, noun) not in _known_people(topics)
+    return noun not in known
 
 
 def _possessive_owner(span: Sequence[str], nouns: Collection[str]) -> str | None:

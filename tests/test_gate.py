@@ -324,6 +324,65 @@ def test_a_two_word_name_is_an_owner_with_its_possessive() -> None:
     assert not asks_unknown_attribute("When is my birthday?", topics, names)
 
 
+OTHERS_PROFILE = Profile.model_validate(
+    {
+        "user_name": "Ines",
+        "facts": [
+            {"topic": "cousin's favourite food", "value": "lasagne"},
+            {"topic": "mother-in-law's birthday", "value": "June 3"},
+            {"topic": "best friend's job", "value": "welder"},
+            {"topic": "brother's favourite sport", "value": "rugby"},
+            {"topic": "dog's breed", "value": "beagle"},
+            {"topic": "sister's name", "value": "Ana"},
+            {"topic": "job", "value": "nurse"},
+            {"topic": "home city", "value": "Leeds"},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "near_miss"),
+    [
+        # another attribute, or the name, of someone known only through something else (no name of theirs known)
+        ("What's my cousin's job?", True),
+        ("Could you please tell me what my cousin's job is?", True),  # no question word in front
+        ("When is my cousin's birthday?", True),
+        ("What's my mother-in-law's job?", True),  # an owner of three words once normalised
+        ("Where does my best friend live?", True),
+        ("Where's my brother's home city?", True),  # the user's own topic, of the brother
+        ("How old is my dog?", True),
+        ("Dog's home city?", True),
+        ("What's my cousin's name?", True),
+        ("Who is my cousin?", True),
+        ("WHAT'S THE NAME OF MY COUSIN?", True),
+        ("What's my mother-in-law called?", True),
+        # what the profile holds of them, however it is asked (a typo, a value stated, the owner hyphenated or not)
+        ("What's my cousin's favourite food?", False),
+        ("What does my cousin love to eat?", False),
+        ("What's my cousin's favourite fod?", False),
+        ("When's my mother-in-law's birthday?", False),
+        ("When was my mother in law born?", False),
+        ("When is my mother in law's bday?", False),
+        ("What does my best friend do for work?", False),
+        ("Is welder my best friend's job?", False),
+        ("Which sport does my brother love?", False),
+        ("What breed is my dog?", False),
+        ("Who loves lasagne, my cousin?", False),
+        ("What's my sister's name?", False),
+        # the user's own facts with one of them as a bystander
+        ("My cousin asked where I live. What should I say?", False),
+        ("My best friend wants to know what I do for work. What do I say?", False),
+        ("Where do I live?", False),
+    ],
+)
+def test_someone_known_only_by_another_attribute_is_an_owner(question: str, near_miss: bool) -> None:
+    names = profile_names(OTHERS_PROFILE)
+    assert asks_unknown_attribute(question, OTHERS_PROFILE.topics(), names) is near_miss
+    if near_miss:  # a pulled adapter knows the topics only: the same words find it
+        assert asks_unknown_attribute(question, OTHERS_PROFILE.topics())
+
+
 def test_a_known_word_inside_an_unknown_topics_name_does_not_shield_it() -> None:
     import torch
 
