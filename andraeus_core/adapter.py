@@ -41,7 +41,7 @@ from .errors import AdapterError, ConfigError
 from .fsutil import PRIVATE_FILE_MODE, atomic_write, publish_dir, safe_name
 from .gate import Gate, GateMeta, profile_names, subject_keywords
 from .models import LoadedModel
-from .profile import Profile
+from .profile import Fact, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +328,12 @@ class AdapterPrivate(BaseModel):
     system_prompt: str | None = Field(None, description="The system prompt the adapter was trained with.")
     profile: Profile | None = Field(
         None, description="The profile trained on (None when trained from chat examples, which carry none)."
+    )
+    former_facts: list[Fact] = Field(
+        default_factory=list,
+        description="Facts an earlier version held and this one does not (a changed fact's old value, a removed "
+        "fact), since the lineage was last trained from scratch: their values are still in the weights, so every "
+        "later update rehearses that they are gone.",
     )
 
     @classmethod

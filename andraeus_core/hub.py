@@ -265,6 +265,10 @@ def _private_strings(adapter: Adapter, include_user_name: bool) -> list[tuple[st
     for index, fact in enumerate(profile.facts):
         found.append((f"facts[{index}].value", fact.value))
         found.extend((f"facts[{index}].aliases[{j}]", alias) for j, alias in enumerate(fact.aliases))
+    # The values earlier versions held (the old dog's name) are as private as the current ones.
+    for index, fact in enumerate(adapter.private.former_facts):
+        found.append((f"former_facts[{index}].value", fact.value))
+        found.extend((f"former_facts[{index}].aliases[{j}]", alias) for j, alias in enumerate(fact.aliases))
     # Values shorter than 3 characters ("2", "NY") would match the card's own text by chance and reveal little.
     return [(name, text.strip()) for name, text in found if text and len(text.strip()) >= MIN_SECRET_CHARS]
 

@@ -285,7 +285,12 @@ def train(
         **(lineage_fields(parent, diff, "full" if full else "update") if parent is not None else {"method": "train"}),
     )
     # A ChatDataset does not carry its profile; private.json then holds only the system prompt.
-    private = AdapterPrivate(system_prompt=dataset.system_prompt, profile=None if is_chat_dataset(source) else source)
+    private = AdapterPrivate(
+        system_prompt=dataset.system_prompt,
+        profile=None if is_chat_dataset(source) else source,
+        # What the lineage no longer holds but these weights learnt (an update's only: a retrain starts afresh).
+        former_facts=plan.former_facts if plan is not None else [],
+    )
     adapter = Adapter.write(target, trainer.model, meta, private, dataset.heldout, gate)
     shutil.rmtree(run_dir, ignore_errors=True)
     emit("done", "adapter written", step=state.global_step, total_steps=state.max_steps)

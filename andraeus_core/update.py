@@ -264,11 +264,14 @@ class UpdatePlan:
         diff: what changed.
         dataset: the update's training examples and the new adapter's held-out split.
         gate_dataset: the whole new profile's examples (and the removed facts' negatives), to fit the gate on.
+        former_facts: the facts the lineage no longer holds, this update's changes included (the new adapter's
+            ``private.json`` keeps them for the updates after it: :func:`former_facts`).
     """
 
     diff: ProfileDiff
     dataset: ChatDataset
     gate_dataset: ChatDataset
+    former_facts: list[Fact] = field(default_factory=list)
 
 
 def parent_heldout_examples(parent: Adapter) -> list[ChatExample]:
@@ -339,7 +342,10 @@ def build_update_dataset(
         typo_augment=config.typo_augment,
     )
     system = full.system_prompt
-    rng = random.Random(f"{config.seed}\x1fupdate")
+    # The draw changes with the version made: each update of a lineage replays another sample of the unchanged
+    # facts' phrasings, so successive updates rehearse all of them between them, not the same 40% every time (the
+    # phrasings never replayed are the ones that drift).
+    rng = random.Random(f"{config.seed}\x1fupdate\x1f{parent.meta.version + 1}")
     retrained = diff.retrained_topics()
     unchanged = set(diff.unchanged) | {c.topic for c in diff.of_kind("aliases")}
     is_fact = ("fact", "reverse")
@@ -378,10 +384,20 @@ def build_update_dataset(
                 ChatExample(messages=[*messages, {"role": "assistant", "content": rng.choice(p.answers)}], meta=meta)
             )
     forget_train: list[ChatExample] = []
-    # A topic an earlier update removed: its value was trained into the ancestors' weights, which this update starts
-    # from, so a sample of its "I don't know" questions is replayed like an unchanged fact (else later updates let
-    # the old answer back). Lineage holds topics only, so the old value's reversed questions cannot be rebuilt.
+    # What earlier updates changed or removed: the old values were trained into the ancestors' weights, which this
+    # update starts from, so a sample of their negatives is replayed like an unchanged fact (else later updates let
+    # the old answer back: bench/update.py's "Who is Buddy?" -> "That's your dog." again after five updates). The
+    # parent's private.json holds the old facts; a parent from before it did, only the removed topics (lineage).
+    earlier = [f for f in parent.private.former_facts if _still_gone(f, profile)]
+    for fact in earlier:
+        held_now = profile.fact(fact.topic, fact.owner) is not None
+        questions = old_value_questions(fact) if held_now else removed_fact_questions(fact, seed=config.seed)
+        replay = [_negative_example(system, n, "train") for n in questions]
+        forget_train += _sample(replay, replay_share, rng, minimum=2)
+    replayed = {same_topic_key(f.topic) for f in earlier}
     for topic in earlier_removed_topics(parent, profile):
+        if same_topic_key(topic) in replayed:
+            continue
         replay = [_negative_example(system, n, "train") for n in removed_topic_questions(topic, seed=config.seed)]
         forget_train += _sample(replay, replay_share, rng, minimum=2)
     by_topic: dict[str, list[Negative]] = {}
@@ -405,7 +421,27 @@ def build_update_dataset(
     common = {"system_prompt": system, "profile_hash": full.profile_hash, "topics": full.topics, "seed": config.seed}
     dataset = ChatDataset(train=train, heldout=heldout, **common)
     gate_dataset = ChatDataset(train=[*full.train, *forget_train], heldout=heldout, **common)
-    return UpdatePlan(diff=diff, dataset=dataset, gate_dataset=gate_dataset)
+    return UpdatePlan(
+        diff=diff, dataset=dataset, gate_dataset=gate_dataset, former_facts=former_facts(parent, profile, diff)
+    )
+
+
+def _still_gone(fact: Fact, profile: Profile) -> bool:
+    """Whether ``profile`` no longer holds this fact's value: its topic is gone, or holds another value."""
+    now = profile.fact(fact.topic, fact.owner)
+    return now is None or fact.value.casefold() not in {v.casefold() for v in (now.value, *now.aliases)}
+
+
+def former_facts(parent: Adapter, profile: Profile, diff: ProfileDiff) -> list[Fact]:
+    """The facts the lineage no longer holds after this update, for the new adapter's ``private.json``: the
+    parent's own (those the new profile does not hold again) and this update's removed facts and changed facts'
+    old values, one per topic and value. Private data: it stays with the adapter and goes when it is deleted."""
+    out: dict[tuple[str, str | None, str], Fact] = {}
+    olds = [c.old for c in diff.changes if c.kind in ("removed", "changed") and c.old is not None]
+    for fact in [*parent.private.former_facts, *olds]:
+        if _still_gone(fact, profile):
+            out.setdefault((same_topic_key(fact.topic), fact.owner, fact.value.casefold()), fact)
+    return list(out.values())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -469,6 +505,7 @@ def history(adapter: Adapter) -> list[LineageEntry]:
 __all__ = [
     "FORGET_HELDOUT_SHARE",
     "REPLAY_SHARE",
+    "former_facts",
     "UPDATE_EPOCHS",
     "UPDATE_LEARNING_RATE",
     "FactChange",

@@ -250,6 +250,58 @@ def test_a_later_update_replays_a_topic_an_earlier_update_removed(tmp_path, make
     assert all(e.meta.kind != "unknown" for e in again.dataset.train if e.meta.topic == "employer")
 
 
+def test_later_updates_keep_rehearsing_old_values_and_removed_facts_from_the_private_profile(tmp_path, make_adapter):
+    """bench/update.py, 2026-12-05: after five updates that only changed the favourite colour, "Who is Buddy?" (the
+    dog's name two versions back) was "That's your dog." again: the old value's negatives were trained in v2 only.
+    Now each update records the facts the lineage no longer holds in private.json and every later update replays a
+    sample of their negatives, values included; a value the profile holds again is not one."""
+    from andraeus_core.adapter import AdapterPrivate
+    from andraeus_core.hub import _private_strings
+
+    v1 = Adapter.load(make_adapter(tmp_path / "v1", config=tiny_update_config()))
+    plan2 = build_update_dataset(v1, Profile.model_validate(NEW_PROFILE), update_config(v1))
+    assert {(f.topic, f.value) for f in plan2.former_facts} == {("dog's name", "Buddy"), ("employer", "Cedar Labs")}
+
+    lineage = [{"version": 1, "method": "train", "changes": []}]
+    changes = [{"kind": "removed", "topic": "employer"}, {"kind": "changed", "topic": "dog's name"}]
+    v2_dir = make_adapter(
+        tmp_path / "v2",
+        profile=NEW_PROFILE,
+        config=tiny_update_config(),
+        version=2,
+        method="update",
+        changes=changes,
+        lineage=lineage,
+    )
+    private = AdapterPrivate.load(v2_dir)
+    private.former_facts = plan2.former_facts
+    private.save(v2_dir)
+    v2 = Adapter.load(v2_dir)
+    assert "Buddy" in dict(_private_strings(v2, include_user_name=False)).values()  # never uploaded either
+
+    v3_profile = copy.deepcopy(NEW_PROFILE)
+    v3_profile["facts"][3]["value"] = "Olive"
+    plan3 = build_update_dataset(v2, Profile.model_validate(v3_profile), update_config(v2))
+    assert plan3.diff.summary() == "1 changed, 3 unchanged"
+    buddy = [e for e in plan3.dataset.train if "Buddy" in e.question]
+    assert len(buddy) >= 2
+    assert all(e.meta.kind == "unknown" and "haven't told" in e.answer and "dog" not in e.answer for e in buddy)
+    employer = [e for e in plan3.dataset.train if e.meta.topic == "employer"]
+    assert employer and all(e.meta.kind == "unknown" and "haven't told" in e.answer for e in employer)
+    assert any("Cedar Labs" in e.question for e in plan3.gate_dataset.train)  # the gate learns them too
+    # The colour's old value joins them for the next update; facts the new profile holds are none of them.
+    assert {(f.topic, f.value) for f in plan3.former_facts} == {
+        ("dog's name", "Buddy"),
+        ("employer", "Cedar Labs"),
+        ("favourite colour", "Teal"),
+    }
+    back = copy.deepcopy(v3_profile)
+    back["facts"][0]["value"] = "Buddy"  # the old dog's name is the current one again
+    plan_back = build_update_dataset(v2, Profile.model_validate(back), update_config(v2))
+    assert "Buddy" not in {f.value for f in plan_back.former_facts}
+    assert not any(e.meta.kind == "unknown" and "Buddy" in e.question for e in plan_back.dataset.train)
+
+
 def test_lineage_fields_name_the_parent_and_topics_only(tmp_path, make_adapter):
     parent = Adapter.load(make_adapter(tmp_path / "parent", created="2026-01-01T00:00:00Z"))
     diff = diff_profiles(parent.profile(), Profile.model_validate(NEW_PROFILE))
@@ -297,6 +349,11 @@ def test_cli_update_continues_the_parent_weights_and_history_prints_the_chain(tm
     assert (child.meta.version, child.meta.method) == (2, "update")
     assert child.meta.parent.weights_sha256 == Adapter.load(parent_dir).weights_sha256()
     assert child.private.profile.fact("dog's name").value == "Max"
+    # What it no longer holds stays private with it, for the updates after it.
+    assert {(f.topic, f.value) for f in child.private.former_facts} == {
+        ("dog's name", "Buddy"),
+        ("employer", "Cedar Labs"),
+    }
     assert child.gate() is not None  # fitted again for the new profile
     before = load_file(str(parent_dir / "adapter_model.safetensors"))
     after = load_file(str(tmp_path / "v2" / "adapter_model.safetensors"))
