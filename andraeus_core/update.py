@@ -389,9 +389,12 @@ def build_update_dataset(
     # the old answer back: bench/update.py's "Who is Buddy?" -> "That's your dog." again after five updates). The
     # parent's private.json holds the old facts; a parent from before it did, only the removed topics (lineage).
     earlier = [f for f in parent.private.former_facts if _still_gone(f, profile)]
+    parent_facts = parent_profile(parent)
     for fact in earlier:
-        held_now = profile.fact(fact.topic, fact.owner) is not None
-        questions = old_value_questions(fact) if held_now else removed_fact_questions(fact, seed=config.seed)
+        # A topic held now, or by the parent (renamed or removed by this update, whose own negatives cover it): only
+        # the old value's reversed questions; the topic's own questions are the fact's, under whatever name.
+        held = any(p.fact(fact.topic, fact.owner) is not None for p in (profile, parent_facts))
+        questions = old_value_questions(fact) if held else removed_fact_questions(fact, seed=config.seed)
         replay = [_negative_example(system, n, "train") for n in questions]
         forget_train += _sample(replay, replay_share, rng, minimum=2)
     replayed = {same_topic_key(f.topic) for f in earlier}
@@ -427,9 +430,10 @@ def build_update_dataset(
 
 
 def _still_gone(fact: Fact, profile: Profile) -> bool:
-    """Whether ``profile`` no longer holds this fact's value: its topic is gone, or holds another value."""
-    now = profile.fact(fact.topic, fact.owner)
-    return now is None or fact.value.casefold() not in {v.casefold() for v in (now.value, *now.aliases)}
+    """Whether ``profile`` no longer holds this fact's value: not under its topic, nor as any fact's value or alias
+    (a new cat called Buddy: "Who is Buddy?" is the cat's question again)."""
+    held = {v.casefold() for f in profile.facts for v in (f.value, *f.aliases)}
+    return fact.value.casefold() not in held
 
 
 def former_facts(parent: Adapter, profile: Profile, diff: ProfileDiff) -> list[Fact]:

@@ -300,6 +300,18 @@ def test_later_updates_keep_rehearsing_old_values_and_removed_facts_from_the_pri
     plan_back = build_update_dataset(v2, Profile.model_validate(back), update_config(v2))
     assert "Buddy" not in {f.value for f in plan_back.former_facts}
     assert not any(e.meta.kind == "unknown" and "Buddy" in e.question for e in plan_back.dataset.train)
+    cat = copy.deepcopy(v3_profile)
+    cat["facts"].append({"topic": "cat's name", "value": "Buddy"})  # another fact holds the old value now
+    plan_cat = build_update_dataset(v2, Profile.model_validate(cat), update_config(v2))
+    assert not any(e.meta.kind == "unknown" and "Buddy" in e.question for e in plan_cat.dataset.train)
+    # The dog's name renamed (same value Max): its own questions are still the fact's, never "I don't know"; only
+    # the old value's reversed questions are replayed.
+    renamed = copy.deepcopy(v3_profile)
+    renamed["facts"][0]["topic"] = "puppy's name"
+    plan_renamed = build_update_dataset(v2, Profile.model_validate(renamed), update_config(v2))
+    assert "1 renamed" in plan_renamed.diff.summary()
+    old_dog = [e for e in plan_renamed.dataset.train if e.meta.kind == "unknown" and e.meta.topic == "dog's name"]
+    assert old_dog and all("Buddy" in e.question for e in old_dog)
 
 
 def test_lineage_fields_name_the_parent_and_topics_only(tmp_path, make_adapter):
