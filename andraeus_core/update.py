@@ -321,7 +321,8 @@ def build_update_dataset(
     """
     if not 0 <= replay_share <= 1:
         raise ConfigError(f"replay_share must be between 0 and 1 (got {replay_share!r}).", param="replay_share")
-    diff = diff_profiles(parent_profile(parent), profile)
+    old_profile = parent_profile(parent)
+    diff = diff_profiles(old_profile, profile)
     if diff.names_changed:
         raise ConfigError(
             "The user's or the assistant's name changed: every example's system prompt changes with it, so an "
@@ -389,11 +390,10 @@ def build_update_dataset(
     # the old answer back: bench/update.py's "Who is Buddy?" -> "That's your dog." again after five updates). The
     # parent's private.json holds the old facts; a parent from before it did, only the removed topics (lineage).
     earlier = [f for f in parent.private.former_facts if _still_gone(f, profile)]
-    parent_facts = parent_profile(parent)
     for fact in earlier:
         # A topic held now, or by the parent (renamed or removed by this update, whose own negatives cover it): only
         # the old value's reversed questions; the topic's own questions are the fact's, under whatever name.
-        held = any(p.fact(fact.topic, fact.owner) is not None for p in (profile, parent_facts))
+        held = any(p.fact(fact.topic, fact.owner) is not None for p in (profile, old_profile))
         questions = old_value_questions(fact) if held else removed_fact_questions(fact, seed=config.seed)
         replay = [_negative_example(system, n, "train") for n in questions]
         forget_train += _sample(replay, replay_share, rng, minimum=2)
