@@ -1527,8 +1527,8 @@ def _person_after(words: Sequence[str], j: int, known: Collection[str]) -> str |
                 return _OWNER_SYNONYMS.get(text, text)
             if n == 2 and (text in _RELATION_WORDS or (span[0] in _OTHER_KIN and last in _RELATION_WORDS)):
                 return text
-            if n == 3 and span[0] in _RELATION_WORDS and _in_law(span, 1):  # an unknown mother-in-law
-                return text
+            if n == 3 and span[0] in _RELATION_WORDS and _in_law(span, 1):  # a mother-in-law, "mother in laws"
+                return f"{span[0]} in law"
     return None
 
 
