@@ -546,6 +546,8 @@ def load_model(
         model = model.to("cuda")
     model.eval()
     _contiguous_lm_head_input(model)
+    if dtype is None and quant is None and not on_cuda and torch_dtype == torch.float32:
+        _column_major_weights(model)
     tokenizer = load_tokenizer(resolved)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -573,6 +575,30 @@ def _contiguous_lm_head_input(model: Any) -> None:
 
     head.register_forward_pre_hook(_hook)
     head._andraeus_contiguous = True
+
+
+def _column_major_weights(model: Any) -> None:
+    """Store every float32 ``Linear`` weight column-major (the same values; its transpose contiguous) to answer.
+
+    Decoding reads every weight once per token. ``linear(x, W)`` computes ``x @ W.T``; with ``W`` stored row-major
+    (the checkpoint's layout) torch's CPU float32 matmul streams it at about 17 GB/s on the 2-core dev machine, with
+    ``W.T`` contiguous at about 22 GB/s (30 layers' weights; the tied 49k-row head 6.7 -> 4.2 ms). Measured on
+    smollm2-135m (``transformers`` ``generate``, greedy, same text): one stream 24.0 -> 31.3 tokens/s, 8 rows 102 ->
+    121 tokens/s; a 400-token prompt read 739 -> 718 ms alone, 5.9 -> 6.2 s for 8 at once. bf16 weights are faster
+    row-major (48 vs 38 tokens/s), so only the float32 answering load (:func:`load_model` with its default dtype on
+    CPU) takes it; training and export ask for their dtype and keep the checkpoint's layout. The values are the same,
+    the summation order of a matmul is not, so an answer can differ from the row-major one in the last float32 bits:
+    within one process every path (alone, batched, evaluation) uses the same layout.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.Linear) and weight is not None and weight.is_contiguous():
+                # A tied head shares its Parameter with the embedding, so both move once (the embedding's row
+                # lookups then read strided, one row per token: negligible next to the matmuls).
+                weight.data = weight.data.t().contiguous().t()
 
 
 _cache: dict[tuple[str, Quantize], LoadedModel] = {}

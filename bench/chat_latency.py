@@ -57,9 +57,14 @@ def main() -> None:
     tokenizer = loaded.tokenizer
     chat.ask("warm up", GenerationConfig(max_new_tokens=4))
 
+    # The checkpoint's own layout (row-major weights): an explicit float32 load keeps it, where the answering load
+    # stores float32 weights column-major (models._column_major_weights); the ratio shows what that layout buys.
+    row_major = load_model(args.base_model, dtype="float32") if loaded.model.dtype == torch.float32 else None
+
     first_token: list[float] = []
     stream_rates: list[float] = []
     plain_rates: list[float] = []
+    row_major_rates: list[float] = []
     for _ in range(args.repeats):
         for question in QUESTIONS:
             messages = [{"role": "user", "content": question}]
@@ -80,9 +85,9 @@ def main() -> None:
             # thread as ChatModel.stream: a second thread doing torch work would slow both (see chat._Scheduler).
             inputs = chat.prompt_ids(messages)
 
-            def plain(inputs=inputs):
+            def plain(inputs=inputs, model=loaded.model):
                 with torch.inference_mode():
-                    return loaded.model.generate(
+                    return model.generate(
                         **inputs, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
                     )
 
@@ -90,6 +95,11 @@ def main() -> None:
             out = on_generation_thread(plain)
             elapsed = time.perf_counter() - start
             plain_rates.append((out.shape[1] - inputs["input_ids"].shape[1]) / elapsed)
+            if row_major is not None:
+                start = time.perf_counter()
+                out = on_generation_thread(lambda inputs=inputs: plain(inputs, row_major.model))
+                elapsed = time.perf_counter() - start
+                row_major_rates.append((out.shape[1] - inputs["input_ids"].shape[1]) / elapsed)
 
     adapter_rates = _adapter_rates(args, config) if args.adapter else {}
 
@@ -101,6 +111,12 @@ def main() -> None:
     print(f"decode (streaming ChatModel): {stream_tps:.1f} tok/s (goal >= 30)")
     ratio = stream_tps / plain_tps
     print(f"decode (reference plain generate): {plain_tps:.1f} tok/s; streaming/reference = {ratio:.2f}")
+    if row_major_rates:
+        row_tps = statistics.median(row_major_rates)
+        print(
+            f"decode (plain generate, the checkpoint's row-major float32 weights): {row_tps:.1f} tok/s; "
+            f"column-major (the answering load) / row-major = {plain_tps / row_tps:.2f}"
+        )
     for label, rate in adapter_rates.items():
         print(f"decode with an r=16 adapter, {label}: {rate:.1f} tok/s; / bare streaming: {rate / stream_tps:.2f}")
 
