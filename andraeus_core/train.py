@@ -101,7 +101,7 @@ def train(
         replay_share: an update's share of each unchanged fact's training phrasings replayed.
         exclude_questions: questions never to train on (a hand-written evaluation set): a generated phrasing or
             guard question equal to one (case and punctuation aside) moves to the held-out split. Applies when the
-            dataset is built here from a profile (not to a given ``ChatDataset`` or an update's dataset).
+            dataset is built here from a profile, an update's included (not to a given ``ChatDataset``).
 
     Returns:
         The :class:`~andraeus_core.adapter.Adapter` (directory + public metadata).
@@ -169,7 +169,12 @@ def train(
     plan = None
     if parent is not None and not full:
         plan = build_update_dataset(
-            parent, source, config, guard_answer_fn=guard_answerer(loaded), replay_share=replay_share
+            parent,
+            source,
+            config,
+            guard_answer_fn=guard_answerer(loaded),
+            replay_share=replay_share,
+            exclude_questions=exclude_questions,
         )
         dataset = plan.dataset
     else:

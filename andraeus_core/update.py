@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from .profile import Fact, Profile, same_topic_key
 from .variations import (
     Negative,
     changed_fact_confirmations,
+    normalize_question,
     old_value_questions,
     removed_fact_questions,
     removed_topic_questions,
@@ -305,6 +307,7 @@ def build_update_dataset(
     *,
     guard_answer_fn: Any = None,
     replay_share: float = REPLAY_SHARE,
+    exclude_questions: Sequence[str] = (),
 ) -> UpdatePlan:
     """The dataset of an update from ``parent`` to ``profile`` (see the module's docstring).
 
@@ -314,6 +317,8 @@ def build_update_dataset(
         config: the update's settings (phrasings per fact, seed, system prompt, typo augmentation).
         guard_answer_fn: the base model's answers to over-trigger guard questions (see ``build_dataset``).
         replay_share: share of each unchanged fact's training phrasings, and of the negatives, replayed.
+        exclude_questions: questions never to train on (a hand-written evaluation set), as for ``train``: no
+            replayed, forgetting or confirming example asks one of them.
 
     Raises:
         AdapterError: the parent has no private profile.
@@ -339,7 +344,8 @@ def build_update_dataset(
         seed=config.seed,
         system_prompt=config.system_prompt,
         guard_answer_fn=guard_answer_fn,
-        exclude_questions=[e.question for e in parent_heldout],  # never train on what the parent held out
+        # Never train on what the parent held out, nor on what the caller keeps for evaluation.
+        exclude_questions=[*(e.question for e in parent_heldout), *exclude_questions],
         typo_augment=config.typo_augment,
     )
     system = full.system_prompt
@@ -366,17 +372,24 @@ def build_update_dataset(
         held_unchanged = [e for e in full.heldout if e.meta.kind in is_fact and e.meta.topic in unchanged]
     heldout = held_unchanged + [e for e in full.heldout if not (e.meta.kind in is_fact and e.meta.topic in unchanged)]
 
+    excluded = {normalize_question(q) for q in exclude_questions}
+
+    def allowed(negatives: list[Negative]) -> list[Negative]:
+        return [n for n in negatives if normalize_question(n.question) not in excluded]
+
     forget: list[Negative] = []
     for change in diff.of_kind("removed"):
         assert change.old is not None  # noqa: S101 - a removed fact has its old side
-        forget += removed_fact_questions(change.old, count=config.per_fact, seed=config.seed)
+        forget += allowed(removed_fact_questions(change.old, count=config.per_fact, seed=config.seed))
     confirm_train: list[ChatExample] = []
     for change in diff.of_kind("changed"):
         assert change.old is not None and change.new is not None  # noqa: S101 - a changed fact has both sides
         if change.old.value.casefold() == change.new.value.casefold():
             continue  # only the spelling changed: the old value is the new one
-        forget += old_value_questions(change.old)
+        forget += allowed(old_value_questions(change.old))
         for p in changed_fact_confirmations(change.old, change.new):
+            if normalize_question(p.question) in excluded:
+                continue
             meta = ExampleMeta(
                 topic=p.topic, dimension="reverse", kind="fact", split="train", expect=change.new.accepted()
             )
@@ -395,13 +408,15 @@ def build_update_dataset(
         # the old value's reversed questions; the topic's own questions are the fact's, under whatever name.
         held = any(p.fact(fact.topic, fact.owner) is not None for p in (profile, old_profile))
         questions = old_value_questions(fact) if held else removed_fact_questions(fact, seed=config.seed)
-        replay = [_negative_example(system, n, "train") for n in questions]
+        replay = [_negative_example(system, n, "train") for n in allowed(questions)]
         forget_train += _sample(replay, replay_share, rng, minimum=2)
     replayed = {same_topic_key(f.topic) for f in earlier}
     for topic in earlier_removed_topics(parent, profile):
         if same_topic_key(topic) in replayed:
             continue
-        replay = [_negative_example(system, n, "train") for n in removed_topic_questions(topic, seed=config.seed)]
+        replay = [
+            _negative_example(system, n, "train") for n in allowed(removed_topic_questions(topic, seed=config.seed))
+        ]
         forget_train += _sample(replay, replay_share, rng, minimum=2)
     by_topic: dict[str, list[Negative]] = {}
     for n in forget:

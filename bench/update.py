@@ -5,7 +5,10 @@ dog's name Buddy -> Max), 1 added (sister's name) and 1 removed (employer) both 
 (``--full``), side by side; then 5 successive small updates from the updated adapter (the favourite colour changes
 each time). Every adapter is scored through its gate, as chat serves it, on held-out questions no version trained on:
 the unchanged facts on v1's own held-out split, the changed and added facts on the new split, the removed fact and the
-changed fact's old value on held-out "forgetting" questions.
+changed fact's old value on held-out "forgetting" questions. Then the precision guards (the precision issue's
+metrics) of every version against its parent: the seed profile's hand-written evaluation set (eval_sets/, never
+trained on by any version) — "I don't know" on its unknown topics, no profile fact on its near-topic requests
+(over-trigger), and the base model's right answers kept on its general questions (retention).
 
     python bench/update.py                 # ~25-40 min on 2 cores
     python bench/update.py --quick         # smoke run on tiny-random (figures meaningless)
@@ -29,6 +32,10 @@ CHANGED, ADDED, REMOVED, DRIFTING = "dog's name", "sister's name", "employer", "
 NEW_VALUES = {CHANGED: "Max", ADDED: "Maya"}
 DRIFT_VALUES = ["olive", "coral", "amber", "indigo", "maroon"]
 FACT_KINDS = ("paraphrase", "typo", "indirect", "reverse")
+EVALSET = ROOT / "eval_sets" / "seed_profile.jsonl"
+#: Words of the evaluation set's unknown questions that the update makes known (the added sister's name): those
+#: questions are left out of every version's abstention count, so the versions are compared on the same questions.
+NOW_KNOWN = ("sister",)
 
 
 def wilson(k: int, n: int) -> str:
@@ -94,6 +101,41 @@ def score(adapter_dir: Path, questions: list[Any], old_value: list[str], *, pare
     return out
 
 
+def guard_questions() -> list[Any]:
+    """The evaluation set's unknown, unrelated and general questions (less the unknowns the update makes known)."""
+    from andraeus_core.evaluate import load_questions
+
+    out = []
+    for q in load_questions(EVALSET):
+        if q.kind in ("unrelated", "general") or (
+            q.kind == "unknown" and not any(w in q.question.casefold() for w in NOW_KNOWN)
+        ):
+            out.append(q)
+    return out
+
+
+def precision(adapter_dir: Path, questions: list[Any]) -> dict[str, list[int]]:
+    """The precision bench's guard counts, through the gate: abstained on unknowns, no fact on unrelated requests,
+    and of the general questions the base model gets right, those the adapter still gets right."""
+    from andraeus_core import evaluate_adapter
+    from andraeus_core.matching import is_abstention
+
+    report = evaluate_adapter(adapter_dir, questions, baselines=("base",))
+    out = {"unknown: abstains": [0, 0], "unrelated: no fact": [0, 0], "general: base's right answer kept": [0, 0]}
+    for item in report.items:
+        if item.kind == "unknown":
+            row, ok = "unknown: abstains", is_abstention(item.answer)
+        elif item.kind == "unrelated":
+            row, ok = "unrelated: no fact", item.correct
+        elif item.baselines["base"].correct:
+            row, ok = "general: base's right answer kept", item.correct
+        else:
+            continue
+        out[row][0] += int(ok)
+        out[row][1] += 1
+    return out
+
+
 def questions_of(adapter_dir: Path, keep: set[str] | None = None) -> list[Any]:
     from andraeus_core.evaluate import heldout_questions
 
@@ -128,6 +170,11 @@ def main() -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="andraeus-update-bench-"))
     v1_profile, v2_profile = profiles()
     old_dog = v1_profile.fact(CHANGED).accepted()
+    guards = guard_questions()
+    # No version trains on the evaluation set (a few of its general questions are in the guard pools).
+    from andraeus_core.evaluate import load_questions
+
+    unseen = {"exclude_questions": [q.question for q in load_questions(EVALSET)]}
     rows: list[tuple[str, float, dict[str, Any]]] = []
 
     def progress(event: Any) -> None:
@@ -146,7 +193,7 @@ def main() -> int:
         print(f"v1 reused from {args.v1}", flush=True)
     else:
         v1, t_v1 = timed("v1 (train)", lambda: train_adapter(
-            v1_profile, TrainConfig.preset("cpu", **overrides), progress, out_dir=work / "v1"))  # fmt: skip
+            v1_profile, TrainConfig.preset("cpu", **overrides), progress, out_dir=work / "v1", **unseen))  # fmt: skip
     up_overrides: dict[str, Any] = {"per_fact": 6, "early_stop": False} if args.quick else {}
     if args.update_epochs is not None:
         up_overrides["epochs"] = args.update_epochs
@@ -156,11 +203,14 @@ def main() -> int:
     up_config = update_config(v1, **up_overrides)
     full_config = update_config(v1, full=True)
     v2, t_up = timed(
-        "v2 update", lambda: train_adapter(v2_profile, up_config, progress, out_dir=work / "v2", parent=v1, **replay)
+        "v2 update",
+        lambda: train_adapter(v2_profile, up_config, progress, out_dir=work / "v2", parent=v1, **replay, **unseen),
     )
     v2f, t_full = timed(
         "v2 full retrain",
-        lambda: train_adapter(v2_profile, full_config, progress, out_dir=work / "v2-full", parent=v1, full=True),
+        lambda: train_adapter(
+            v2_profile, full_config, progress, out_dir=work / "v2-full", parent=v1, full=True, **unseen
+        ),
     )
     questions = questions_of(v2.path)
     rows.append(("v1 (parent)", t_v1, score(v1.path, questions_of(v1.path), old_dog, parent=True)))
@@ -174,7 +224,7 @@ def main() -> int:
         child, seconds = timed(
             f"v{i + 3} update ({DRIFTING})",
             lambda p=parent, pr=profile, i=i: train_adapter(
-                pr, up_config, progress, out_dir=work / f"v{i + 3}", parent=p, **replay
+                pr, up_config, progress, out_dir=work / f"v{i + 3}", parent=p, **replay, **unseen
             ),
         )
         drift_seconds.append(seconds)
@@ -196,6 +246,20 @@ def main() -> int:
         k, n = counts.get("unchanged", [0, 0])
         if n and base[1]:
             print(f"unchanged recall drop, {label}: {100 * (base[0] / base[1] - k / n):+.1f} points")
+    guard_rows = [("v1 (parent)", v1.path), ("v2 update", v2.path), ("v2 full retrain", v2f.path)]
+    if args.drift:
+        guard_rows.append((f"v{args.drift + 2} after {args.drift} more updates", parent.path))
+    print(f"\nprecision guards ({EVALSET.relative_to(ROOT)}, through the gate; v1's figure is the one to keep)")
+    first: dict[str, list[int]] = {}
+    for label, path in guard_rows:
+        counts = precision(path, guards)
+        first = first or counts
+        cells = []
+        for row, (k, n) in counts.items():
+            k1, n1 = first[row]
+            delta = f", {100 * (k / n - k1 / n1):+.1f} vs v1" if n and n1 and counts is not first else ""
+            cells.append(f"{row} {k}/{n}{delta}")
+        print(f"  {label:<28} " + "; ".join(cells), flush=True)
     if args.drift:
         print(f"drift chain: {' -> '.join(f'v{e.version}' for e in Adapter.load(parent.path).meta.lineage)}")
     return 0

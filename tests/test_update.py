@@ -159,6 +159,36 @@ def test_update_dataset_trains_the_changes_negatives_and_a_replay_sample(tmp_pat
     assert len(plan.gate_dataset.train) > len(train)
 
 
+def test_an_update_never_trains_on_the_questions_kept_for_evaluation(tmp_path, make_adapter):
+    # As train() and a --full retrain: a hand-written evaluation set's questions (case and punctuation aside) are
+    # never trained on, whether the update would train them as a changed fact's phrasing, a forgetting question
+    # (the old value's, the removed fact's) or a replayed negative.
+    parent = Adapter.load(make_adapter(tmp_path / "parent", heldout=PARENT_HELDOUT, config=tiny_update_config()))
+    config = update_config(parent)
+    profile = Profile.model_validate(NEW_PROFILE)
+    train = build_update_dataset(parent, profile, config).dataset.train
+
+    def first(predicate) -> str:
+        return next(e.question for e in train if predicate(e))
+
+    kept = [
+        first(lambda e: e.meta.topic == "dog's name" and e.meta.kind == "fact" and "Buddy" not in e.question),
+        first(lambda e: e.meta.topic == "dog's name" and e.meta.kind == "unknown"),  # "Who is Buddy?"-like
+        first(lambda e: e.meta.topic == "employer"),  # the removed fact
+        first(lambda e: e.meta.kind not in ("fact", "reverse", "unknown")),  # a replayed guard
+    ]
+    asked = [q.upper().rstrip("?!.") + " ?" for q in kept]  # the evaluation set's own spelling
+    plan = build_update_dataset(parent, profile, config, exclude_questions=asked)
+    trained = {e.question.casefold().rstrip("?!. ") for e in plan.dataset.train}
+    assert not trained & {q.casefold().rstrip("?!. ") for q in kept}
+    # Only those go: the changed fact and the forgetting questions are still trained, a few fewer at most (the
+    # phrasings are drawn again around the excluded ones, so the draws themselves may differ).
+    for topic in ("dog's name", "employer"):
+        before = sum(e.meta.topic == topic for e in train)
+        after = sum(e.meta.topic == topic for e in plan.dataset.train)
+        assert before - len(kept) <= after < before, topic
+
+
 def test_update_refuses_nothing_changed_a_name_change_and_a_bad_parent(tmp_path, make_adapter):
     parent = Adapter.load(make_adapter(tmp_path / "parent", config=tiny_update_config()))
     config = update_config(parent)
