@@ -68,8 +68,9 @@ def cpu_inference_dtype() -> str:
     """The dtype a base model is loaded in on CPU to answer (chat, API, evaluation): ``"float32"`` or ``"bfloat16"``.
 
     Decoding one token reads every weight once, so on a 2-core CPU it is bound by memory, not arithmetic: bf16 weights
-    are half the bytes, and where the CPU computes bf16 natively (:func:`cpu_has_bf16`) one stream decoded 28.8
-    instead of 18.6 tokens/s and its first token came in 125 instead of 175 ms (README, Chat speed). float32 stays the
+    are half the bytes, and where the CPU computes bf16 natively (:func:`cpu_has_bf16`) one stream decoded 45.9
+    instead of 32.5 tokens/s (float32 stored column-major, ``models._column_major_weights``) and its first token came
+    in 63 instead of 122 ms (README, Command line). float32 stays the
     default because bf16 rounding makes a greedy answer depend on the batch it was decoded in (11 of 16 batched
     answers equalled the same request alone, against 16 of 16 in float32), so an answer would change with the
     server's load and evaluation would no longer score exactly what chat says. ``ANDRAEUS_CPU_DTYPE=bfloat16`` (or
