@@ -7,7 +7,9 @@ An update trains *from the parent adapter's weights* on what changed, not on eve
 * for a changed fact, the reversed questions about the old value answered without claiming it ("Who is Buddy?" →
   "You haven't told me anything about Buddy."), and its yes/no questions answered "No — it's Max.";
 * a replay sample of the unchanged facts and of the negatives (unknown topics, identity, over-trigger guards), so
-  that what did not change is not forgotten (continuing on the new data alone degrades the old facts).
+  that what did not change is not forgotten (continuing on the new data alone degrades the old facts); a fact that
+  only updates have taught since the last training from scratch is replayed whole (:func:`updated_topics`);
+* a replay sample of the negatives of what earlier updates changed or removed (``AdapterPrivate.former_facts``).
 
 The gate is fitted again for the new profile on the whole new dataset (it is cheap). The held-out split of the
 unchanged facts is the parent's own, so their recall after the update is measured on phrasings never trained on in

@@ -245,23 +245,27 @@ def test_older_andraeus_json_files_read_as_version_1():
     assert AdapterMeta().version == 1
 
 
+def second_version(tmp_path: Path, make_adapter: Any, method: str, changes: list[dict[str, str]]) -> Adapter:
+    """A v2 of NEW_PROFILE made from a trained v1 by ``method`` (update or full), with these changes recorded."""
+    lineage = [{"version": 1, "method": "train", "changes": []}]
+    directory = make_adapter(
+        tmp_path / "v2",
+        profile=NEW_PROFILE,
+        config=tiny_update_config(),
+        version=2,
+        method=method,
+        changes=changes,
+        lineage=lineage,
+    )
+    return Adapter.load(directory)
+
+
 @pytest.mark.parametrize("method", ["update", "full"])
 def test_a_later_update_replays_a_topic_an_earlier_update_removed(tmp_path, make_adapter, method):
     """v2 removed the employer; v3 only changes the colour. An update from v2's weights (which came from v1's, that
     knew the employer) still trains a few "I don't know your employer" answers; after a full retrain it need not."""
-    lineage = [{"version": 1, "method": "train", "changes": []}]
     changes = [{"kind": "removed", "topic": "employer"}, {"kind": "changed", "topic": "dog's name"}]
-    v2 = Adapter.load(
-        make_adapter(
-            tmp_path / "v2",
-            profile=NEW_PROFILE,
-            config=tiny_update_config(),
-            version=2,
-            method=method,
-            changes=changes,
-            lineage=lineage,
-        )
-    )
+    v2 = second_version(tmp_path, make_adapter, method, changes)
     v3_profile = copy.deepcopy(NEW_PROFILE)
     v3_profile["facts"][3]["value"] = "Olive"
     plan = build_update_dataset(v2, Profile.model_validate(v3_profile), update_config(v2))
@@ -286,23 +290,12 @@ def test_a_fact_an_earlier_update_taught_is_replayed_in_full_until_a_retrain(tmp
     after five updates that each replayed 40% of it; the rest said "I don't know your sister's name", the first
     training's unknown-topic negative. A fact that only updates taught (added, changed, renamed since the last
     training from scratch) is replayed whole; after a full retrain it is an unchanged fact like the others."""
-    lineage = [{"version": 1, "method": "train", "changes": []}]
     changes = [
         {"kind": "added", "topic": "favourite colour"},
         {"kind": "changed", "topic": "dog's name"},
         {"kind": "removed", "topic": "employer"},
     ]
-    v2 = Adapter.load(
-        make_adapter(
-            tmp_path / "v2",
-            profile=NEW_PROFILE,
-            config=tiny_update_config(),
-            version=2,
-            method=method,
-            changes=changes,
-            lineage=lineage,
-        )
-    )
+    v2 = second_version(tmp_path, make_adapter, method, changes)
     v3_profile = copy.deepcopy(NEW_PROFILE)
     v3_profile["facts"][2]["value"] = "Seattle"  # only the home city changes
     plan = build_update_dataset(v2, Profile.model_validate(v3_profile), update_config(v2))
