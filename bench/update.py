@@ -101,39 +101,29 @@ def score(adapter_dir: Path, questions: list[Any], old_value: list[str], *, pare
     return out
 
 
-def guard_questions() -> list[Any]:
+def guard_questions(evalset: list[Any]) -> list[Any]:
     """The evaluation set's unknown, unrelated and general questions (less the unknowns the update makes known)."""
-    from andraeus_core.evaluate import load_questions
-
-    out = []
-    for q in load_questions(EVALSET):
-        if q.kind in ("unrelated", "general") or (
-            q.kind == "unknown" and not any(w in q.question.casefold() for w in NOW_KNOWN)
-        ):
-            out.append(q)
-    return out
+    return [
+        q
+        for q in evalset
+        if q.kind in ("unrelated", "general")
+        or (q.kind == "unknown" and not any(w in q.question.casefold() for w in NOW_KNOWN))
+    ]
 
 
 def precision(adapter_dir: Path, questions: list[Any]) -> dict[str, list[int]]:
-    """The precision bench's guard counts, through the gate: abstained on unknowns, no fact on unrelated requests,
-    and of the general questions the base model gets right, those the adapter still gets right."""
+    """The precision bench's guard counts (``bench/precision.py``'s own), through the gate: abstained on unknowns, no
+    fact on unrelated requests, and of the general questions the base model gets right, those still right."""
     from andraeus_core import evaluate_adapter
-    from andraeus_core.matching import is_abstention
+    from bench.precision import _counts
 
-    report = evaluate_adapter(adapter_dir, questions, baselines=("base",))
-    out = {"unknown: abstains": [0, 0], "unrelated: no fact": [0, 0], "general: base's right answer kept": [0, 0]}
-    for item in report.items:
-        if item.kind == "unknown":
-            row, ok = "unknown: abstains", is_abstention(item.answer)
-        elif item.kind == "unrelated":
-            row, ok = "unrelated: no fact", item.correct
-        elif item.baselines["base"].correct:
-            row, ok = "general: base's right answer kept", item.correct
-        else:
-            continue
-        out[row][0] += int(ok)
-        out[row][1] += 1
-    return out
+    counts = _counts(evaluate_adapter(adapter_dir, questions, baselines=("base",)).to_json(), "main")
+    rows = {
+        "unknown: abstains": "abstained",
+        "unrelated: no fact": "unrelated",
+        "general: base's right answer kept": "kept",
+    }
+    return {row: counts.get(key, [0, 0]) for row, key in rows.items()}
 
 
 def questions_of(adapter_dir: Path, keep: set[str] | None = None) -> list[Any]:
@@ -163,6 +153,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from andraeus_core import Adapter, TrainConfig, train_adapter, update_config
+    from andraeus_core.evaluate import load_questions
 
     overrides: dict[str, Any] = {"seed": args.seed}
     if args.quick:
@@ -170,11 +161,10 @@ def main() -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="andraeus-update-bench-"))
     v1_profile, v2_profile = profiles()
     old_dog = v1_profile.fact(CHANGED).accepted()
-    guards = guard_questions()
+    evalset = load_questions(EVALSET)
+    guards = guard_questions(evalset)
     # No version trains on the evaluation set (a few of its general questions are in the guard pools).
-    from andraeus_core.evaluate import load_questions
-
-    unseen = {"exclude_questions": [q.question for q in load_questions(EVALSET)]}
+    unseen = {"exclude_questions": [q.question for q in evalset]}
     rows: list[tuple[str, float, dict[str, Any]]] = []
 
     def progress(event: Any) -> None:
