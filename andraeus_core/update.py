@@ -9,6 +9,8 @@ An update trains *from the parent adapter's weights* on what changed, not on eve
 * a replay sample of the unchanged facts and of the negatives (unknown topics, identity, over-trigger guards), so
   that what did not change is not forgotten (continuing on the new data alone degrades the old facts); a fact that
   only updates have taught since the last training from scratch is replayed whole (:func:`updated_topics`);
+* contrast: the unchanged facts' phrasings asked the way the update's "I don't know" questions are asked, and their
+  reversed and yes/no questions, answered as before (:func:`contrast_examples`);
 * a replay sample of the negatives of what earlier updates changed or removed (``AdapterPrivate.former_facts``).
 
 The gate is fitted again for the new profile on the whole new dataset (it is cheap). The held-out split of the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +44,13 @@ from .variations import (
 
 logger = logging.getLogger(__name__)
 
-#: Epochs of an update (from the parent's weights, on the changed facts and a replay sample); see bench/update.py.
-UPDATE_EPOCHS = 2
+#: Epochs of an update (from the parent's weights, on the changed facts, a replay sample and the contrast set). One,
+#: not two, since the contrast set (:func:`contrast_examples`): bench/update.py's lean comparison (2026-12-06, two v1s
+#: x three draws of the update's sampling, same draws in each column) lost 8.0 points of the unchanged facts'
+#: held-out recall on average with 2 epochs and no contrast, 5.2 with 2 epochs and contrast, 5.4 with 1 epoch and
+#: contrast at about 60% of the time (30% of a full retrain), and 20.0 and 7.0 on the two draws run with 1 epoch and
+#: no contrast.
+UPDATE_EPOCHS = 1
 #: Highest learning rate of an update: it starts from trained weights, and the cpu preset's 1e-3 disrupted what it
 #: did not change (bench/update.py, seed example: unchanged facts' held-out recall fell 15.1 points after one update
 #: at 1e-3, 2.7 points at 3e-4, with the changed, removed and added facts as before; one draw of the update's
@@ -55,6 +63,13 @@ UPDATE_LEARNING_RATE = 3e-4
 REPLAY_SHARE = 0.4
 #: Share of a removed fact's questions held out to measure its abstention.
 FORGET_HELDOUT_SHARE = 0.2
+#: How alike (shared content words over all content words) an unchanged fact's phrasing must be to a question the
+#: update answers "I don't know" to join the contrast set (:func:`contrast_examples`).
+CONTRAST_MIN_OVERLAP = 0.25
+#: Words that say nothing about what is asked: left out when phrasings are compared for the contrast set.
+_FUNCTION_WORDS = frozenset(
+    "a an the my i me do does is what whats what's who where which of to you your tell please can could".split()
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -302,6 +317,43 @@ def _sample(examples: list[ChatExample], share: float, rng: random.Random, minim
     return rng.sample(examples, want)
 
 
+def _content_words(question: str) -> frozenset[str]:
+    return frozenset(w for w in re.findall(r"[a-z']+", question.casefold()) if w not in _FUNCTION_WORDS)
+
+
+def contrast_examples(abstaining: Sequence[ChatExample], pool: Sequence[ChatExample]) -> list[ChatExample]:
+    """The unchanged facts' phrasings an update trains next to what changed, so that it learns the difference.
+
+    An update trains a few forms hard: the removed fact's and the unknown topics' questions answered "I don't know",
+    the new and the old value's reversed and yes/no questions. Unchanged facts asked the same way then drifted to
+    the trained answer (bench/update.py: with the employer removed, "Where do I live?" got "I don't know your home
+    city"; with the dog renamed, "Who is Alex?" got "That's your dog." and "Is my partner's name Alex?" "No, it's
+    Alex."). So the update also trains, with their own answers:
+
+    * every reversed and yes/no phrasing of the unchanged facts in ``pool`` ("Is my home city Portland?");
+    * for each question of ``abstaining``, in order, the phrasing of ``pool`` (not yet taken) whose content words
+      overlap it most, if they overlap by :data:`CONTRAST_MIN_OVERLAP` ("What's my employer again?" -> "What's my
+      home city again?").
+
+    Args:
+        abstaining: the update's training examples answered "I don't know".
+        pool: the unchanged facts' training phrasings not already in the update (never a held-out question).
+    """
+    chosen = [e for e in pool if e.meta.dimension == "reverse"]
+    left = [e for e in pool if e.meta.dimension != "reverse"]
+    words = [_content_words(e.question) for e in left]
+    for example in abstaining:
+        asked = _content_words(example.question)
+        if not asked or not left:
+            continue
+        overlap = [len(asked & w) / len(asked | w) for w in words]
+        best = max(range(len(left)), key=overlap.__getitem__)
+        if overlap[best] >= CONTRAST_MIN_OVERLAP:
+            chosen.append(left.pop(best))
+            words.pop(best)
+    return chosen
+
+
 def build_update_dataset(
     parent: Adapter,
     profile: Profile,
@@ -439,10 +491,18 @@ def build_update_dataset(
         forget_train += [_negative_example(system, n, "train") for n in order[held:]]
     train += forget_train + confirm_train
     rng.shuffle(train)
+    # Contrast (contrast_examples): in the shuffled order, so that no topic's questions pick their neighbours first.
+    have = {e.question for e in train}
+    pool = [e for e in full.train if e.meta.kind in is_fact and e.meta.topic in unchanged and e.question not in have]
+    abstaining = [e for e in train if e.meta.kind == "unknown" and e.meta.topic not in unchanged]
+    contrast = contrast_examples(abstaining, pool)
+    train += contrast
+    rng.shuffle(train)
     logger.info(
-        "update dataset: %d train (%d replayed), %d held-out; %s",
+        "update dataset: %d train (%d replayed, %d contrast), %d held-out; %s",
         len(train),
-        len(train) - len(forget_train) - len(confirm_train),
+        len(train) - len(forget_train) - len(confirm_train) - len(contrast),
+        len(contrast),
         len(heldout),
         diff.summary(),
     )
@@ -547,6 +607,7 @@ __all__ = [
     "REPLAY_SHARE",
     "former_facts",
     "UPDATE_EPOCHS",
+    "contrast_examples",
     "UPDATE_LEARNING_RATE",
     "FactChange",
     "ProfileDiff",

@@ -12,9 +12,17 @@ import pytest
 
 from andraeus_core.adapter import SCHEMA_VERSION, Adapter, AdapterMeta
 from andraeus_core.config import TrainConfig
+from andraeus_core.dataset import ChatExample, ExampleMeta
 from andraeus_core.errors import AdapterError, ConfigError
 from andraeus_core.profile import Profile
-from andraeus_core.update import build_update_dataset, diff_profiles, lineage_fields, update_config
+from andraeus_core.update import (
+    UPDATE_EPOCHS,
+    build_update_dataset,
+    contrast_examples,
+    diff_profiles,
+    lineage_fields,
+    update_config,
+)
 from tests.helpers import PROFILE
 
 hub_server = hub_stub.hub_server  # the fixture
@@ -117,7 +125,7 @@ def test_diff_names_added_changed_removed_renamed_and_refined_facts():
 def test_update_dataset_trains_the_changes_negatives_and_a_replay_sample(tmp_path, make_adapter):
     parent = Adapter.load(make_adapter(tmp_path / "parent", heldout=PARENT_HELDOUT, config=tiny_update_config()))
     config = update_config(parent)
-    assert (config.epochs, config.lora_r, config.base_model) == (2, 4, "tiny-random")  # the parent's LoRA shape
+    assert (config.epochs, config.lora_r, config.base_model) == (UPDATE_EPOCHS, 4, "tiny-random")  # parent's LoRA
     plan = build_update_dataset(parent, Profile.model_validate(NEW_PROFILE), config)
     train, heldout = plan.dataset.train, plan.dataset.heldout
     by_kind = plan.diff.summary()
@@ -149,6 +157,10 @@ def test_update_dataset_trains_the_changes_negatives_and_a_replay_sample(tmp_pat
     )
     replay = answers(train, lambda e: e.meta.topic == "home city" and e.meta.kind in ("fact", "reverse"))
     assert 2 <= len(replay) < len(full)
+    # Contrast: every reversed or yes/no phrasing of an unchanged fact is trained, with its own answer.
+    home = plan.gate_dataset.train
+    reversed_full = answers(home, lambda e: e.meta.topic == "home city" and e.meta.kind == "reverse")
+    assert reversed_full and set(reversed_full) <= set(replay)
     questions = {e.question for e in train}
     assert "Remind me of my birthday, would you?" not in questions
     birthday_held = [e for e in heldout if e.meta.topic == "birthday" and e.meta.kind in ("fact", "reverse")]
@@ -157,6 +169,35 @@ def test_update_dataset_trains_the_changes_negatives_and_a_replay_sample(tmp_pat
     assert not questions & {e.question for e in heldout}
     # The gate is fitted on the whole new profile plus the forgetting negatives.
     assert len(plan.gate_dataset.train) > len(train)
+
+
+def _example(question: str, answer: str, topic: str, kind: str = "fact", dimension: str = "formality") -> ChatExample:
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": question}]
+    meta = ExampleMeta(topic=topic, dimension=dimension, kind=kind, split="train", expect=[answer])  # type: ignore[arg-type]
+    return ChatExample(messages=[*messages, {"role": "assistant", "content": answer}], meta=meta)
+
+
+def test_contrast_pairs_each_abstaining_question_with_the_unchanged_phrasing_asked_alike():
+    # "Where do I live?" drifted to "I don't know your home city" when the employer was removed: the update trains
+    # the unchanged phrasing asked most like each "I don't know" question, once each, and every reversed one.
+    abstaining = [
+        _example("What's my employer again?", "I don't know your employer.", "employer", "unknown", "unknown"),
+        _example("May I ask what my employer is?", "I don't know your employer.", "employer", "unknown", "unknown"),
+        _example("What's my blood type again?", "I don't know your blood type.", "blood type", "unknown", "unknown"),
+        _example("Quick one: favourite band?", "I don't know your favourite band.", "band", "unknown", "unknown"),
+    ]
+    pool = [
+        _example("What's my home city again?", "Portland.", "home city"),
+        _example("May I ask what my job is?", "You're a software engineer.", "job"),
+        _example("In which city do I reside?", "Portland.", "home city"),
+        _example("Is my home city Portland?", "Yes, Portland.", "home city", "reverse", "reverse"),
+    ]
+    chosen = [e.question for e in contrast_examples(abstaining, pool)]
+    # The reversed one; the employer's two neighbours; the blood type's nearest is taken already ("again" alone is
+    # too little); nothing is asked like "favourite band"; "In which city do I reside?" is like none of them.
+    assert chosen == ["Is my home city Portland?", "What's my home city again?", "May I ask what my job is?"]
+    assert contrast_examples([], pool) == [pool[3]]
+    assert contrast_examples(abstaining, []) == []
 
 
 def test_an_update_never_trains_on_the_questions_kept_for_evaluation(tmp_path, make_adapter):
@@ -182,11 +223,12 @@ def test_an_update_never_trains_on_the_questions_kept_for_evaluation(tmp_path, m
     trained = {e.question.casefold().rstrip("?!. ") for e in plan.dataset.train}
     assert not trained & {q.casefold().rstrip("?!. ") for q in kept}
     # Only those go: the changed fact and the forgetting questions are still trained, a few fewer at most (the
-    # phrasings are drawn again around the excluded ones, so the draws themselves may differ).
+    # phrasings are drawn again around the excluded ones, so the draws themselves may differ; with one forgetting
+    # question fewer, the share held out to measure the abstention may be one fewer instead).
     for topic in ("dog's name", "employer"):
         before = sum(e.meta.topic == topic for e in train)
         after = sum(e.meta.topic == topic for e in plan.dataset.train)
-        assert before - len(kept) <= after < before, topic
+        assert before - len(kept) <= after <= before, topic
 
 
 def test_update_refuses_nothing_changed_a_name_change_and_a_bad_parent(tmp_path, make_adapter):
