@@ -45,11 +45,11 @@ from .variations import (
 logger = logging.getLogger(__name__)
 
 #: Epochs of an update (from the parent's weights, on the changed facts, a replay sample and the contrast set). One,
-#: not two, since the contrast set (:func:`contrast_examples`): bench/update.py's lean comparison (2026-12-06, two v1s
-#: x three draws of the update's sampling, same draws in each column) lost 8.0 points of the unchanged facts'
-#: held-out recall on average with 2 epochs and no contrast, 5.2 with 2 epochs and contrast, 5.4 with 1 epoch and
-#: contrast at about 60% of the time (30% of a full retrain), and 20.0 and 7.0 on the two draws run with 1 epoch and
-#: no contrast.
+#: not two, since the contrast set (:func:`contrast_examples`). The v2 update of bench/update.py (2026-12-06, two v1s
+#: x three draws of the update's sampling, the same draws for each setting; ``--no-full --draw N``, ``--no-contrast``,
+#: ``--update-epochs 2``) lost 8.0 points of the unchanged facts' held-out recall on average with 2 epochs and no
+#: contrast, 5.2 with 2 epochs and contrast, 5.4 with 1 epoch and contrast at about 60% of the time (30% of a full
+#: retrain), and 15.7 with 1 epoch and no contrast (four draws).
 UPDATE_EPOCHS = 1
 #: Highest learning rate of an update: it starts from trained weights, and the cpu preset's 1e-3 disrupted what it
 #: did not change (bench/update.py, seed example: unchanged facts' held-out recall fell 15.1 points after one update
