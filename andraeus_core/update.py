@@ -417,12 +417,16 @@ def build_update_dataset(
     # know your sister's name" was an unknown-topic negative of the first training, an old value was the answer. A
     # 40% replay let that back (bench/update.py, seed 1: a sister's name added at v2, 14/14, was 7/14 after five
     # updates that each replayed 40% of it, the rest answered "I don't know your sister's name"), so such a fact
-    # keeps its full share until a retrain from scratch learns it with the others.
+    # keeps its full share until a retrain from scratch learns it with the others, and twice: the updates that
+    # measured this trained 2 epochs, and at one (UPDATE_EPOCHS) once over lost the sister again (bench/update.py,
+    # 2026-12-06, seed 1: 13-14/14 after two to four more updates, 9/14 after the fifth).
     taught = updated_topics(parent)
     for topic in sorted(unchanged):
         own = [e for e in full.train if e.meta.kind in is_fact and e.meta.topic == topic]
-        share = 1.0 if same_topic_key(topic) in taught else replay_share
-        train += _sample(own, share, rng, minimum=2)
+        if same_topic_key(topic) in taught:
+            train += own + own
+        else:
+            train += _sample(own, replay_share, rng, minimum=2)
     negatives = [e for e in full.train if e.meta.kind not in is_fact]
     train += _sample(negatives, replay_share, rng, minimum=min(8, len(negatives)))
 
