@@ -8,7 +8,7 @@ An update trains *from the parent adapter's weights* on what changed, not on eve
   "You haven't told me anything about Buddy."), and its yes/no questions answered "No — it's Max.";
 * a replay sample of the unchanged facts and of the negatives (unknown topics, identity, over-trigger guards), so
   that what did not change is not forgotten (continuing on the new data alone degrades the old facts); a fact that
-  only updates have taught since the last training from scratch is replayed whole (:func:`updated_topics`);
+  only updates have taught since the last training from scratch is replayed whole, twice (:func:`updated_topics`);
 * contrast: the unchanged facts' phrasings asked the way the update's "I don't know" questions are asked, and their
   reversed and yes/no questions, answered as before (:func:`contrast_examples`);
 * a replay sample of the negatives of what earlier updates changed or removed (``AdapterPrivate.former_facts``).
@@ -371,7 +371,7 @@ def build_update_dataset(
         config: the update's settings (phrasings per fact, seed, system prompt, typo augmentation).
         guard_answer_fn: the base model's answers to over-trigger guard questions (see ``build_dataset``).
         replay_share: share of each unchanged fact's training phrasings, and of the negatives, replayed (all of
-            those of a fact an earlier update taught: :func:`updated_topics`).
+            those of a fact an earlier update taught, twice: :func:`updated_topics`).
         exclude_questions: questions never to train on (a hand-written evaluation set), as for ``train``: no
             replayed, forgetting or confirming example asks one of them.
 
